@@ -1,0 +1,77 @@
+"""Atomic checkpoint files.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (no pickled objects), so
+it loads with ``torch.load(..., weights_only=True)``. Saving writes a temporary file in the target's
+folder, flushes and fsyncs it, then ``os.replace``-s it over the target: a crash or kill at any point
+leaves either the previous checkpoint or the new one, never a truncated file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable or not a checkpoint dict."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically and return the path.
+
+    The parent folder is created when missing. The temporary file lives beside the target so that
+    ``os.replace`` is a same-filesystem rename; it is removed if writing fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename in ``folder`` (best effort; not every OS can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: "cannot load checkpoint <path>: <reason>" when the file is missing,
+            corrupt, holds non-allow-listed objects, or is not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"cannot load checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot load checkpoint {path}: expected a dict, got {type(state).__name__}")
+    return state
