@@ -1,0 +1,184 @@
+"""usp-eval: HPatches-protocol evaluation of UnsuperPoint and OpenCV baselines on sequence folders.
+
+    usp-eval DATA_DIR --methods usp,orb,sift [--weights CKPT] [--resolution 240x320] [--top-k 300]
+             [--device D] [--json FILE] [--plot FILE.png] [--visualize DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from usp_core.checkpoint import CheckpointError
+from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
+from usp_core.evaluation.methods import MethodError, available_methods, build_method
+from usp_core.evaluation.output import results_json, write_atomic
+from usp_core.evaluation.plot import save_summary_plot
+from usp_core.evaluation.report import overall_table, sequence_table
+from usp_core.evaluation.runner import evaluate_method, method_summary
+from usp_core.evaluation.visualize import save_match_images
+
+logger = logging.getLogger("usp_core.eval")
+
+VISUALIZED_PAIRS = 4  # pairs drawn per method with --visualize, spread evenly over the run
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is the one line shown to the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (no usage block) and exit status 2."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The usp-eval argument parser."""
+    parser = _Parser(prog="usp-eval", description="Evaluate keypoint methods on HPatches-layout sequences.")
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder of sequences (<seq>/1.png.., <seq>/H_1_k) or one sequence")
+    parser.add_argument("--methods", default="usp,orb,sift", help="comma-separated: " + ",".join(available_methods()))
+    parser.add_argument("--weights", default=None, help="usp checkpoint (default: the bundled weights)")
+    parser.add_argument("--resolution", default="240x320", help="evaluation size HxW (default 240x320)")
+    parser.add_argument("--top-k", type=int, default=300, help="keypoints kept per image (default 300)")
+    parser.add_argument("--device", default=None, help="torch device for usp (default: cuda if available, else cpu)")
+    parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
+    parser.add_argument("--plot", type=Path, default=None, help="write a summary figure to this PNG file")
+    parser.add_argument("--visualize", type=Path, default=None, help="write match pictures of a few pairs to this folder")
+    return parser
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'240x320' -> (240, 320) (height, width); raises UsageError otherwise."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 16:
+        raise UsageError(f"bad resolution {text!r}: expected HxW such as 240x320 (each at least 16)")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_methods(text: str) -> list[str]:
+    """'usp, orb' -> ['usp', 'orb'] (order kept, duplicates dropped); raises UsageError on unknown names."""
+    names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in available_methods()]
+    if not names or unknown:
+        raise UsageError(f"unknown method(s) {','.join(unknown) or '(none given)'}; available: {','.join(available_methods())}")
+    return names
+
+
+def resolve_device(name: str | None) -> str:
+    """The torch device to use for usp; raises UsageError for an unknown or unavailable one."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"bad device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available")
+    return name
+
+
+def _pick_examples(sequences, count: int) -> set[tuple[str, int]]:
+    """(sequence, k) of count pairs spread evenly over all pairs."""
+    pairs = [(p.sequence, p.index) for seq in sequences for p in seq]
+    if not pairs:
+        return set()
+    return {pairs[i] for i in np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)}
+
+
+def _build_methods(names: list[str], top_k: int, weights: str | None, device: str) -> list:
+    """Build every method, turning load failures into UsageError."""
+    methods = []
+    for name in names:
+        try:
+            methods.append(build_method(name, top_k, weights=weights, device=device))
+        except (CheckpointError, MethodError, OSError) as error:
+            raise UsageError(str(error).splitlines()[0] if str(error) else repr(error)) from None
+    return methods
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the input, evaluate, print tables and write the requested files."""
+    size = parse_resolution(args.resolution)
+    names = parse_methods(args.methods)
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be positive, got {args.top_k}")
+    device = resolve_device(args.device)
+    try:
+        sequences = [list(load_sequence(folder, size)) for folder in find_sequences(args.data_dir)]
+    except DatasetError as error:
+        raise UsageError(str(error)) from None
+    methods = _build_methods(names, args.top_k, args.weights, device)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    examples = _pick_examples(sequences, VISUALIZED_PAIRS) if args.visualize else set()
+    summaries, picked = {}, {}
+    for method in methods:
+        result = evaluate_method(method, sequences, examples)
+        summaries[method.name], picked[method.name] = method_summary(result), result.examples
+
+    num_pairs = sum(len(s) for s in sequences)
+    title = f"{Path(args.data_dir).resolve().name}: {num_pairs} pairs at {size[0]}x{size[1]}, top-{args.top_k}"
+    print(f"{title} (device {device})\n")
+    print(overall_table(summaries))
+    print("\nPer sequence:\n")
+    print(sequence_table(summaries))
+    _write_outputs(args, summaries, picked, title, _settings(args, sequences, size, device, names))
+    return 0
+
+
+def _settings(args, sequences, size, device, names) -> dict:
+    """How the run was made, stored beside the numbers in the JSON."""
+    return {
+        "data_dir": str(Path(args.data_dir).resolve()),
+        "resolution": list(size),
+        "top_k": args.top_k,
+        "device": device,
+        "weights": (args.weights or "bundled") if "usp" in names else None,
+        "pairs": {s[0].sequence: len(s) for s in sequences if s},
+        "opencv": cv2.__version__,
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _write_outputs(args, summaries: dict, picked: dict, title: str, settings: dict) -> None:
+    """JSON, plot and match pictures, each only when asked for; an unwritable path is a UsageError."""
+    try:
+        _write_files(args, summaries, picked, title, settings)
+    except OSError as error:
+        raise UsageError(f"cannot write {error.filename or 'output'}: {error.strerror or error}") from None
+
+
+def _write_files(args, summaries: dict, picked: dict, title: str, settings: dict) -> None:
+    """Write each requested output file atomically."""
+    if args.json:
+        write_atomic(args.json, results_json(summaries, settings).encode())
+        logger.info("wrote %s", args.json)
+    if args.plot:
+        save_summary_plot(args.plot, summaries, title)
+        logger.info("wrote %s", args.plot)
+    if args.visualize:
+        for name, examples in picked.items():
+            for path in save_match_images(args.visualize, name, examples):
+                logger.info("wrote %s", path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of usp-eval; returns the exit status (2 on bad input, with one line on stderr)."""
+    try:
+        return run(build_parser().parse_args(argv))
+    except UsageError as error:
+        print(f"usp-eval: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

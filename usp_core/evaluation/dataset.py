@@ -1,0 +1,138 @@
+"""Image pairs in the HPatches layout, resized to the evaluation resolution.
+
+A sequence is a folder holding a reference image ``1.<ext>``, further images ``k.<ext>`` and
+text files ``H_1_k`` (a 3x3 homography mapping pixels of image 1 to pixels of image k, each at
+its own original size). Images of one sequence may differ in size, so every image's own size
+is read. Pixel coordinates follow OpenCV: the centre of the top-left pixel is (0, 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".ppm", ".pgm", ".jpg", ".jpeg")
+
+
+class DatasetError(ValueError):
+    """A data folder or file that cannot be evaluated; the message is one readable line."""
+
+
+@dataclass(frozen=True)
+class EvalPair:
+    """One evaluation pair at the evaluation resolution.
+
+    image_a, image_b: (H, W) uint8 grey images (H, W = the evaluation resolution).
+    homography: (3, 3) float64, maps pixels of image_a to pixels of image_b.
+    """
+
+    sequence: str
+    index: int
+    image_a: np.ndarray
+    image_b: np.ndarray
+    homography: np.ndarray
+
+
+def resize_transform(size_from: tuple[int, int], size_to: tuple[int, int]) -> np.ndarray:
+    """(3, 3) map from pixels of an image of size_from (h, w) to pixels of it resized to size_to (h, w).
+
+    Matches cv2.resize, which aligns pixel areas: x' = (x + 0.5) * sx - 0.5 with sx = w_to / w_from.
+    """
+    sy = size_to[0] / size_from[0]
+    sx = size_to[1] / size_from[1]
+    return np.array([[sx, 0.0, 0.5 * (sx - 1.0)], [0.0, sy, 0.5 * (sy - 1.0)], [0.0, 0.0, 1.0]])
+
+
+def rescale_homography(
+    homography: np.ndarray,
+    size_a: tuple[int, int],
+    size_b: tuple[int, int],
+    size_to: tuple[int, int],
+) -> np.ndarray:
+    """Homography (3, 3) between images of sizes size_a and size_b (h, w), re-expressed for both resized to size_to.
+
+    Returns S_b @ H @ inv(S_a), normalised so that element [2, 2] is 1.
+    """
+    scaled = resize_transform(size_b, size_to) @ homography @ np.linalg.inv(resize_transform(size_a, size_to))
+    return scaled / scaled[2, 2]
+
+
+def _image_path(folder: Path, index: int) -> Path | None:
+    """The image file named <index>.<ext> in folder, or None."""
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (folder / f"{index}{ext}", folder / f"{index}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _pair_indices(folder: Path) -> list[int]:
+    """Indices k for which both H_1_k and image k exist in folder, ascending."""
+    indices = []
+    for path in folder.glob("H_1_*"):
+        suffix = path.name[len("H_1_"):]
+        if suffix.isdigit() and int(suffix) != 1 and _image_path(folder, int(suffix)) is not None:
+            indices.append(int(suffix))
+    return sorted(indices)
+
+
+def is_sequence(folder: Path) -> bool:
+    """Whether folder holds an image 1 and at least one usable pair."""
+    return folder.is_dir() and _image_path(folder, 1) is not None and bool(_pair_indices(folder))
+
+
+def find_sequences(data_dir: str | Path) -> list[Path]:
+    """Sequence folders under data_dir (or data_dir itself when it is one), sorted by name.
+
+    Raises DatasetError when data_dir is missing or holds no sequence.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetError(f"data folder {root} does not exist")
+    if is_sequence(root):
+        return [root]
+    sequences = sorted((p for p in root.iterdir() if is_sequence(p)), key=lambda p: p.name)
+    if not sequences:
+        raise DatasetError(f"no sequences in {root} (expected <seq>/1.png .. N.png and <seq>/H_1_k files)")
+    return sequences
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """(H, W) uint8 grey image; raises DatasetError when unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise DatasetError(f"cannot read image {path}")
+    return image
+
+
+def read_homography(path: Path) -> np.ndarray:
+    """(3, 3) float64 homography from a text file; raises DatasetError when malformed."""
+    try:
+        homography = np.loadtxt(path, dtype=np.float64)
+    except ValueError as error:
+        raise DatasetError(f"cannot parse homography {path}: {error}") from None
+    if homography.shape != (3, 3) or not np.all(np.isfinite(homography)) or abs(np.linalg.det(homography)) < 1e-12:
+        raise DatasetError(f"homography {path} is not a finite invertible 3x3 matrix")
+    return homography
+
+
+def resize_gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 image resized to size (h, w) with area interpolation (cv2 pixel-area alignment)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def load_sequence(folder: Path, size: tuple[int, int]) -> Iterator[EvalPair]:
+    """Pairs (1, k) of one sequence folder, images resized to size (h, w) and homographies rescaled."""
+    original_a = read_gray(_image_path(folder, 1))
+    image_a = resize_gray(original_a, size)
+    for index in _pair_indices(folder):
+        original_b = read_gray(_image_path(folder, index))
+        homography = rescale_homography(
+            read_homography(folder / f"H_1_{index}"), original_a.shape[:2], original_b.shape[:2], size
+        )
+        yield EvalPair(folder.name, index, image_a, resize_gray(original_b, size), homography)

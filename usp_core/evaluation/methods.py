@@ -1,0 +1,145 @@
+"""Keypoint methods under evaluation: UnsuperPoint and OpenCV detector+descriptors, behind one interface.
+
+Every method takes a grey (H, W) uint8 image and returns at most top_k keypoints, the best by
+score, with their descriptors. ORB and SIFT are in OpenCV's main module; AKAZE and BRISK are
+offered when the installed OpenCV has them (OpenCV 5 moved them to the contrib build).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import cv2
+import numpy as np
+
+
+class MethodError(ValueError):
+    """A method that cannot be built (unknown name, bad option); the message is one readable line."""
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """Keypoints of one image, sorted by decreasing score.
+
+    keypoints: (N, 2) float32 (x, y) pixels; scores: (N,) float32;
+    descriptors: (N, D) float32, or (N, B) uint8 packed bits for binary methods.
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+
+
+class Method(Protocol):
+    """A detector+descriptor under evaluation."""
+
+    name: str
+    binary: bool  # descriptors are packed bits compared by Hamming distance
+
+    def extract(self, image: np.ndarray) -> Extraction:
+        """(H, W) uint8 grey image -> its top-k keypoints."""
+
+
+def top_k(keypoints: np.ndarray, scores: np.ndarray, descriptors: np.ndarray, k: int) -> Extraction:
+    """The k best of (N, 2) keypoints by (N,) score (stable order for ties), with their (N, D) descriptors."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+    return Extraction(
+        np.asarray(keypoints, dtype=np.float32).reshape(-1, 2)[order],
+        np.asarray(scores, dtype=np.float32)[order],
+        np.asarray(descriptors)[order],
+    )
+
+
+class OpenCVMethod:
+    """An OpenCV Feature2D (detectAndCompute), keeping its top_k keypoints by response."""
+
+    def __init__(self, name: str, detector: cv2.Feature2D, binary: bool, top_k: int) -> None:
+        self.name = name
+        self.binary = binary
+        self.top_k = top_k
+        self.detector = detector
+
+    def extract(self, image: np.ndarray) -> Extraction:
+        """(H, W) uint8 grey image -> Extraction with (N, 2) keypoints, (N,) responses, (N, D) descriptors."""
+        keypoints, descriptors = self.detector.detectAndCompute(image, None)
+        width = self.detector.descriptorSize()
+        dtype = np.uint8 if self.binary else np.float32
+        if descriptors is None or not keypoints:
+            return Extraction(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, width), dtype))
+        points = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+        responses = np.array([kp.response for kp in keypoints], dtype=np.float32)
+        return top_k(points, responses, descriptors.astype(dtype), self.top_k)
+
+
+class UspMethod:
+    """UnsuperPoint through usp_core.inference.KeypointDetector (top-k inside the detector)."""
+
+    binary = False
+
+    def __init__(self, detector, name: str = "usp") -> None:
+        self.name = name
+        self.detector = detector
+
+    def extract(self, image: np.ndarray) -> Extraction:
+        """(H, W) uint8 grey image -> Extraction with (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
+        features = self.detector.detect(image)[0]
+        keypoints, scores, descriptors = (
+            _as_numpy(features.keypoints), _as_numpy(features.scores), _as_numpy(features.descriptors)
+        )
+        return top_k(keypoints, scores, descriptors.astype(np.float32), len(scores))
+
+
+def _as_numpy(value) -> np.ndarray:
+    """A torch tensor (any device) or array -> numpy array."""
+    if hasattr(value, "detach"):
+        return value.detach().float().cpu().numpy()
+    return np.asarray(value)
+
+
+def _opencv_factory(name: str) -> Callable[..., cv2.Feature2D] | None:
+    """cv2.<name>_create from the main module or xfeatures2d (contrib), or None when absent."""
+    for module in (cv2, getattr(cv2, "xfeatures2d", None)):
+        factory = getattr(module, f"{name}_create", None) if module is not None else None
+        if factory is not None:
+            return factory
+    return None
+
+
+def _opencv_builders() -> dict[str, Callable[[int], OpenCVMethod]]:
+    """Builders (top_k -> method) of the OpenCV methods this OpenCV build offers."""
+    builders: dict[str, Callable[[int], OpenCVMethod]] = {}
+    orb, sift, akaze, brisk = (_opencv_factory(n) for n in ("ORB", "SIFT", "AKAZE", "BRISK"))
+    if orb is not None:
+        builders["orb"] = lambda k: OpenCVMethod("orb", orb(nfeatures=k), True, k)
+    if sift is not None:
+        builders["sift"] = lambda k: OpenCVMethod("sift", sift(nfeatures=k), False, k)
+    if akaze is not None:
+        builders["akaze"] = lambda k: OpenCVMethod("akaze", akaze(), True, k)
+    if brisk is not None:
+        builders["brisk"] = lambda k: OpenCVMethod("brisk", brisk(), True, k)
+    return builders
+
+
+def available_methods() -> tuple[str, ...]:
+    """Names accepted by build_method: "usp" and the OpenCV methods of the installed OpenCV."""
+    return ("usp", *_opencv_builders())
+
+
+def build_method(name: str, top_k_points: int, weights: str | Path | None = None, device: str = "cpu") -> Method:
+    """The method called name keeping top_k_points keypoints per image.
+
+    usp loads weights (None = the bundled checkpoint) on device; it raises
+    usp_core.checkpoint.CheckpointError when they cannot be loaded. Unknown names raise MethodError.
+    """
+    if top_k_points < 1:
+        raise MethodError(f"top-k must be positive, got {top_k_points}")
+    if name == "usp":
+        from usp_core.inference import DetectorConfig, KeypointDetector
+
+        config = DetectorConfig(max_keypoints=top_k_points)
+        return UspMethod(KeypointDetector.from_pretrained(weights, device=device, config=config))
+    builders = _opencv_builders()
+    if name not in builders:
+        raise MethodError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+    return builders[name](top_k_points)

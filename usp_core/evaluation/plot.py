@@ -1,0 +1,69 @@
+"""Summary figure of an evaluation run: one colour per method across every panel."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+from usp_core.evaluation.output import write_atomic  # noqa: E402
+
+
+def _grouped_bars(axis, groups: list[str], values: dict[str, list[float]], colours: dict[str, str]) -> None:
+    """Bars of values[method][g] for each group g, methods side by side, with the value printed on each bar."""
+    width = 0.8 / max(len(values), 1)
+    for m, (method, heights) in enumerate(values.items()):
+        positions = [g + (m - (len(values) - 1) / 2) * width for g in range(len(groups))]
+        shown = [h if math.isfinite(h) else 0.0 for h in heights]
+        bars = axis.bar(positions, shown, width * 0.95, color=colours[method], label=method)
+        if width >= 0.12:
+            labels = [f"{h:.2f}" if math.isfinite(h) else "-" for h in heights]
+            axis.bar_label(bars, labels=labels, fontsize=7, padding=1)
+    axis.set_xticks(range(len(groups)), groups)
+    axis.set_ylim(0, 1.1)
+    axis.grid(axis="y", alpha=0.3)
+    axis.set_axisbelow(True)
+
+
+def summary_figure(methods: dict[str, dict], title: str) -> matplotlib.figure.Figure:
+    """Figure with homography accuracy, repeatability / matching score per method, and repeatability per sequence."""
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    figure = plt.figure(figsize=(12, 8), layout="constrained")
+    grid = figure.add_gridspec(2, 2)
+    accuracy, detection, per_sequence = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1]), figure.add_subplot(grid[1, :])
+
+    thresholds = ["1", "3", "5"]
+    _grouped_bars(accuracy, [f"HA@{t}" for t in thresholds],
+                  {m: [s["homography_accuracy"][t] for t in thresholds] for m, s in methods.items()}, colours)
+    accuracy.set_title("Homography accuracy (mean corner error <= eps px)")
+    accuracy.set_ylabel("fraction of pairs")
+
+    _grouped_bars(detection, ["repeatability", "matching score"],
+                  {m: [s["repeatability"], s["matching_score"]] for m, s in methods.items()}, colours)
+    detection.set_title("Repeatability and matching score (3 px)")
+
+    sequences = list(dict.fromkeys(seq for s in methods.values() for seq in s["sequences"]))
+    _grouped_bars(per_sequence, sequences,
+                  {m: [s["sequences"].get(seq, {}).get("repeatability", float("nan")) for seq in sequences]
+                   for m, s in methods.items()}, colours)
+    per_sequence.set_title("Repeatability per sequence")
+    per_sequence.set_ylabel("repeatability")
+
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in methods]
+    labels = [f"{m}  ({s['keypoints_per_image']:.0f} kp, {s['ms_per_image']:.1f} ms / image)" for m, s in methods.items()]
+    figure.legend(handles, labels, loc="outside lower center", ncols=min(len(methods), 4), frameon=False)
+    figure.suptitle(title)
+    return figure
+
+
+def save_summary_plot(path: str | Path, methods: dict[str, dict], title: str) -> Path:
+    """Render summary_figure to a PNG at path, atomically."""
+    figure = summary_figure(methods, title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return write_atomic(path, buffer.getvalue())
