@@ -14,6 +14,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from usp_core.homography import scale_homography
+
 IMAGE_EXTENSIONS = (".png", ".ppm", ".pgm", ".jpg", ".jpeg")
 
 
@@ -36,28 +38,19 @@ class EvalPair:
     homography: np.ndarray
 
 
-def resize_transform(size_from: tuple[int, int], size_to: tuple[int, int]) -> np.ndarray:
-    """(3, 3) map from pixels of an image of size_from (h, w) to pixels of it resized to size_to (h, w).
-
-    Matches cv2.resize, which aligns pixel areas: x' = (x + 0.5) * sx - 0.5 with sx = w_to / w_from.
-    """
-    sy = size_to[0] / size_from[0]
-    sx = size_to[1] / size_from[1]
-    return np.array([[sx, 0.0, 0.5 * (sx - 1.0)], [0.0, sy, 0.5 * (sy - 1.0)], [0.0, 0.0, 1.0]])
-
-
 def rescale_homography(
     homography: np.ndarray,
     size_a: tuple[int, int],
     size_b: tuple[int, int],
     size_to: tuple[int, int],
 ) -> np.ndarray:
-    """Homography (3, 3) between images of sizes size_a and size_b (h, w), re-expressed for both resized to size_to.
+    """Homography (3, 3) from an image of size_a to one of size_b (h, w), re-expressed for both resized to size_to.
 
-    Returns S_b @ H @ inv(S_a), normalised so that element [2, 2] is 1.
+    Follows cv2.resize (pixel areas aligned, x' = (x + 0.5) * sx - 0.5); [2, 2] is normalised to 1.
     """
-    scaled = resize_transform(size_b, size_to) @ homography @ np.linalg.inv(resize_transform(size_a, size_to))
-    return scaled / scaled[2, 2]
+    scale_a = (size_to[1] / size_a[1], size_to[0] / size_a[0])
+    scale_b = (size_to[1] / size_b[1], size_to[0] / size_b[0])
+    return np.asarray(scale_homography(np.asarray(homography, dtype=np.float64), scale_a, scale_b), dtype=np.float64)
 
 
 def _image_path(folder: Path, index: int) -> Path | None:
