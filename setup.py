@@ -1,0 +1,34 @@
+"""pip install of usp_core and its command-line tools, without any ROS build.
+
+usp_ros (the rclpy nodes and the generated messages) is installed by colcon only, so an
+editable usp_ros never shadows the one that carries usp_ros.msg.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="usp-core",
+    version="0.1.0",
+    description="UnsuperPoint learned keypoints and descriptors in PyTorch: model, losses, trainer, evaluation",
+    python_requires=">=3.10",
+    packages=find_packages(include=["usp_core", "usp_core.*"]),
+    package_data={"usp_core": ["weights/*.pt", "weights/*.yaml"]},
+    install_requires=[
+        "torch>=2.3",  # install torch==2.13.0 (CPU) first; this range then installs nothing more
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+    entry_points={
+        "console_scripts": [
+            "usp-train=usp_core.cli.train:main",
+            "usp-export=usp_core.cli.export:main",
+            "usp-eval=usp_core.cli.eval:main",
+            "usp-bench=usp_core.cli.bench:main",
+        ],
+    },
+)
