@@ -13,3 +13,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+def pytest_configure(config):
+    """Keep DDS on localhost and give this test session its own ROS domain.
+
+    Runs before any test imports rclpy, so every node this session starts, in this process or in
+    a child process (which inherits the environment), sees only its own session's peers.
+    """
+    import os
+
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))

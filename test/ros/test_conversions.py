@@ -1,0 +1,190 @@
+"""Image, CompressedImage and Features conversions, without a running node."""
+import array
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from usp_ros.conversions import (
+    ENCODINGS,
+    ConversionError,
+    compressed_to_numpy,
+    features_to_msg,
+    frame_match_to_msg,
+    homography_from_msg,
+    image_to_numpy,
+    msg_to_features,
+    numpy_to_compressed,
+    numpy_to_image,
+    to_bgr8,
+    to_gray,
+)
+
+
+def random_image(encoding: str, height: int = 6, width: int = 10, seed: int = 0) -> np.ndarray:
+    dtype, channels = ENCODINGS[encoding]
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    if dtype == np.float32:
+        return rng.random(shape, dtype=np.float32)
+    return rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+@pytest.mark.parametrize("padding", [0, 5])
+def test_image_round_trip(encoding, padding):
+    original = random_image(encoding)
+    row_bytes = original.shape[1] * original.itemsize * (1 if original.ndim == 2 else original.shape[2])
+    msg = numpy_to_image(original, encoding, step=row_bytes + padding)
+    assert msg.step == row_bytes + padding
+    assert len(msg.data) == msg.step * msg.height
+    back = image_to_numpy(msg)
+    assert back.dtype == original.dtype and back.shape == original.shape
+    np.testing.assert_array_equal(back, original)
+
+
+def test_image_to_numpy_is_zero_copy_for_padded_rows():
+    msg = numpy_to_image(random_image("bgr8"), "bgr8", step=64)
+    view = image_to_numpy(msg)
+    msg.data[0] = 255 - msg.data[0]
+    assert view[0, 0, 0] == msg.data[0]
+
+
+@pytest.mark.parametrize("encoding", ["mono16", "16UC1", "32FC1"])
+def test_big_endian_data_is_byteswapped(encoding):
+    original = random_image(encoding)
+    msg = numpy_to_image(original, encoding)
+    msg.is_bigendian = 1
+    msg.data = array.array("B", original.astype(original.dtype.newbyteorder(">")).tobytes())
+    back = image_to_numpy(msg)
+    assert back.dtype.isnative
+    np.testing.assert_array_equal(back, original)
+
+
+@pytest.mark.parametrize(
+    "mutate, problem",
+    [
+        (lambda m: setattr(m, "encoding", "yuv422_fancy"), "unknown image encoding 'yuv422_fancy'"),
+        (lambda m: setattr(m, "data", m.data[:-1]), "data has"),
+        (lambda m: setattr(m, "step", 3), "step 3 is smaller"),
+        (lambda m: setattr(m, "width", 0), "is empty"),
+        (lambda m: setattr(m, "height", 0), "is empty"),
+        (lambda m: setattr(m, "width", 100000), "absurd"),
+        (lambda m: (setattr(m, "height", 30000), setattr(m, "step", 60000)), "absurd"),
+    ],
+    ids=["encoding", "short-data", "small-step", "zero-width", "zero-height", "huge-width", "huge-bytes"],
+)
+def test_bad_image_raises_conversion_error(mutate, problem):
+    msg = numpy_to_image(random_image("bgr8"), "bgr8")
+    mutate(msg)
+    with pytest.raises(ConversionError, match=problem):
+        image_to_numpy(msg)
+
+
+def test_numpy_to_image_rejects_mismatched_encoding():
+    with pytest.raises(ConversionError, match="does not fit encoding"):
+        numpy_to_image(random_image("mono8"), "bgr8")
+
+
+@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_compressed_round_trip(image_format, channels):
+    smooth = cv2.GaussianBlur(random_image("bgr8", 48, 64), (9, 9), 3)
+    original = smooth if channels == 3 else cv2.cvtColor(smooth, cv2.COLOR_BGR2GRAY)
+    back = compressed_to_numpy(numpy_to_compressed(original, image_format))
+    assert back.shape == original.shape
+    tolerance = 0 if image_format == "png" else 12
+    assert np.abs(back.astype(int) - original.astype(int)).mean() <= tolerance
+
+
+@pytest.mark.parametrize("payload", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 40])
+def test_undecodable_compressed_raises(payload):
+    msg = CompressedImage(format="jpeg")
+    msg.data = array.array("B", payload)
+    with pytest.raises(ConversionError, match="compressed image"):
+        compressed_to_numpy(msg)
+
+
+def bayer_mosaic(bgr: np.ndarray, pattern: str) -> np.ndarray:
+    """Sample a BGR image with a 2x2 Bayer pattern named like ROS ('rggb' = R at (0,0), B at (1,1))."""
+    channel = {"r": 2, "g": 1, "b": 0}
+    mosaic = np.empty(bgr.shape[:2], np.uint8)
+    for index, letter in enumerate(pattern):
+        row, col = divmod(index, 2)
+        mosaic[row::2, col::2] = bgr[row::2, col::2, channel[letter]]
+    return mosaic
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_demosaics_to_the_right_colour(pattern):
+    colour = np.array([40, 120, 220], np.uint8)  # B, G, R
+    flat = np.broadcast_to(colour, (16, 16, 3)).copy()
+    encoding = f"bayer_{pattern}8"
+    msg = numpy_to_image(bayer_mosaic(flat, pattern), encoding)
+    bgr = to_bgr8(image_to_numpy(msg), encoding)
+    np.testing.assert_allclose(bgr[4:12, 4:12].reshape(-1, 3).mean(0), colour, atol=2)
+    gray = to_gray(image_to_numpy(msg), encoding)
+    expected = cv2.cvtColor(flat, cv2.COLOR_BGR2GRAY)[8, 8]
+    assert abs(int(gray[8, 8]) - int(expected)) <= 2
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_to_gray_and_bgr_shapes(encoding):
+    image = random_image(encoding, 8, 12)
+    gray = to_gray(image, encoding)
+    assert gray.shape == (8, 12)
+    assert gray.dtype == np.uint8 or (gray.dtype == np.float32 and 0 <= gray.min() and gray.max() <= 1)
+    assert to_bgr8(image, encoding).shape == (8, 12, 3)
+
+
+def test_rgb_and_bgr_agree_in_grey():
+    bgr = random_image("bgr8")
+    np.testing.assert_array_equal(to_gray(bgr, "bgr8"), to_gray(bgr[..., ::-1].copy(), "rgb8"))
+
+
+def test_features_round_trip():
+    rng = np.random.default_rng(1)
+    keypoints = rng.random((50, 2), dtype=np.float32) * 100
+    scores = rng.random(50, dtype=np.float32)
+    descriptors = rng.standard_normal((50, 16)).astype(np.float32)
+    header = Header(frame_id="cam")
+    msg = features_to_msg(header, (640, 480), keypoints, scores, descriptors)
+    assert msg.header.frame_id == "cam" and msg.keypoints.header.frame_id == "cam"
+    arrays = msg_to_features(msg)
+    np.testing.assert_array_equal(arrays.keypoints, keypoints)
+    np.testing.assert_array_equal(arrays.scores, scores)
+    np.testing.assert_array_equal(arrays.descriptors, descriptors)
+    assert arrays.image_size == (640, 480)
+
+
+def test_empty_features_round_trip():
+    msg = features_to_msg(Header(), (32, 24), np.zeros((0, 2)), np.zeros(0), np.zeros((0, 256)))
+    arrays = msg_to_features(msg)
+    assert arrays.keypoints.shape == (0, 2) and arrays.descriptors.shape == (0, 0)
+
+
+def test_inconsistent_features_raise():
+    with pytest.raises(ConversionError, match="inconsistent feature arrays"):
+        features_to_msg(Header(), (8, 8), np.zeros((3, 2)), np.zeros(2), np.zeros((3, 4)))
+    msg = features_to_msg(Header(), (8, 8), np.zeros((3, 2)), np.zeros(3), np.zeros((3, 4)))
+    msg.descriptors.size = 5
+    with pytest.raises(ConversionError, match="descriptor data has 12 values, expected 3 x 5"):
+        msg_to_features(msg)
+    msg = features_to_msg(Header(), (8, 8), np.zeros((3, 2)), np.zeros(3), np.zeros((3, 4)))
+    msg.keypoints.y = array.array("f", [0.0])
+    with pytest.raises(ConversionError, match="differ in length"):
+        msg_to_features(msg)
+
+
+def test_frame_match_message():
+    homography = np.array([[1.0, 0.1, 5], [0, 1, -3], [0, 0, 1]])
+    points = np.arange(8, dtype=np.float32).reshape(4, 2)
+    msg = frame_match_to_msg(Header(), Header().stamp, homography, 10, [0, 2, 4, 6], [1, 3, 5, 7], points, points + 1)
+    assert msg.valid and msg.num_matches == 10 and msg.num_inliers == 4
+    np.testing.assert_array_equal(homography_from_msg(msg), homography)
+    assert list(msg.current_indices) == [1, 3, 5, 7] and list(msg.current_x) == [1, 3, 5, 7]
+    invalid = frame_match_to_msg(Header(), Header().stamp, None, 3, [], [], np.zeros((0, 2)), np.zeros((0, 2)))
+    assert not invalid.valid and invalid.num_inliers == 0
+    np.testing.assert_array_equal(homography_from_msg(invalid), np.eye(3))
