@@ -1,0 +1,104 @@
+"""A few dozen CPU training steps on a tiny generated image set: the loss falls, checkpoints, exact resume."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from usp_core.config import TrainConfig, from_dict
+from usp_core.trainer import Trainer, lr_factor
+
+STEPS = 24
+CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "step", "config", "seed"}
+
+
+def _blocks(seed: int) -> np.ndarray:
+    """A 96x128 grey image of random filled rectangles: corners to find."""
+    rng = np.random.default_rng(seed)
+    image = np.full((96, 128), 20, np.uint8)
+    for _ in range(25):
+        x, y = rng.integers(0, 128), rng.integers(0, 96)
+        w, h = rng.integers(5, 30, 2)
+        cv2.rectangle(image, (int(x), int(y)), (int(x + w), int(y + h)), int(rng.integers(30, 255)), -1)
+    return image
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> TrainConfig:
+    root = tmp_path_factory.mktemp("tiny_images")
+    for i in range(6):
+        cv2.imwrite(str(root / f"{i}.png"), _blocks(i))
+    return from_dict({
+        "data_dir": str(root), "image_size": [64, 64], "val_fraction": 0.2, "batch_size": 4,
+        "steps": STEPS, "val_interval": 8, "val_batches": 1, "checkpoint_interval": 100, "log_interval": 5,
+        "num_workers": 0, "seed": 3,
+        "model": {"widths": [8, 8, 16, 16, 16, 16, 32, 32], "descriptor_dim": 32},
+        "optimizer": {"lr": 3e-3}, "schedule": {"warmup_steps": 3},
+    })
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_config, tmp_path_factory) -> tuple[Trainer, Path]:
+    out = tmp_path_factory.mktemp("full_run")
+    trainer = Trainer(tiny_config, out, device="cpu", progress=False)
+    trainer.train()
+    return trainer, out
+
+
+def test_total_loss_falls(full_run):
+    trainer, _ = full_run
+    totals = [h["total"] for h in trainer.history]
+    assert [h["step"] for h in trainer.history] == list(range(1, STEPS + 1))
+    assert np.mean(totals[-5:]) < 0.5 * np.mean(totals[:5])
+    terms = {"total", "usp", "position", "score", "repeatability", "uni_xy", "desc", "decorr", "score_mean"}
+    assert terms <= set(trainer.history[0])
+
+
+def test_checkpoints_hold_every_entry_and_load_weights_only(full_run, tiny_config):
+    _, out = full_run
+    assert (out / "config.yaml").is_file()
+    last = torch.load(out / "last.pt", weights_only=True)
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert CHECKPOINT_KEYS <= set(last) and CHECKPOINT_KEYS <= set(best)
+    assert last["step"] == STEPS and best["step"] in (8, 16, 24)
+    assert last["seed"] == 3 and last["config"]["model"]["descriptor_dim"] == 32
+    assert from_dict(last["config"]) == tiny_config
+    assert not list(out.glob(".*.tmp")), "temporary checkpoint files left behind"
+
+
+def test_resume_continues_at_saved_step_with_identical_losses(full_run, tiny_config, tmp_path):
+    uninterrupted, _ = full_run
+    first = Trainer(tiny_config, tmp_path / "first", device="cpu", progress=False)
+    first.train(max_steps=11)
+    assert torch.load(tmp_path / "first" / "last.pt", weights_only=True)["step"] == 11
+
+    resumed = Trainer(tiny_config, tmp_path / "second", device="cpu", progress=False)
+    assert resumed.resume(tmp_path / "first" / "last.pt") == 11
+    resumed.train()
+    assert [h["step"] for h in resumed.history] == list(range(12, STEPS + 1))
+    expected = [h["total"] for h in uninterrupted.history[11:]]
+    assert [h["total"] for h in resumed.history] == expected
+    final = torch.load(tmp_path / "second" / "last.pt", weights_only=True)["model"]
+    reference = uninterrupted.model.state_dict()
+    assert all(torch.equal(final[k], reference[k]) for k in reference)
+
+
+def test_time_limit_stops_early_and_saves(tiny_config, tmp_path):
+    trainer = Trainer(tiny_config, tmp_path, device="cpu", progress=False)
+    trainer.train(time_limit=0.0)
+    assert trainer.step == 1
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path):
+    trainer = Trainer(from_dict({"image_size": [32, 32]}), tmp_path, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="no training data folder"):
+        trainer.train()
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor():
+    factors = [lr_factor(s, total_steps=100, warmup_steps=10, min_ratio=0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)

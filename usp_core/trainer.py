@@ -1,0 +1,386 @@
+"""Self-supervised UnsuperPoint training (paper section 2): siamese homography pairs, AdamW, warmup + cosine.
+
+One ``Trainer`` runs on one device; under ``torchrun`` each process builds one, after
+``setup_distributed``, and the model is wrapped in DistributedDataParallel. Rank 0 alone logs, shows
+progress, writes TensorBoard events and checkpoints.
+
+Exact resume: a sample is a pure function of its global index (see ``usp_core.data``) and the
+training sampler restarts at ``step * batch_size * world_size``; the checkpoint carries model,
+optimizer, scheduler, GradScaler and RNG state. On CPU a resumed run reproduces the losses of an
+uninterrupted one bit for bit (tested); on CUDA, up to the nondeterminism of cuDNN kernels.
+
+Both branches go through the network in one forward pass (batch 2B), so BatchNorm normalises them
+with shared statistics, and DDP sees one forward per step. Losses are computed in float32 outside
+autocast: the correspondence search works on pixel distances that bf16 would round to ~1 px.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm.auto import tqdm
+
+from usp_core.checkpoint import load_checkpoint, save_checkpoint
+from usp_core.config import TrainConfig, save_config, to_dict
+from usp_core.data import HomographyPairDataset, ImageFolder, InfiniteSampler
+from usp_core.losses import unsuperpoint_loss
+from usp_core.model import DenseOutput, UnsuperPoint
+
+__all__ = ["Trainer", "resolve_device", "setup_distributed", "cleanup_distributed", "lr_factor"]
+
+logger = logging.getLogger(__name__)
+
+VALIDATION_SEED_OFFSET = 7919  # validation pairs use seed + this, so they never coincide with training pairs
+CONFIG_KEYS_FREE_ON_RESUME = ("data_dir", "num_workers", "steps", "val_interval", "checkpoint_interval",
+                              "log_interval")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
+    return device
+
+
+def setup_distributed(device: str = "auto") -> str:
+    """Join the torchrun process group when WORLD_SIZE > 1; returns this process's device string.
+
+    Uses NCCL with one GPU per process (``cuda:LOCAL_RANK``) on CUDA, else gloo on CPU.
+    Without torchrun it returns ``device`` unchanged.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    use_cuda = resolve_device(device).type == "cuda"
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return f"cuda:{local_rank}"
+    return "cpu"
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group if one was joined."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Multiplier of the peak lr for optimizer step ``step`` (0-based): linear warmup, then cosine."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _split_branches(output: DenseOutput, batch: int) -> tuple[DenseOutput, DenseOutput]:
+    """A DenseOutput of 2B images -> (first B, last B), cast to float32."""
+    first = DenseOutput(*(t[:batch].float() for t in output))
+    second = DenseOutput(*(t[batch:].float() for t in output))
+    return first, second
+
+
+class Trainer:
+    """Trains UnsuperPoint per a ``TrainConfig``, writing ``last.pt``/``best.pt`` under ``out_dir``.
+
+    The constructor builds the model (seeded, without touching the global RNG), optimizer and
+    schedule; nothing is read from or written to disk until ``train``/``validate``/``resume``.
+    ``history`` holds one dict of float loss terms per completed step of this process's run.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, device: str | torch.device = "auto",
+                 progress: bool = True):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        self.is_main = self.rank == 0
+        self.step = 0
+        self.best_val_loss = math.inf
+        self.history: list[dict[str, float]] = []
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.model = UnsuperPoint(config.model).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.optimizer.lr, betas=tuple(config.optimizer.betas),
+            weight_decay=config.optimizer.weight_decay,
+        )
+        total, warmup, floor = config.steps, config.schedule.warmup_steps, config.schedule.min_lr_ratio
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, total, warmup, floor)
+        )
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self._network: nn.Module = self.model
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._network = DistributedDataParallel(self.model, device_ids=ids)
+        self._folders: tuple[ImageFolder, ImageFolder] | None = None
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype, or None. AMP runs on CUDA only; on CPU a requested mode is ignored."""
+        mode = self.config.amp
+        if mode == "none":
+            return None
+        if self.device.type != "cuda":
+            if mode != "auto":
+                logger.warning("amp=%s ignored: mixed precision is used on CUDA only", mode)
+            return None
+        if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16
+        return torch.bfloat16
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    # data
+
+    def _image_folders(self) -> tuple[ImageFolder, ImageFolder]:
+        """(train, validation) image folders, split once per Trainer."""
+        if self._folders is None:
+            if not self.config.data_dir:
+                raise ValueError("no training data folder: set data_dir in the config or pass --data")
+            folder = ImageFolder(self.config.data_dir)
+            self._folders = folder.split(self.config.val_fraction, self.config.seed)
+            if self.is_main:
+                logger.info("data: %d training and %d validation photos under %s",
+                            len(self._folders[0]), len(self._folders[1]), self.config.data_dir)
+        return self._folders
+
+    def _pairs(self, folder: ImageFolder, seed: int) -> HomographyPairDataset:
+        c = self.config
+        return HomographyPairDataset(folder, tuple(c.image_size), c.homography, c.photometric, seed=seed)
+
+    def _train_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        train_folder, _ = self._image_folders()
+        sampler = InfiniteSampler(len(train_folder), seed=self.config.seed,
+                                  start=self.step * self.config.batch_size * self.world_size,
+                                  rank=self.rank, world_size=self.world_size)
+        loader = DataLoader(self._pairs(train_folder, self.config.seed), batch_size=self.config.batch_size,
+                            sampler=sampler, num_workers=self.config.num_workers, drop_last=True,
+                            pin_memory=self.device.type == "cuda")
+        return iter(loader)
+
+    def _validation_loader(self) -> DataLoader | None:
+        _, val_folder = self._image_folders()
+        if len(val_folder) == 0:
+            return None
+        samples = Subset(self._pairs(val_folder, self.config.seed + VALIDATION_SEED_OFFSET),
+                         range(self.config.val_batches * self.config.batch_size))
+        sampler = None
+        if self.world_size > 1:
+            sampler = DistributedSampler(samples, self.world_size, self.rank, shuffle=False)
+        return DataLoader(samples, batch_size=self.config.batch_size, sampler=sampler,
+                          num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
+
+    # steps
+
+    def _losses(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch (image_a (B,1,H,W), image_b (B,1,H,W), H_ab (B,3,3)) plus score stats."""
+        image_a, image_b, h_ab = (t.to(self.device, non_blocking=True) for t in batch)
+        with self._autocast():
+            output = self._network(torch.cat([image_a, image_b]))
+        out_a, out_b = _split_branches(output, image_a.shape[0])
+        losses = unsuperpoint_loss(out_a, out_b, h_ab.float(), tuple(self.config.image_size), self.config.loss)
+        scores = torch.cat([out_a.score, out_b.score]).detach()
+        losses["score_mean"] = scores.mean()
+        losses["score_std"] = scores.std()
+        return losses
+
+    def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """One optimizer step on a batch; returns the detached loss terms (tensors on the device)."""
+        self._network.train()
+        losses = self._losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        if self.config.optimizer.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                                 self.config.optimizer.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return {name: value.detach() for name, value in losses.items()}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean loss terms over the fixed validation pairs (all ranks take part). Empty without a split."""
+        loader = self._validation_loader()
+        if loader is None:
+            return {}
+        self._network.eval()
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), device=self.device)
+        for batch in loader:
+            size = batch[0].shape[0]
+            for name, value in self._losses(batch).items():
+                sums[name] = sums.get(name, torch.zeros((), device=self.device)) + value.float() * size
+            count += size
+        self._network.train()
+        names = sorted(sums)
+        totals = torch.stack([sums[n] for n in names] + [count])
+        if self.world_size > 1:
+            dist.all_reduce(totals)
+        return {n: (totals[i] / totals[-1]).item() for i, n in enumerate(names)}
+
+    # checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume; every entry loads with ``torch.load(weights_only=True)``."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "config": to_dict(self.config),
+            "seed": self.config.seed,
+            "best_val_loss": self.best_val_loss,
+            "rng": rng,
+        }
+
+    def save(self, name: str = "last.pt") -> Path | None:
+        """Write a checkpoint under out_dir atomically (rank 0 only; returns its path, None elsewhere)."""
+        if not self.is_main:
+            return None
+        return save_checkpoint(self.out_dir / name, self.state_dict())
+
+    def resume(self, path: str | Path) -> int:
+        """Restore a checkpoint written by ``save``; training continues at its step, which is returned."""
+        state = load_checkpoint(path, map_location="cpu")
+        self._warn_config_changes(state.get("config", {}))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        rng = state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.is_main:
+            logger.info("resumed from %s at step %d", path, self.step)
+        return self.step
+
+    def _warn_config_changes(self, saved: dict[str, Any]) -> None:
+        current = to_dict(self.config)
+        for key in sorted(set(saved) | set(current)):
+            if key not in CONFIG_KEYS_FREE_ON_RESUME and saved.get(key) != current.get(key):
+                logger.warning("resuming with a different config: %s was %r, now %r",
+                               key, saved.get(key), current.get(key))
+
+    # the loop
+
+    def train(self, max_steps: int | None = None, time_limit: float | None = None) -> dict[str, float]:
+        """Train until ``config.steps`` (or ``max_steps`` total steps, or ``time_limit`` seconds of this call).
+
+        Logs every ``log_interval`` steps, validates every ``val_interval`` (keeping ``best.pt``) and
+        writes ``last.pt`` every ``checkpoint_interval`` steps and on exit. Returns the last
+        validation metrics (empty when none ran).
+        """
+        target = min(self.config.steps, max_steps) if max_steps is not None else self.config.steps
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.out_dir / "config.yaml")
+        writer = self._summary_writer()
+        batches = self._train_batches()
+        started = time.monotonic()
+        pending: list[dict[str, torch.Tensor]] = []
+        metrics: dict[str, float] = {}
+        bar = tqdm(total=target, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (self.progress and self.is_main))
+        saved_step = self.step
+        try:
+            while self.step < target:
+                pending.append(self.train_step(next(batches)))
+                bar.update(1)
+                finished = self.step >= target
+                timed_out = time_limit is not None and time.monotonic() - started >= time_limit
+                if self.step % self.config.log_interval == 0 or finished or timed_out:
+                    bar.set_postfix(loss=f"{self._flush(pending, writer):.4f}")
+                    pending = []
+                if self.step % self.config.val_interval == 0 or self.step == self.config.steps:
+                    metrics = self._validate_and_keep_best(writer)
+                if self.step % self.config.checkpoint_interval == 0:
+                    self.save("last.pt")
+                    saved_step = self.step
+                if timed_out:
+                    if self.is_main:
+                        logger.info("time limit of %.0f s reached at step %d", time_limit, self.step)
+                    break
+        finally:
+            bar.close()
+            del batches
+            if writer is not None:
+                writer.close()
+        if self.step != saved_step:
+            self.save("last.pt")
+        return metrics
+
+    def _flush(self, pending: list[dict[str, torch.Tensor]], writer) -> float:
+        """Move pending step losses to ``history``, log their mean; returns the mean total. Raises on NaN."""
+        names = list(pending[0])
+        values = torch.stack([torch.stack([p[n].float() for n in names]) for p in pending]).cpu()
+        first_step = self.step - len(pending) + 1
+        for offset, row in enumerate(values.tolist()):
+            self.history.append({"step": first_step + offset, **dict(zip(names, row))})
+        if not torch.isfinite(values[:, names.index("total")]).all():
+            raise FloatingPointError(f"training loss became non-finite by step {self.step}")
+        mean = dict(zip(names, values.mean(0).tolist()))
+        if self.is_main:
+            lr = self.scheduler.get_last_lr()[0]
+            logger.info("step %d lr %.3g | %s", self.step, lr, " ".join(f"{n} {v:.4g}" for n, v in mean.items()))
+            if writer is not None:
+                for name, value in mean.items():
+                    writer.add_scalar(f"train/{name}", value, self.step)
+                writer.add_scalar("train/lr", lr, self.step)
+        return mean["total"]
+
+    def _validate_and_keep_best(self, writer) -> dict[str, float]:
+        metrics = self.validate()
+        if not metrics or not self.is_main:
+            return metrics
+        logger.info("validation at step %d | %s", self.step, " ".join(f"{n} {v:.4g}" for n, v in metrics.items()))
+        if writer is not None:
+            for name, value in metrics.items():
+                writer.add_scalar(f"val/{name}", value, self.step)
+        if metrics["total"] < self.best_val_loss:
+            self.best_val_loss = metrics["total"]
+            self.save("best.pt")
+        return metrics
+
+    def _summary_writer(self):
+        """A TensorBoard SummaryWriter under out_dir/tensorboard on rank 0, when tensorboard is installed."""
+        if not self.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.info("tensorboard is not installed; losses go to the log only")
+            return None
+        return SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
