@@ -1,0 +1,246 @@
+"""Tests of usp_core.inference: input handling, point selection, resizing, checkpoints."""
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from usp_core.checkpoint import CheckpointError
+from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, Features, KeypointDetector
+from usp_core.model import DenseOutput, ModelConfig, UnsuperPoint, cell_grid
+
+SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
+
+
+def _detector(**config) -> KeypointDetector:
+    torch.manual_seed(0)
+    return KeypointDetector(UnsuperPoint(SMALL), DetectorConfig(**config))
+
+
+def _image(height: int = 50, width: int = 70, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (cv2.GaussianBlur(rng.random((height, width)), (0, 0), 1.5) * 255).astype(np.uint8)
+
+
+class CentroidModel(nn.Module):
+    """Hand-made stand-in: the cell holding the image's intensity centroid scores 1 and reports it exactly."""
+
+    cell = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = ModelConfig(in_channels=1, descriptor_dim=2)
+
+    def forward(self, images: torch.Tensor) -> DenseOutput:
+        batch, _, height, width = images.shape
+        ys, xs = torch.meshgrid(torch.arange(height).float(), torch.arange(width).float(), indexing="ij")
+        weight = images[:, 0]
+        centroid = torch.stack(((weight * xs).sum((1, 2)), (weight * ys).sum((1, 2))), -1) / weight.sum((1, 2))[:, None]
+        grid = cell_grid(height // 8, width // 8, images.device, images.dtype)
+        owner = (grid == (centroid // 8)[:, :, None, None]).all(dim=1, keepdim=True)
+        score = owner.float() * 0.98 + 0.01
+        position = torch.where(owner, centroid[:, :, None, None], grid * 8 + 4)
+        descriptors = torch.nn.functional.normalize(torch.ones(batch, 2, height // 8, width // 8), dim=1)
+        return DenseOutput(score, position, descriptors)
+
+
+def test_features_shapes_and_helpers():
+    features = _detector(max_keypoints=20).detect(_image())
+    assert isinstance(features, list) and len(features) == 1
+    found = features[0]
+    assert found.keypoints.shape == (len(found), 2) and found.scores.shape == (len(found),)
+    assert found.descriptors.shape == (len(found), 8)
+    assert torch.all(found.scores[:-1] >= found.scores[1:])
+    keypoints, scores, descriptors = found.numpy()
+    assert keypoints.dtype == np.float32 and scores.shape == (len(found),) and descriptors.shape == (len(found), 8)
+    assert found.to("cpu").keypoints.device.type == "cpu"
+
+
+def test_keypoints_inside_image_and_max_keypoints_respected():
+    image = _image(50, 70)
+    all_points = _detector(max_keypoints=None, border=0).detect(image)[0]
+    assert len(all_points) > 30
+    keypoints = all_points.keypoints
+    assert ((keypoints >= 0) & (keypoints <= torch.tensor([69.0, 49.0]))).all()
+    top = _detector(max_keypoints=10, border=0).detect(image)[0]
+    assert len(top) == 10
+    assert torch.allclose(top.scores, all_points.scores[:10])
+
+
+def test_border_and_score_threshold():
+    image = _image(64, 80)
+    found = _detector(max_keypoints=None, border=12).detect(image)[0]
+    assert ((found.keypoints >= 12) & (found.keypoints <= torch.tensor([79.0 - 12, 63.0 - 12]))).all()
+    everything = _detector(max_keypoints=None, border=0).detect(image)[0]
+    assert len(found) < len(everything)
+    threshold = float(everything.scores.median())
+    kept = _detector(max_keypoints=None, border=0, score_threshold=threshold).detect(image)[0]
+    assert (kept.scores >= threshold).all()
+    assert len(kept) == int((everything.scores >= threshold).sum())
+
+
+def test_pad_keeps_the_whole_image_and_crop_drops_the_remainder():
+    image = _image(50, 70)
+    padded = _detector(max_keypoints=None, border=0, size_policy="pad").detect(image)[0]
+    cropped = _detector(max_keypoints=None, border=0, size_policy="crop").detect(image)[0]
+    assert len(cropped) <= 6 * 8 < len(padded) <= 7 * 9
+    assert (cropped.keypoints <= torch.tensor([63.0, 47.0])).all()
+    assert (padded.keypoints[:, 0] > 63.0).any() or (padded.keypoints[:, 1] > 47.0).any()
+
+
+def test_crop_of_tiny_image_is_an_error():
+    with pytest.raises(ValueError, match="smaller than one"):
+        _detector(size_policy="crop").detect(np.zeros((5, 30), np.uint8))
+
+
+def test_uint8_float_grey_and_colour_inputs_agree():
+    detector = _detector(max_keypoints=15)
+    grey = _image()
+    reference = detector.detect(grey)[0]
+    as_float = detector.detect(grey.astype(np.float32) / 255.0)[0]
+    colour = detector.detect(np.repeat(grey[:, :, None], 3, axis=2))[0]
+    as_tensor = detector.detect(torch.from_numpy(grey)[None, None])[0]
+    for other in (as_float, colour, as_tensor):
+        assert torch.allclose(other.keypoints, reference.keypoints, atol=1e-4)
+        assert torch.allclose(other.descriptors, reference.descriptors, atol=1e-4)
+
+
+def test_channel_order_selects_grey_weights():
+    rng = np.random.default_rng(3)
+    colour = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    grey_rgb = cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    grey_bgr = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+    rgb_detector, bgr_detector = _detector(max_keypoints=10), _detector(max_keypoints=10, channel_order="bgr")
+    assert torch.allclose(rgb_detector.detect(colour)[0].descriptors, rgb_detector.detect(grey_rgb)[0].descriptors,
+                          atol=1e-2)
+    assert torch.allclose(bgr_detector.detect(colour)[0].descriptors, bgr_detector.detect(grey_bgr)[0].descriptors,
+                          atol=1e-2)
+
+
+def test_unsupported_inputs_are_rejected():
+    detector = _detector()
+    with pytest.raises(ValueError):
+        detector.detect(np.zeros((2, 3, 4, 5), np.uint8))
+    with pytest.raises(ValueError):
+        detector.detect(np.zeros((16, 16, 2), np.uint8))
+    with pytest.raises(TypeError):
+        detector.detect(np.zeros((16, 16), np.int64))
+    with pytest.raises(ValueError):
+        DetectorConfig(size_policy="stretch")
+
+
+def test_batches_return_lists_matching_single_images():
+    detector = _detector(max_keypoints=12)
+    images = [_image(48, 64, seed) for seed in range(3)] + [_image(40, 56, 9)]
+    singles = [detector.detect(image)[0] for image in images]
+    from_list = detector.detect(images)
+    stacked = detector.detect(torch.from_numpy(np.stack(images[:3]))[:, None])
+    assert len(from_list) == 4 and len(stacked) == 3
+    for single, listed in zip(singles, from_list):
+        assert torch.allclose(single.keypoints, listed.keypoints, atol=1e-4)
+    for single, batched in zip(singles, stacked):
+        assert torch.allclose(single.keypoints, batched.keypoints, atol=1e-4)
+
+
+def test_inference_is_eval_mode_and_without_gradients():
+    model = UnsuperPoint(SMALL).train()
+    detector = KeypointDetector(model)
+    assert not model.training
+    found = detector.detect(_image())[0]
+    assert not found.descriptors.requires_grad
+
+
+def _blob(height: int, width: int, centre: tuple[float, float], sigma: float = 4.0) -> np.ndarray:
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    return np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma ** 2)).astype(np.float32)
+
+
+def test_hand_made_model_finds_blob_centre():
+    detector = KeypointDetector(CentroidModel(), DetectorConfig(max_keypoints=1, border=0))
+    found = detector.detect(_blob(64, 96, (37.3, 21.6)))[0]
+    assert torch.allclose(found.keypoints[0], torch.tensor([37.3, 21.6]), atol=0.05)
+
+
+@pytest.mark.parametrize("size", [(32, 48), (48, 40), (128, 192)])
+def test_detect_resized_maps_points_back_to_original_pixels(size):
+    detector = KeypointDetector(CentroidModel(), DetectorConfig(max_keypoints=1, border=0))
+    centre = (41.3, 29.6)
+    image = _blob(64, 96, centre)
+    found = detector.detect_resized(image, size)
+    assert torch.allclose(found.keypoints[0], torch.tensor(centre), atol=0.15)
+    from_tensor = detector.detect_resized(torch.from_numpy(image)[None], size)
+    assert torch.allclose(from_tensor.keypoints[0], torch.tensor(centre), atol=0.15)
+
+
+def _checkpoint(model: UnsuperPoint) -> dict:
+    return {"model": model.state_dict(), "config": {"model": dataclasses.asdict(model.config)}, "step": 3}
+
+
+def test_from_pretrained_round_trip(tmp_path):
+    torch.manual_seed(4)
+    model = UnsuperPoint(SMALL).eval()
+    with torch.no_grad():
+        for buffer_name, buffer in model.named_buffers():
+            if buffer_name.endswith("running_var"):
+                buffer.uniform_(0.5, 2.0)
+    path = tmp_path / "run.pt"
+    torch.save(_checkpoint(model), path)
+    config = DetectorConfig(max_keypoints=25)
+    loaded = KeypointDetector.from_pretrained(path, device="cpu", config=config)
+    assert loaded.device.type == "cpu" and loaded.model.config == model.config
+    expected = KeypointDetector(model, config).detect(_image())[0]
+    actual = loaded.detect(_image())[0]
+    assert torch.equal(expected.keypoints, actual.keypoints) and torch.equal(expected.descriptors, actual.descriptors)
+
+
+def test_from_pretrained_accepts_ddp_prefixed_weights(tmp_path):
+    model = UnsuperPoint(SMALL)
+    state = _checkpoint(model)
+    state["model"] = {f"module.{key}": value for key, value in state["model"].items()}
+    torch.save(state, tmp_path / "ddp.pt")
+    assert KeypointDetector.from_pretrained(tmp_path / "ddp.pt").model.config == SMALL
+
+
+def test_missing_and_corrupt_checkpoints_raise_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        KeypointDetector.from_pretrained(tmp_path / "absent.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError) as error:
+        KeypointDetector.from_pretrained(corrupt)
+    assert "\n" not in str(error.value) and str(corrupt) in str(error.value)
+
+
+def test_checkpoints_that_do_not_fit_raise_checkpoint_error(tmp_path):
+    torch.save({"optimizer": {}}, tmp_path / "no_model.pt")
+    with pytest.raises(CheckpointError, match="no 'model' entry"):
+        KeypointDetector.from_pretrained(tmp_path / "no_model.pt")
+    state = _checkpoint(UnsuperPoint(SMALL))
+    state["config"]["model"]["descriptor_dim"] = 16
+    torch.save(state, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError):
+        KeypointDetector.from_pretrained(tmp_path / "mismatch.pt")
+    state["config"]["model"]["colour"] = True
+    torch.save(state, tmp_path / "unknown.pt")
+    with pytest.raises(CheckpointError):
+        KeypointDetector.from_pretrained(tmp_path / "unknown.pt")
+
+
+def test_missing_bundled_weights_raise_checkpoint_error():
+    if BUNDLED_WEIGHTS.is_file():
+        pytest.skip("bundled weights are present")
+    with pytest.raises(CheckpointError, match="no bundled weights"):
+        KeypointDetector.from_pretrained(None)
+    with pytest.raises(CheckpointError, match="no such file"):
+        KeypointDetector.from_pretrained("no_such_bundled_name")
+
+
+def test_half_is_ignored_on_cpu():
+    found = _detector(half=True, max_keypoints=5).detect(_image())[0]
+    assert found.descriptors.dtype == torch.float32 and len(found) == 5
+
+
+def test_features_dataclass_fields():
+    assert [f.name for f in dataclasses.fields(Features)] == ["keypoints", "scores", "descriptors"]

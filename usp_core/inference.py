@@ -1,0 +1,270 @@
+"""Inference wrapper: images in, per-image keypoints, scores and descriptors out.
+
+:class:`KeypointDetector` turns arrays or tensors of any size into the model's input (grey, float in
+[0, 1], a multiple of 8 in size), runs the dense model under ``torch.inference_mode`` and selects
+points per image: border removal, score threshold and top-k by score. Keypoints are returned in the
+pixels of the given image (OpenCV convention, centre of the top-left pixel at (0, 0)), so nothing
+needs to be undone by the caller. Batches return a list, since the counts differ between images.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .homography import scaling_matrix, warp_points
+from .model import ModelConfig, UnsuperPoint
+
+__all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS"]
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "unsuperpoint.pt"
+
+ImageInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
+
+_GREY_WEIGHTS = {"rgb": (0.299, 0.587, 0.114), "bgr": (0.114, 0.587, 0.299)}  # ITU-R BT.601 luma
+
+
+@dataclass
+class Features:
+    """Detections of one image.
+
+    keypoints: (N, 2) float32 pixel (x, y) in the given image; scores: (N,) in (0, 1), descending;
+    descriptors: (N, D) float32, L2-normalised.
+    """
+
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+    descriptors: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    def to(self, device: str | torch.device) -> Features:
+        """A copy of the features on ``device``."""
+        return Features(self.keypoints.to(device), self.scores.to(device), self.descriptors.to(device))
+
+    def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keypoints (N, 2), scores (N,), descriptors (N, D)) as float32 numpy arrays."""
+        return tuple(t.detach().to("cpu", torch.float32).numpy() for t in
+                     (self.keypoints, self.scores, self.descriptors))
+
+
+@dataclass
+class DetectorConfig:
+    """Point selection and input handling of :class:`KeypointDetector`."""
+
+    max_keypoints: int | None = 1000  # keep at most this many points per image, best scores first; None keeps all
+    score_threshold: float = 0.0  # keep points with score >= this
+    border: int = 4  # drop points closer than this many pixels to the edge of the (padded: original; cropped: kept) image
+    size_policy: str = "pad"  # "pad": replicate-pad bottom/right up to a multiple of 8; "crop": drop the bottom/right remainder
+    half: bool = False  # run the model under float16 autocast on CUDA; ignored on CPU
+    channel_order: str = "rgb"  # channel order of 3-channel inputs: "rgb", or "bgr" for cv2.imread images
+
+    def __post_init__(self) -> None:
+        if self.size_policy not in ("pad", "crop"):
+            raise ValueError(f"size_policy must be 'pad' or 'crop', got {self.size_policy!r}")
+        if self.channel_order not in _GREY_WEIGHTS:
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
+        if self.max_keypoints is not None and self.max_keypoints < 1:
+            raise ValueError(f"max_keypoints must be positive or None, got {self.max_keypoints}")
+        if self.border < 0:
+            raise ValueError(f"border must be >= 0, got {self.border}")
+
+
+def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """One image or batch as a (B, C, H, W) tensor of its original dtype.
+
+    numpy: (H, W) or (H, W, C); torch: (H, W), (C, H, W) or (B, C, H, W).
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3):
+            raise ValueError(f"numpy images must be (H, W) or (H, W, C), got shape {image.shape}")
+        array = image if image.flags.writeable else image.copy()
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
+    if isinstance(image, torch.Tensor):
+        if image.ndim not in (2, 3, 4):
+            raise ValueError(f"tensor images must be (H, W), (C, H, W) or (B, C, H, W), got {tuple(image.shape)}")
+        return image.reshape((1,) * (4 - image.ndim) + tuple(image.shape))
+    raise TypeError(f"expected a numpy array or torch tensor, got {type(image).__name__}")
+
+
+def _group_by_size(images: ImageInput) -> list[torch.Tensor]:
+    """Inputs as a list of (B, C, H, W) batches, consecutive same-size images stacked, order kept."""
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        return [_as_tensor(images)]
+    batches: list[torch.Tensor] = []
+    for _, group in itertools.groupby((_as_tensor(image) for image in images),
+                                      key=lambda t: (tuple(t.shape[1:]), t.dtype)):
+        batches.append(torch.cat(list(group)))
+    return batches
+
+
+def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> /255, uint16 -> /65535, floats kept (assumed in [0, 1]); returns float32."""
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if images.dtype == torch.uint16:
+        return images.float() / 65535.0
+    if images.is_floating_point():
+        return images.float()
+    raise TypeError(f"images must be uint8, uint16 or float, got {images.dtype}")
+
+
+def _to_channels(images: torch.Tensor, channels: int, channel_order: str) -> torch.Tensor:
+    """(B, C, H, W) with C in {1, 3} -> (B, channels, H, W); colour to grey with BT.601 weights."""
+    have = images.shape[1]
+    if have not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got {have}")
+    if have == channels:
+        return images
+    if channels == 1:
+        weights = torch.tensor(_GREY_WEIGHTS[channel_order], device=images.device, dtype=images.dtype)
+        return (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1)
+    raise ValueError(f"model expects {channels} input channels; only 1 or 3 are supported")
+
+
+def _fit_to_cells(images: torch.Tensor, cell: int, policy: str) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (replicate, bottom/right) or crop (bottom/right) to multiples of ``cell``.
+
+    Returns the model input and the (height, width) of the region that holds real image content.
+    The top-left origin never moves, so keypoints need no shift afterwards.
+    """
+    height, width = images.shape[-2:]
+    if policy == "crop":
+        kept = (height // cell * cell, width // cell * cell)
+        if min(kept) == 0:
+            raise ValueError(f"image of {height}x{width} is smaller than one {cell}x{cell} cell; use size_policy='pad'")
+        return images[..., :kept[0], :kept[1]], kept
+    pad_h, pad_w = -height % cell, -width % cell
+    if pad_h or pad_w:
+        images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
+    return images, (height, width)
+
+
+def _resolve_weights(path_or_name: str | Path | None) -> Path:
+    """None -> bundled weights; a bare name ("unsuperpoint") -> usp_core/weights/<name>.pt; else a path."""
+    if path_or_name is None:
+        return BUNDLED_WEIGHTS
+    path = Path(path_or_name)
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+        return BUNDLED_WEIGHTS.parent / f"{path.name}.pt"
+    return path
+
+
+def _model_from_checkpoint(state: dict[str, Any], path: Path) -> UnsuperPoint:
+    """Build the model described by a checkpoint dict and load its weights; CheckpointError when unusable."""
+    if "model" not in state:
+        raise CheckpointError(f"cannot load checkpoint {path}: no 'model' entry (keys: {sorted(state)})")
+    section = (state.get("config") or {}).get("model") or {}
+    try:
+        model = UnsuperPoint(ModelConfig(**section))
+        weights = {key.removeprefix("module."): value for key, value in state["model"].items()}
+        model.load_state_dict(weights)
+    except (TypeError, ValueError, RuntimeError, AttributeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from error
+    return model
+
+
+class KeypointDetector:
+    """UnsuperPoint keypoints and descriptors for images of any size, one :class:`Features` per image.
+
+    The model is put in eval mode (BatchNorm uses its running statistics). Inputs: a numpy image
+    (H, W) or (H, W, 3) uint8/uint16/float, a list of them (sizes may differ), or a tensor
+    (B, C, H, W) / (C, H, W) / (H, W); floats are taken to be in [0, 1]; colour becomes grey.
+    """
+
+    def __init__(self, model: UnsuperPoint, config: DetectorConfig | None = None) -> None:
+        self.model = model.eval()
+        self.config = config if config is not None else DetectorConfig()
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | Path | None = None, device: str | torch.device = "cpu",
+                        config: DetectorConfig | None = None) -> KeypointDetector:
+        """Detector from a checkpoint dict with "model" (state dict) and "config" (with a "model" section).
+
+        ``None`` loads the bundled weights (usp_core/weights/unsuperpoint.pt). Raises CheckpointError
+        with a one-line message when the file is missing, corrupt or does not fit the model.
+        """
+        path = _resolve_weights(path_or_name)
+        if path_or_name is None and not path.is_file():
+            raise CheckpointError(f"cannot load checkpoint {path}: no bundled weights in this install; "
+                                  "pass a checkpoint written by usp-train")
+        model = _model_from_checkpoint(load_checkpoint(path, map_location="cpu"), path)
+        return cls(model.to(device), config)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's weights."""
+        tensor = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+
+    def detect(self, images: ImageInput) -> list[Features]:
+        """Detect in one image, a batch tensor or a list of images: a list with one Features per image."""
+        results: list[Features] = []
+        for batch in _group_by_size(images):
+            results.extend(self._detect_batch(batch))
+        return results
+
+    def detect_resized(self, image: np.ndarray | torch.Tensor, size: tuple[int, int]) -> Features:
+        """Detect in a copy of one image resized to size = (h, w); keypoints in the ORIGINAL image's pixels.
+
+        numpy images are resized with cv2.resize (INTER_AREA when shrinking, else INTER_LINEAR);
+        tensors with antialiased bilinear interpolation. Both use the pixel-centre convention, so a
+        resized point maps back by ``x = (x' + 0.5) W / w - 0.5``. The border applies in resized pixels.
+        """
+        out_h, out_w = size
+        if isinstance(image, np.ndarray):
+            height, width = image.shape[:2]
+            shrink = out_h * out_w < height * width
+            resized = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        else:
+            batch = _as_tensor(image)
+            if batch.shape[0] != 1:
+                raise ValueError(f"detect_resized takes one image, got a batch of {batch.shape[0]}")
+            height, width = batch.shape[-2:]
+            resized = F.interpolate(_to_unit_float(batch), size=(out_h, out_w), mode="bilinear",
+                                    align_corners=False, antialias=True)
+        features = self.detect(resized)[0]
+        back = scaling_matrix((width / out_w, height / out_h)).to(features.keypoints)
+        return Features(warp_points(features.keypoints, back), features.scores, features.descriptors)
+
+    def _detect_batch(self, batch: torch.Tensor) -> list[Features]:
+        """(B, C, H, W) of one size -> B Features."""
+        images = _to_unit_float(batch.to(self.device))
+        images = _to_channels(images, self.model.config.in_channels, self.config.channel_order)
+        images, valid_size = _fit_to_cells(images, self.model.cell, self.config.size_policy)
+        use_half = self.config.half and self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=torch.float16,
+                                                    enabled=use_half):
+            dense = self.model(images)
+            keypoints = dense.position.flatten(2).transpose(1, 2).float()
+            scores = dense.score.flatten(1).float()
+            descriptors = dense.descriptors.flatten(2).transpose(1, 2).float()
+            return [self._select(keypoints[i], scores[i], descriptors[i], valid_size) for i in range(len(scores))]
+
+    def _select(self, keypoints: torch.Tensor, scores: torch.Tensor, descriptors: torch.Tensor,
+                valid_size: tuple[int, int]) -> Features:
+        """Border, threshold and top-k on one image's (L, 2), (L,), (L, D) cell predictions."""
+        height, width = valid_size
+        border = self.config.border
+        x, y = keypoints[:, 0], keypoints[:, 1]
+        keep = ((x >= border) & (x <= width - 1 - border) & (y >= border) & (y <= height - 1 - border)
+                & (scores >= self.config.score_threshold))
+        keypoints, scores, descriptors = keypoints[keep], scores[keep], descriptors[keep]
+        count = len(scores) if self.config.max_keypoints is None else min(len(scores), self.config.max_keypoints)
+        order = torch.topk(scores, count, sorted=True).indices
+        return Features(keypoints[order], scores[order], descriptors[order])
