@@ -1,0 +1,17 @@
+# The two commands of the README, plus benchmarks. Each target sets up what it needs (scripts/bootstrap.sh).
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+ARGS ?=
+
+.PHONY: run test setup bench
+run: setup  ## the main job: virtual camera -> detector -> matcher over DDS, live figures and a GIF
+	@$(ENV) cd /tmp && python -m usp_ros.frontend $(ARGS)
+
+test: setup  ## the whole test suite
+	@$(ENV) pytest -v $(ARGS)
+
+setup:
+	@scripts/bootstrap.sh
+
+bench: setup  ## every benchmark: messages, model/training vs OpenCV, detector node, matcher
+	@$(ENV) cd /tmp && python -m usp_ros.bench_messages && usp-bench && python -m usp_ros.bench_detector && python -m usp_ros.bench_matcher
