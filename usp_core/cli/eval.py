@@ -151,24 +151,19 @@ def _settings(args, sequences, size, device, names) -> dict:
 
 def _write_outputs(args, summaries: dict, picked: dict, title: str, settings: dict) -> None:
     """JSON, plot and match pictures, each only when asked for; an unwritable path is a UsageError."""
-    try:
-        _write_files(args, summaries, picked, title, settings)
-    except OSError as error:
-        raise UsageError(f"cannot write {error.filename or 'output'}: {error.strerror or error}") from None
-
-
-def _write_files(args, summaries: dict, picked: dict, title: str, settings: dict) -> None:
-    """Write each requested output file atomically."""
+    jobs = []
     if args.json:
-        write_atomic(args.json, results_json(summaries, settings).encode())
-        logger.info("wrote %s", args.json)
+        jobs.append((args.json, lambda: write_atomic(args.json, results_json(summaries, settings).encode())))
     if args.plot:
-        save_summary_plot(args.plot, summaries, title)
-        logger.info("wrote %s", args.plot)
+        jobs.append((args.plot, lambda: save_summary_plot(args.plot, summaries, title)))
     if args.visualize:
-        for name, examples in picked.items():
-            for path in save_match_images(args.visualize, name, examples):
-                logger.info("wrote %s", path)
+        jobs.append((args.visualize, lambda: [save_match_images(args.visualize, n, e) for n, e in picked.items()]))
+    for path, job in jobs:
+        try:
+            job()
+        except OSError as error:
+            raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+        logger.info("wrote %s", path)
 
 
 def main(argv: list[str] | None = None) -> int:

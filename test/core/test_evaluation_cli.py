@@ -1,0 +1,99 @@
+"""usp-eval end to end: bad input exits 2 with one line; a real pair gives the JSON, plot and pictures."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from usp_core.checkpoint import save_checkpoint
+from usp_core.cli.eval import main
+from usp_core.model import ModelConfig, UnsuperPoint
+
+METRIC_KEYS = {
+    "repeatability", "localization_error", "homography_accuracy", "matching_score", "keypoints_per_image", "ms_per_image",
+}
+SMALL_MODEL = {"widths": [8, 8, 8, 8, 16, 16, 16, 16], "descriptor_dim": 16}  # fast random network
+
+
+@pytest.fixture
+def real_pair(shared_data, tmp_path):
+    """A one-pair sequence (Oxford wall 1-2: images of different sizes) linked into tmp_path."""
+    source = shared_data / "eval" / "oxford" / "wall"
+    folder = tmp_path / "wall"
+    folder.mkdir()
+    for name in ("1.png", "2.png", "H_1_2"):
+        (folder / name).symlink_to(source / name)
+    return folder
+
+
+@pytest.fixture
+def random_checkpoint(tmp_path):
+    """A randomly initialised small UnsuperPoint checkpoint in the agreed format."""
+    torch.manual_seed(0)
+    model = UnsuperPoint(ModelConfig(**SMALL_MODEL))
+    return save_checkpoint(tmp_path / "random.pt", {"model": model.state_dict(), "config": {"model": dict(SMALL_MODEL)}})
+
+
+def run_main(capsys, argv):
+    """Exit status, stdout and stderr lines of one usp-eval call."""
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, [line for line in err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "case,extra,message",
+    [
+        ("missing", [], "does not exist"),
+        ("empty", [], "no sequences"),
+        ("seq", ["--methods", "orb,nope"], "unknown method"),
+        ("seq", ["--resolution", "240by320"], "bad resolution"),
+        ("seq", ["--top-k", "0"], "top-k"),
+        ("seq", ["--top-k", "many"], "invalid int"),
+        ("seq", ["--methods", "usp", "--weights", "{tmp}/absent.pt"], "absent.pt"),
+        ("seq", ["--methods", "usp", "--weights", "{tmp}/garbage.pt"], "garbage.pt"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case, extra, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    image = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    cv2.imwrite(str(seq / "1.png"), image)
+    cv2.imwrite(str(seq / "2.png"), image)
+    np.savetxt(seq / "H_1_2", np.eye(3))
+    status, out, err = run_main(capsys, [tmp_path / case, *(e.format(tmp=tmp_path) for e in extra)])
+    assert status == 2 and out == ""
+    assert len(err) == 1 and err[0].startswith("usp-eval: error:") and message in err[0]
+
+
+def test_whole_command_on_a_real_pair(real_pair, random_checkpoint, tmp_path, capsys):
+    json_path, plot_path, pictures = tmp_path / "out" / "eval.json", tmp_path / "out" / "eval.png", tmp_path / "pics"
+    status, out, _ = run_main(capsys, [
+        real_pair, "--methods", "orb,sift,usp", "--weights", random_checkpoint, "--resolution", "240x320",
+        "--top-k", "200", "--device", "cpu", "--json", json_path, "--plot", plot_path, "--visualize", pictures,
+    ])
+    assert status == 0
+    assert "| orb" in out and "| sift" in out and "| usp" in out
+
+    results = json.loads(json_path.read_text())
+    assert list(results["methods"]) == ["orb", "sift", "usp"]
+    for name, summary in results["methods"].items():
+        assert set(summary) == METRIC_KEYS | {"sequences"}
+        assert set(summary["homography_accuracy"]) == {"1", "3", "5"}
+        assert list(summary["sequences"]) == ["wall"]
+        assert set(summary["sequences"]["wall"]) == METRIC_KEYS
+        assert 0 < summary["keypoints_per_image"] <= 200 and summary["ms_per_image"] > 0
+        for key in ("repeatability", "matching_score"):
+            assert 0.0 <= summary[key] <= 1.0
+    for name in ("orb", "sift"):  # wall 1-2 is an easy pair: both baselines must find the homography
+        assert results["methods"][name]["homography_accuracy"]["5"] == 1.0
+        assert results["methods"][name]["repeatability"] > 0.4
+    assert results["settings"]["resolution"] == [240, 320] and results["settings"]["top_k"] == 200
+
+    plot = cv2.imread(str(plot_path))
+    assert plot is not None and plot.shape[0] > 400 and plot.shape[1] > 600
+    assert sorted(p.name for p in pictures.iterdir()) == ["orb_wall_1-2.png", "sift_wall_1-2.png", "usp_wall_1-2.png"]
+    assert not list(json_path.parent.glob(".*.tmp"))

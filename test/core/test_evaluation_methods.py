@@ -1,0 +1,87 @@
+"""OpenCV baselines behind the method interface, and fair descriptor matching (Hamming for binary)."""
+import cv2
+import numpy as np
+import pytest
+
+from usp_core.evaluation.match import descriptor_vectors, match_descriptors
+from usp_core.evaluation.methods import MethodError, available_methods, build_method, top_k
+from usp_core.evaluation.metrics import matching_score
+
+
+def textured_image(size=(240, 320), seed=0) -> np.ndarray:
+    """(h, w) uint8 image of random blurred blocks: plenty of corners and blobs."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (size[0] // 8, size[1] // 8), dtype=np.uint8)
+    image = cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return cv2.GaussianBlur(image, (3, 3), 0)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) Hamming distances between packed-bit descriptors."""
+    return np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=2).sum(axis=2)
+
+
+def test_available_methods_follow_the_installed_opencv():
+    names = available_methods()
+    assert names[:3] == ("usp", "orb", "sift")
+    assert ("akaze" in names) == (hasattr(cv2, "AKAZE_create") or hasattr(getattr(cv2, "xfeatures2d", None), "AKAZE_create"))
+
+
+@pytest.mark.parametrize("name,binary,width,dtype", [("orb", True, 32, np.uint8), ("sift", False, 128, np.float32)])
+def test_opencv_method_keeps_top_k_sorted_by_score(name, binary, width, dtype):
+    method = build_method(name, 50)
+    extraction = method.extract(textured_image())
+    assert method.binary == binary
+    assert 0 < len(extraction.keypoints) <= 50
+    assert extraction.keypoints.shape == (len(extraction.scores), 2) and extraction.keypoints.dtype == np.float32
+    assert extraction.descriptors.shape == (len(extraction.scores), width) and extraction.descriptors.dtype == dtype
+    assert np.all(np.diff(extraction.scores) <= 0)
+
+
+def test_top_k_keeps_the_best_scores_with_their_rows():
+    points = np.arange(10, dtype=np.float32).reshape(5, 2)
+    kept = top_k(points, np.array([0.1, 0.9, 0.5, 0.7, 0.2]), np.arange(5)[:, None], 3)
+    assert kept.descriptors.ravel().tolist() == [1, 3, 2]
+    np.testing.assert_array_equal(kept.keypoints, points[[1, 3, 2]])
+
+
+def test_unknown_method_and_bad_top_k_are_rejected():
+    with pytest.raises(MethodError, match="unknown method"):
+        build_method("surf_plus", 100)
+    with pytest.raises(MethodError, match="top-k"):
+        build_method("orb", 0)
+
+
+def test_binary_vectors_order_like_hamming_distance():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 256, (20, 32), dtype=np.uint8), rng.integers(0, 256, (30, 32), dtype=np.uint8)
+    squared = np.square(np.linalg.norm(
+        descriptor_vectors(a, True).numpy()[:, None] - descriptor_vectors(b, True).numpy()[None], axis=2))
+    np.testing.assert_allclose(squared, 4.0 * hamming(a, b) / 256, atol=1e-5)
+
+
+def test_float_vectors_are_scale_free():
+    rng = np.random.default_rng(2)
+    descriptors = rng.random((10, 128)).astype(np.float32)
+    np.testing.assert_allclose(descriptor_vectors(descriptors * 512, False), descriptor_vectors(descriptors, False), atol=1e-6)
+
+
+def test_hamming_matching_finds_noisy_copies():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (100, 32), dtype=np.uint8)
+    flips = np.packbits(rng.random((100, 256)) < 0.05, axis=1)  # about 13 of 256 bits flipped per row
+    order = rng.permutation(100)
+    matches = match_descriptors(a, (a ^ flips)[order], binary=True)
+    assert len(matches) == 100
+    np.testing.assert_array_equal(order[matches[:, 1]], matches[:, 0])
+
+
+def test_random_descriptors_give_matching_score_near_zero():
+    rng = np.random.default_rng(4)
+    xs, ys = np.meshgrid(np.arange(10, 310, 15.0), np.arange(10, 230, 15.0))
+    points = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    identity, size = np.eye(3), (240, 320)
+    same = rng.normal(size=(len(points), 64)).astype(np.float32)
+    assert matching_score(points, points, match_descriptors(same, same, False), identity, size, size) == pytest.approx(1.0)
+    other = rng.normal(size=(len(points), 64)).astype(np.float32)
+    assert matching_score(points, points, match_descriptors(same, other, False), identity, size, size) < 0.05
