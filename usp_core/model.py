@@ -14,6 +14,8 @@ Design choices where the paper is silent:
 - Position: ``(cell index + sigmoid offset) * 8``, so cell ``j`` can place its point anywhere in
   ``[8 j, 8 j + 8]``. With pixel centres at integers that range is the cell's pixels shifted by half a
   pixel; the network learns its offsets through homography-consistent training, which absorbs that.
+- Precision: positions, descriptor sampling and normalisation are computed in float32 even under
+  autocast; in float16 (bfloat16) a coordinate near 500 px would be rounded to 0.5 px (2 px).
 - Descriptor sampling: ``grid_sample(..., mode="bilinear", align_corners=False, padding_mode="border")``
   with normalised coordinate ``(x + 0.5) * 2 / W - 1``. With ``align_corners=False`` the centre of
   descriptor cell ``j`` sits at normalised ``(8 j + 4) * 2 / W - 1``, so a point at the centre of the
@@ -53,8 +55,8 @@ class DenseOutput(NamedTuple):
     """Dense per-cell predictions for a batch of images of size (H, W).
 
     score: (B, 1, H/8, W/8) in (0, 1).
-    position: (B, 2, H/8, W/8) absolute pixel (x, y) in the input image, ``(cell + offset) * 8``.
-    descriptors: (B, D, H/8, W/8) sampled at ``position`` and L2-normalised over D.
+    position: (B, 2, H/8, W/8) float32 absolute pixel (x, y) in the input image, ``(cell + offset) * 8``.
+    descriptors: (B, D, H/8, W/8) float32, sampled at ``position`` and L2-normalised over D.
     """
 
     score: torch.Tensor
@@ -118,7 +120,7 @@ class UnsuperPoint(nn.Module):
         """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8)."""
         features = self.backbone(images)
         score = torch.sigmoid(self.score_head(features))
-        offset = torch.sigmoid(self.position_head(features))
+        offset = torch.sigmoid(self.position_head(features).float())
         grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
         position = (grid + offset) * self.cell
         raw = self.descriptor_head(features)
@@ -136,6 +138,6 @@ def sample_descriptors(descriptor_map: torch.Tensor, position: torch.Tensor, cel
     map_grid = cell_grid(descriptor_map.shape[-2], descriptor_map.shape[-1], position.device, position.dtype)
     size = (map_grid.amax(dim=(2, 3)) + 1.0) * cell
     normalised = (position.permute(0, 2, 3, 1) + 0.5) * 2.0 / size - 1.0
-    sampled = F.grid_sample(descriptor_map, normalised.to(descriptor_map.dtype), mode="bilinear",
+    sampled = F.grid_sample(descriptor_map.float(), normalised.float(), mode="bilinear",
                             padding_mode="border", align_corners=False)
     return F.normalize(sampled, p=2.0, dim=1)

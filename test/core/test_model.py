@@ -92,6 +92,17 @@ def test_model_descriptors_are_sampled_at_predicted_positions():
     assert torch.allclose(out.descriptors, sample_descriptors(raw, out.position, 8), atol=1e-6)
 
 
+def test_positions_keep_float32_precision_under_autocast():
+    model = _model()
+    images = torch.rand(1, 1, 16, 512)
+    reference = model(images)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        reduced = model(images)
+    assert reduced.position.dtype == torch.float32 and reduced.descriptors.dtype == torch.float32
+    # bfloat16 spaces representable values 2 px apart above 256 px; float32 positions stay within bf16 logit noise
+    assert (reduced.position - reference.position).abs().max() < 0.05
+
+
 def test_invalid_widths_rejected():
     with pytest.raises(ValueError):
         ModelConfig(widths=(32, 32, 64))
