@@ -40,6 +40,14 @@ class HomographyConfig:
     max_perspective: float = 0.1  # change of the homogeneous denominator at the image border (x and y separately)
     max_translation: float = 0.1  # shift as a fraction of width (x) and height (y)
 
+    def __post_init__(self) -> None:
+        self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
+        if not 0.0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        maxima = (self.max_rotation_deg, self.max_skew, self.max_perspective, self.max_translation)
+        if min(maxima) < 0.0:
+            raise ValueError(f"rotation, skew, perspective and translation maxima must be >= 0, got {maxima}")
+
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
     """One float drawn uniformly in [low, high]."""

@@ -29,6 +29,16 @@ def test_zero_ranges_give_identity():
     assert torch.allclose(homography, torch.eye(3), atol=1e-6)
 
 
+def test_config_validation_and_yaml_lists():
+    assert HomographyConfig(scale_range=[0.5, 2.0]).scale_range == (0.5, 2.0)
+    with pytest.raises(ValueError):
+        HomographyConfig(scale_range=(0.0, 1.0))
+    with pytest.raises(ValueError):
+        HomographyConfig(scale_range=(1.2, 0.8))
+    with pytest.raises(ValueError):
+        HomographyConfig(max_skew=-0.1)
+
+
 def test_sampling_is_reproducible_and_varied():
     first = sample_homography(48, 64, generator=_generator(3))
     again = sample_homography(48, 64, generator=_generator(3))
