@@ -85,3 +85,14 @@ def test_random_descriptors_give_matching_score_near_zero():
     assert matching_score(points, points, match_descriptors(same, same, False), identity, size, size) == pytest.approx(1.0)
     other = rng.normal(size=(len(points), 64)).astype(np.float32)
     assert matching_score(points, points, match_descriptors(same, other, False), identity, size, size) < 0.05
+
+
+def test_orb_matches_equal_opencv_hamming_cross_check():
+    image = textured_image(seed=5)
+    rotation = cv2.getRotationMatrix2D((160, 120), 15, 0.9)
+    method = build_method("orb", 300)
+    a, b = method.extract(image), method.extract(cv2.warpAffine(image, rotation, (320, 240)))
+    ours = {tuple(m) for m in match_descriptors(a.descriptors, b.descriptors, binary=True).tolist()}
+    reference = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a.descriptors, b.descriptors)
+    assert len(ours) > 50
+    assert ours == {(m.queryIdx, m.trainIdx) for m in reference}
