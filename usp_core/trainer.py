@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from usp_core.checkpoint import load_checkpoint, save_checkpoint
+from usp_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from usp_core.config import TrainConfig, save_config, to_dict
 from usp_core.data import HomographyPairDataset, ImageFolder, InfiniteSampler
 from usp_core.losses import unsuperpoint_loss
@@ -153,8 +153,12 @@ class Trainer:
 
     # data
 
-    def _image_folders(self) -> tuple[ImageFolder, ImageFolder]:
-        """(train, validation) image folders, split once per Trainer."""
+    def prepare_data(self) -> tuple[ImageFolder, ImageFolder]:
+        """Scan the data folder once and split it: (train, validation) image folders.
+
+        Called by ``train``/``validate``; call it first to surface data errors early.
+        Raises FileNotFoundError (no folder) or ValueError (no data_dir, or no readable image).
+        """
         if self._folders is None:
             if not self.config.data_dir:
                 raise ValueError("no training data folder: set data_dir in the config or pass --data")
@@ -170,7 +174,7 @@ class Trainer:
         return HomographyPairDataset(folder, tuple(c.image_size), c.homography, c.photometric, seed=seed)
 
     def _train_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        train_folder, _ = self._image_folders()
+        train_folder, _ = self.prepare_data()
         sampler = InfiniteSampler(len(train_folder), seed=self.config.seed,
                                   start=self.step * self.config.batch_size * self.world_size,
                                   rank=self.rank, world_size=self.world_size)
@@ -180,7 +184,7 @@ class Trainer:
         return iter(loader)
 
     def _validation_loader(self) -> DataLoader | None:
-        _, val_folder = self._image_folders()
+        _, val_folder = self.prepare_data()
         if len(val_folder) == 0:
             return None
         samples = Subset(self._pairs(val_folder, self.config.seed + VALIDATION_SEED_OFFSET),
@@ -271,8 +275,12 @@ class Trainer:
         """Restore a checkpoint written by ``save``; training continues at its step, which is returned."""
         state = load_checkpoint(path, map_location="cpu")
         self._warn_config_changes(state.get("config", {}))
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"cannot resume from {path}: it does not fit this config ({reason})") from error
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,110 @@
+"""usp-train / usp-export / usp-bench: a tiny run end to end, and one-line errors with exit status 2."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from usp_core.cli import bench, export, train
+
+TINY_CONFIG = {
+    "image_size": [32, 48], "batch_size": 2, "steps": 3, "val_interval": 2, "val_batches": 1,
+    "checkpoint_interval": 2, "log_interval": 1, "num_workers": 0, "val_fraction": 0.25,
+    "model": {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 8},
+}
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        image = cv2.GaussianBlur(rng.random((40, 56)).astype(np.float32), (0, 0), 1.5)
+        cv2.imwrite(str(root / f"{i}.png"), (image * 255 / image.max()).astype(np.uint8))
+    return root
+
+
+@pytest.fixture()
+def tiny_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG))
+    return path
+
+
+def _one_error_line(capsys, prog: str, *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, f"expected one line on stderr, got:\n{err}"
+    assert err.startswith(f"{prog}: error: ")
+    for fragment in fragments:
+        assert fragment in err
+    return err
+
+
+def test_train_then_resume_then_export(photos: Path, tiny_yaml: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--out", str(out), "--device", "cpu"]) == 0
+    assert "step 3/3" in capsys.readouterr().out
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+    assert (out / "best.pt").is_file()
+
+    assert train.main(["--resume", str(out / "last.pt"), "--out", str(out), "--steps", "4", "--device", "cpu"]) == 0
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["step"] == 4 and state["config"]["steps"] == 4 and state["config"]["image_size"] == [32, 48]
+
+    exported = tmp_path / "exported"
+    assert export.main([str(out / "last.pt"), "--out", str(exported), "--format", "torchscript,weights",
+                        "--height", "32", "--width", "48"]) == 0
+    printed = capsys.readouterr().out
+    assert "torchscript:" in printed and "weights:" in printed
+    assert (exported / "unsuperpoint.torchscript.pt").is_file()
+    assert torch.load(exported / "unsuperpoint.pt", weights_only=True)["step"] == 4
+
+
+def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path: Path, capsys):
+    out = ["--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert train.main(["--config", str(tiny_yaml), "--data", str(tmp_path / "nowhere")] + out) == 2
+    _one_error_line(capsys, "usp-train", "does not exist")
+
+    (tmp_path / "empty").mkdir()
+    assert train.main(["--config", str(tiny_yaml), "--data", str(tmp_path / "empty")] + out) == 2
+    _one_error_line(capsys, "usp-train", "no readable images")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  widht: [1]\n")
+    assert train.main(["--config", str(bad), "--data", str(photos)] + out) == 2
+    _one_error_line(capsys, "usp-train", "unknown config key 'model.widht'")
+
+    assert train.main(["--config", str(tiny_yaml)] + out) == 2
+    _one_error_line(capsys, "usp-train", "no training data")
+
+    assert train.main(["--data", str(photos), "--resume", str(tmp_path / "gone.pt")] + out) == 2
+    _one_error_line(capsys, "usp-train", "cannot load checkpoint")
+
+    with pytest.raises(SystemExit) as info:
+        train.main(["--data", str(photos)])
+    assert info.value.code == 2
+    _one_error_line(capsys, "usp-train", "--out")
+
+
+def test_export_errors_are_one_line(tmp_path: Path, capsys):
+    assert export.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path)]) == 2
+    _one_error_line(capsys, "usp-export", "cannot load checkpoint")
+    with pytest.raises(SystemExit) as info:
+        export.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path), "--format", "tflite"])
+    assert info.value.code == 2
+    _one_error_line(capsys, "usp-export", "unknown format tflite")
+
+
+def test_bench_table_and_image_fallback(tmp_path: Path, capsys):
+    table = bench.format_table([bench.Row("cpu", "inference ms/image", "240x320", 20.0, 10.0, 4.0)])
+    header, row = table.splitlines()
+    assert header.split()[:3] == ["device", "measure", "size"]
+    assert row.split()[-2:] == ["2.00", "5.00"]
+    (tmp_path / "none").mkdir()
+    images, source = bench.load_images(tmp_path / "none")
+    assert "generated" in source and images[0].shape == (480, 640) and images[0].std() > 20
+    assert bench.main(["--images", str(tmp_path / "absent")]) == 2
+    _one_error_line(capsys, "usp-bench", "does not exist")

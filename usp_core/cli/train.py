@@ -1,0 +1,111 @@
+"""``usp-train``: self-supervised UnsuperPoint training on a folder of photos.
+
+    usp-train [--config FILE] --data DIR --out DIR [--steps N] [--batch-size N] [--device cpu|cuda|auto]
+              [--resume CKPT] [--time-limit SECONDS] [--num-workers N]
+
+Multi-GPU: ``torchrun --nproc_per_node=N -m usp_core.cli.train ...`` (one process per GPU).
+Bad input (missing or empty data folder, bad config, unreadable checkpoint) prints one line on
+stderr and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from usp_core.checkpoint import CheckpointError, load_checkpoint
+from usp_core.config import ConfigError, TrainConfig, from_dict, load_config
+from usp_core.trainer import Trainer, cleanup_distributed, setup_distributed
+
+logger = logging.getLogger("usp_core.cli.train")
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (or its type name when the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit status 2), without the usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="usp-train", description="Train UnsuperPoint on a folder of photos.")
+    parser.add_argument("--config", type=Path, help="YAML training config (default: built-in defaults, "
+                        "or the checkpoint's config with --resume)")
+    parser.add_argument("--data", type=Path, help="folder of training photos, searched recursively "
+                        "(overrides data_dir of the config)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints and logs")
+    parser.add_argument("--steps", type=int, help="total optimizer steps (overrides the config)")
+    parser.add_argument("--batch-size", type=int, help="pairs per step (overrides the config)")
+    parser.add_argument("--num-workers", type=int, help="DataLoader workers (overrides the config)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    parser.add_argument("--resume", type=Path, help="checkpoint to continue from (e.g. OUT/last.pt)")
+    parser.add_argument("--time-limit", type=float, help="stop after this many seconds, saving last.pt "
+                        "(for chunked runs; resume later with --resume)")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: --config, else the resumed checkpoint's, else defaults; then CLI overrides."""
+    if args.config is not None:
+        config = load_config(args.config)
+    elif args.resume is not None:
+        config = from_dict(load_checkpoint(args.resume).get("config", {}))
+    else:
+        config = TrainConfig()
+    overrides = {"data_dir": str(args.data) if args.data is not None else None, "steps": args.steps,
+                 "batch_size": args.batch_size, "num_workers": args.num_workers}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(config, **overrides).validate()
+
+
+def _prepare(args: argparse.Namespace) -> Trainer:
+    """Config, device, data and resume state; every input error surfaces here, before training."""
+    config = _config(args)
+    if not config.data_dir:
+        raise ConfigError("no training data: pass --data DIR or set data_dir in the config")
+    device = setup_distributed(args.device)
+    trainer = Trainer(config, args.out, device=device)
+    trainer.prepare_data()
+    if args.resume is not None:
+        trainer.resume(args.resume)
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        trainer = _prepare(args)
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"usp-train: error: {one_line(error)}", file=sys.stderr)
+        cleanup_distributed()
+        return 2
+    try:
+        with logging_redirect_tqdm():
+            metrics = trainer.train(time_limit=args.time_limit)
+    except KeyboardInterrupt:
+        print(f"usp-train: interrupted at step {trainer.step}; {args.out / 'last.pt'} holds the last saved step",
+              file=sys.stderr)
+        return 130
+    finally:
+        cleanup_distributed()
+    if trainer.is_main:
+        summary = f"step {trainer.step}/{trainer.config.steps}; checkpoints in {args.out}"
+        if metrics:
+            summary += f"; validation loss {metrics['total']:.4g}"
+        print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

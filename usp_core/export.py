@@ -1,0 +1,167 @@
+"""Export a trained UnsuperPoint to TorchScript, ONNX, or a compact weights-only checkpoint.
+
+Exported graphs take images (B, 1, H, W) float in [0, 1] (H, W multiples of 8) and return the
+dense maps as a plain tuple ``(score (B,1,H/8,W/8), position (B,2,H/8,W/8), descriptors (B,D,H/8,W/8))``,
+the fields of ``DenseOutput``; top-k selection stays in the caller (``usp_core.inference``).
+
+- TorchScript: ``torch.jit.trace`` at an example size; the traced graph reads sizes from its input,
+  so it runs at other sizes too (tested).
+- ONNX: ``torch.onnx.export(dynamo=True)`` with dynamic batch, height and width (multiples of 8).
+  torch 2.13's exporter needs the ``onnx`` and ``onnxscript`` packages; running the file needs
+  ``onnxruntime`` (or any ONNX runtime).
+- Weights: ``{"model", "config": {"model": ...}, "step", "seed"}`` with float tensors in fp16 by
+  default, the form the package ships and ``KeypointDetector.from_pretrained`` reads.
+
+Every export is checked against the eager model on the example input before it is reported done.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from usp_core.checkpoint import load_checkpoint, save_checkpoint
+from usp_core.config import ConfigError, from_dict
+from usp_core.model import UnsuperPoint
+
+__all__ = ["ExportError", "DenseTuple", "load_model", "export_torchscript", "export_onnx", "export_weights",
+           "FORMATS", "OUTPUT_NAMES"]
+
+FORMATS = ("torchscript", "onnx", "weights")
+OUTPUT_NAMES = ("score", "position", "descriptors")
+TOLERANCE = 1e-4  # max abs difference allowed between exported and eager outputs
+
+
+class ExportError(RuntimeError):
+    """An export could not be written or does not reproduce the eager model."""
+
+
+class DenseTuple(nn.Module):
+    """Wraps UnsuperPoint so that forward returns a plain tuple (score, position, descriptors)."""
+
+    def __init__(self, model: UnsuperPoint):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """images (B, 1, H, W) -> (score (B,1,H/8,W/8), position (B,2,H/8,W/8), descriptors (B,D,H/8,W/8))."""
+        output = self.model(images)
+        return output.score, output.position, output.descriptors
+
+
+def _model_config(state: dict[str, Any], path: Path):
+    try:
+        return from_dict({"model": state.get("config", {}).get("model", {})}).model
+    except ConfigError as error:
+        raise ExportError(f"checkpoint {path} has an invalid model config: {error}") from error
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UnsuperPoint, dict[str, Any]]:
+    """An eval-mode float32 UnsuperPoint from a checkpoint, and the checkpoint dict.
+
+    Raises CheckpointError (missing/corrupt file) or ExportError (no model, wrong architecture).
+    """
+    path = Path(path)
+    state = load_checkpoint(path)
+    if "model" not in state:
+        raise ExportError(f"checkpoint {path} has no 'model' entry")
+    model = UnsuperPoint(_model_config(state, path))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ExportError(f"checkpoint {path} does not match its model config: "
+                          f"{str(error).strip().splitlines()[0]}") from error
+    return model.float().eval().to(device), state
+
+
+def _example(model: nn.Module, height: int, width: int) -> torch.Tensor:
+    if height % 8 or width % 8 or height <= 0 or width <= 0:
+        raise ExportError(f"export size must be positive multiples of 8, got {height}x{width}")
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, 1, height, width, generator=generator).to(device)
+
+
+def _check(exported: tuple, reference: tuple, what: str) -> None:
+    for name, got, want in zip(OUTPUT_NAMES, exported, reference):
+        got = torch.as_tensor(got).to(want.device)
+        if got.shape != want.shape or not torch.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
+            raise ExportError(f"{what} output '{name}' differs from the eager model")
+
+
+def export_torchscript(model: UnsuperPoint, path: str | Path, height: int = 240, width: int = 320) -> Path:
+    """Trace ``model`` on a (1, 1, height, width) input and save it. Returns the path."""
+    path = Path(path)
+    wrapper = DenseTuple(model).eval()
+    example = _example(wrapper, height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
+        traced = torch.jit.trace(wrapper, example)
+        traced.save(str(path))
+        reloaded = torch.jit.load(str(path), map_location=example.device)
+        _check(reloaded(example), wrapper(example), "TorchScript")
+    return path
+
+
+def export_onnx(model: UnsuperPoint, path: str | Path, height: int = 240, width: int = 320,
+                opset: int = 18) -> Path:
+    """Export to ONNX with dynamic batch/height/width (input "images"; outputs OUTPUT_NAMES). Returns the path.
+
+    Checked with onnxruntime when it is installed. Raises ExportError without onnx/onnxscript.
+    """
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ExportError("ONNX export needs the onnx and onnxscript packages (pip install onnx onnxscript)") from error
+    path = Path(path)
+    wrapper = DenseTuple(copy.deepcopy(model).cpu()).eval()
+    example = _example(wrapper, height, width)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    rows = torch.export.Dim("rows", min=1, max=1024)
+    cols = torch.export.Dim("cols", min=1, max=1024)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(wrapper, (example,), str(path), dynamo=True, opset_version=opset,
+                          input_names=["images"], output_names=list(OUTPUT_NAMES),
+                          dynamic_shapes={"images": {0: batch, 2: 8 * rows, 3: 8 * cols}})
+        reference = wrapper(example)
+    session = onnx_session(path)
+    if session is not None:
+        _check(tuple(session.run(None, {"images": example.numpy()})), reference, "ONNX")
+    return path
+
+
+def onnx_session(path: str | Path):
+    """An onnxruntime CPU InferenceSession for ``path``, or None when onnxruntime is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def export_weights(model: UnsuperPoint, state: dict[str, Any], path: str | Path, half: bool = True) -> Path:
+    """Write a compact inference checkpoint (floats in fp16 when ``half``) atomically. Returns the path.
+
+    Keeps the model config and the run's provenance (``step``, ``seed``, the full training config
+    under ``train_config``); drops optimizer and scheduler state.
+    """
+    weights = {
+        name: tensor.half() if half and tensor.is_floating_point() else tensor
+        for name, tensor in model.state_dict().items()
+    }
+    config = state.get("config", {})
+    compact = {
+        "model": {name: tensor.detach().cpu().clone() for name, tensor in weights.items()},
+        "config": {"model": config.get("model", {})},
+        "train_config": config,
+        "step": state.get("step", 0),
+        "seed": state.get("seed", 0),
+    }
+    return save_checkpoint(path, compact)
