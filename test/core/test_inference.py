@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from usp_core.checkpoint import CheckpointError
+from usp_core.checkpoint import CheckpointError, save_checkpoint
 from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, Features, KeypointDetector
 from usp_core.model import DenseOutput, ModelConfig, UnsuperPoint, cell_grid
 
@@ -79,6 +79,8 @@ def test_border_and_score_threshold():
     kept = _detector(max_keypoints=None, border=0, score_threshold=threshold).detect(image)[0]
     assert (kept.scores >= threshold).all()
     assert len(kept) == int((everything.scores >= threshold).sum())
+    nothing = _detector(score_threshold=1.0).detect(image)[0]
+    assert len(nothing) == 0 and nothing.descriptors.shape == (0, 8) and nothing.numpy()[0].shape == (0, 2)
 
 
 def test_pad_keeps_the_whole_image_and_crop_drops_the_remainder():
@@ -195,12 +197,13 @@ def test_from_pretrained_round_trip(tmp_path):
     assert torch.equal(expected.keypoints, actual.keypoints) and torch.equal(expected.descriptors, actual.descriptors)
 
 
-def test_from_pretrained_accepts_ddp_prefixed_weights(tmp_path):
+def test_from_pretrained_reads_trainer_checkpoints_with_ddp_prefixes(tmp_path):
     model = UnsuperPoint(SMALL)
     state = _checkpoint(model)
     state["model"] = {f"module.{key}": value for key, value in state["model"].items()}
-    torch.save(state, tmp_path / "ddp.pt")
-    assert KeypointDetector.from_pretrained(tmp_path / "ddp.pt").model.config == SMALL
+    state["config"]["model"]["widths"] = list(SMALL.widths)  # as a YAML-derived config holds it
+    save_checkpoint(tmp_path / "ddp.pt", state)
+    assert KeypointDetector.from_pretrained(str(tmp_path / "ddp.pt")).model.config == SMALL
 
 
 def test_missing_and_corrupt_checkpoints_raise_checkpoint_error(tmp_path):
