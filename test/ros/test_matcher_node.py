@@ -1,0 +1,168 @@
+"""The matcher node as its own process over DDS, fed Features whose correspondences are known.
+
+The Features come from usp_ros.bench_matcher.synthetic_sequence: each frame keeps a share of the
+previous frame's keypoints moved by a known homography, with noisy descriptors. So the test checks
+the node (topics, headers, stamps, counts, homography accuracy, keyframes, bad input, debug image,
+parameters) independently of how good a learned detector is.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from usp_core.evaluation.metrics import corner_error
+from usp_ros.bench_matcher import synthetic_sequence
+from usp_ros.conversions import features_to_msg, homography_from_msg, numpy_to_image
+from usp_ros.msg import Features, FrameMatch
+from usp_ros.qos import output_qos
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "matcher.yaml"
+SIZE = (640, 480)
+
+
+def header(index: int) -> Header:
+    return Header(stamp=Time(sec=1000 + index, nanosec=5000 * index), frame_id="camera_optical")
+
+
+def features(frame, index: int) -> Features:
+    return features_to_msg(header(index), SIZE, frame.keypoints, frame.scores, frame.descriptors)
+
+
+def start_matcher(spawn, *parameters: str):
+    args = ["-m", "usp_ros.matcher_node", "--ros-args", "--params-file", str(CONFIG)]
+    for parameter in parameters:
+        args += ["-p", parameter]
+    return spawn(*args, name="matcher")
+
+
+class Link:
+    """The test's side of the matcher: a Features publisher and what arrives on `matches`."""
+
+    def __init__(self, node, wait, matcher):
+        self.node, self.wait, self.matcher = node, wait, matcher
+        self.matches: list[FrameMatch] = []
+        self.publisher = node.create_publisher(Features, "features", output_qos())
+        node.create_subscription(FrameMatch, "matches", self.matches.append, output_qos())
+        assert wait(lambda: self.publisher.get_subscription_count() > 0 or matcher.poll() is not None, 30)
+        assert matcher.poll() is None, "matcher process died at start"
+
+    def send(self, msg: Features, expect_match: bool = True) -> FrameMatch | None:
+        """Publish one Features message; with ``expect_match``, wait for and return its FrameMatch."""
+        count = len(self.matches)
+        self.publisher.publish(msg)
+        if not expect_match:
+            self.wait(lambda: False, 0.3)  # give the worker time to take it as the reference
+            return None
+        assert self.wait(lambda: len(self.matches) > count, 20), "no FrameMatch for the published Features"
+        return self.matches[-1]
+
+
+def check_inliers(match: FrameMatch, reference, current):
+    """Indices and coordinates of the inliers agree with the published keypoints."""
+    ref_idx, cur_idx = np.array(match.reference_indices), np.array(match.current_indices)
+    assert len(ref_idx) == len(cur_idx) == match.num_inliers <= match.num_matches
+    np.testing.assert_allclose(np.c_[match.reference_x, match.reference_y], reference.keypoints[ref_idx])
+    np.testing.assert_allclose(np.c_[match.current_x, match.current_y], current.keypoints[cur_idx])
+
+
+def test_homographies_of_known_motion_invalid_and_malformed_frames(ros_node, spawn, wait):
+    sequence = synthetic_sequence(5, keypoints=1000, dim=256, size=SIZE, seed=1)
+    link = Link(ros_node, wait, start_matcher(spawn))
+    diagnostics = []
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    link.send(features(sequence[0], 0), expect_match=False)
+    for index in range(1, len(sequence)):
+        match = link.send(features(sequence[index], index))
+        assert match.header == header(index)
+        assert match.reference_stamp == header(index - 1).stamp
+        assert match.valid and match.num_inliers > 500
+        assert corner_error(homography_from_msg(match), sequence[index].homography, SIZE[::-1]) < 1.0
+        check_inliers(match, sequence[index - 1], sequence[index])
+
+    unrelated = synthetic_sequence(1, keypoints=1000, dim=256, size=SIZE, seed=2)[0]
+    match = link.send(features(unrelated, 10))
+    assert not match.valid and match.num_matches > 0 and match.num_inliers < 15
+    np.testing.assert_array_equal(homography_from_msg(match), np.eye(3))
+
+    for bad in range(3):
+        malformed = features(sequence[0], 20 + bad)
+        malformed.keypoints.y = malformed.keypoints.y[:-1]
+        link.send(malformed, expect_match=False)
+    match = link.send(features(unrelated, 30))  # still serving: matches the last good frame (10), same points
+    assert match.reference_stamp == header(10).stamp and match.valid and match.num_inliers == 1000
+
+    def bad_frames():
+        values = [{kv.key: kv.value for kv in status.values} for array in diagnostics for status in array.status
+                  if status.name == "matcher: matcher"]
+        return values and values[-1]["bad frames"] == "3"
+    assert wait(bad_frames, 5), "diagnostics do not report the 3 malformed frames"
+
+
+def test_keyframe_mode_matches_against_the_keyframe(ros_node, spawn, wait):
+    sequence = synthetic_sequence(6, keypoints=500, dim=128, size=SIZE, seed=4)
+    link = Link(ros_node, wait, start_matcher(spawn, "keyframe_mode:=true", "keyframe_inlier_fraction:=0.6"))
+    link.send(features(sequence[0], 0), expect_match=False)
+    references = []
+    for index in range(1, len(sequence)):
+        match = link.send(features(sequence[index], index))
+        reference = next(i for i in range(index) if header(i).stamp == match.reference_stamp)
+        references.append(reference)
+        truth = np.eye(3)
+        for step in range(reference + 1, index + 1):
+            truth = sequence[step].homography @ truth
+        assert corner_error(homography_from_msg(match), truth, SIZE[::-1]) < 1.5
+    assert references[:3] == [0, 0, 0]  # the keyframe is kept while inliers stay above 0.6 of its first match
+    assert references[3] == 3  # frame 3 fell below the fraction (0.7^3 of the points) and became the keyframe
+
+
+def test_debug_image_only_while_subscribed(ros_node, spawn, wait):
+    sequence = synthetic_sequence(3, keypoints=300, dim=64, size=SIZE, seed=5)
+    link = Link(ros_node, wait, start_matcher(spawn))
+    images = ros_node.create_publisher(Image, "image", output_qos())
+    assert not wait(lambda: images.get_subscription_count() > 0, 1.0), "subscribed to images without a viewer"
+    debug = []
+    subscription = ros_node.create_subscription(Image, "matches/debug_image", debug.append, output_qos())
+    assert wait(lambda: images.get_subscription_count() > 0, 10), "no image subscription for the debug view"
+    picture = np.random.default_rng(0).integers(0, 255, (SIZE[1], SIZE[0]), dtype=np.uint8)
+    for index, frame in enumerate(sequence):
+        images.publish(numpy_to_image(picture, "mono8", header(index)))
+        wait(lambda: False, 0.1)
+        link.send(features(frame, index), expect_match=index > 0)
+    assert wait(lambda: len(debug) >= 2, 10), "no debug image"
+    assert (debug[-1].width, debug[-1].height, debug[-1].encoding) == (2 * SIZE[0], SIZE[1], "bgr8")
+    assert debug[-1].header == header(2)
+    ros_node.destroy_subscription(subscription)
+    assert wait(lambda: images.get_subscription_count() == 0, 10), "image subscription kept without a viewer"
+
+
+def set_parameter(node, wait, name: str, value: ParameterValue):
+    client = node.create_client(SetParameters, "/matcher/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
+    assert wait(future.done, 10)
+    return future.result().results[0]
+
+
+def test_runtime_parameters_are_validated(ros_node, spawn, wait):
+    start_matcher(spawn)
+    string = ParameterType.PARAMETER_STRING
+    refused = set_parameter(ros_node, wait, "method", ParameterValue(type=string, string_value="lmeds"))
+    assert not refused.successful and "method" in refused.reason
+    out_of_range = set_parameter(ros_node, wait, "min_inliers",
+                                 ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=2))
+    assert not out_of_range.successful
+    accepted = set_parameter(ros_node, wait, "method", ParameterValue(type=string, string_value="magsac"))
+    assert accepted.successful
+
+
+def test_unavailable_device_fails_start_with_one_line(spawn, tmp_path):
+    matcher = start_matcher(spawn, "device:=cuda:7")
+    assert matcher.wait(timeout=30) == 1
+    log = (tmp_path / "matcher.log").read_text()
+    assert "cannot start" in log and "cuda:7" in log and "Traceback" not in log
