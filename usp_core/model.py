@@ -9,8 +9,8 @@ centre of the top-left pixel is ``(0, 0)``.
 Design choices where the paper is silent:
 
 - Each head is ``conv3x3(C, C) + BatchNorm + LeakyReLU`` followed by a ``conv1x1`` to its output,
-  with ``C = widths[-1]`` (256 by default), as in the paper's figure of a shared backbone with small
-  heads. The 1x1 output layer keeps each head's prediction local to its cell.
+  with ``C = widths[-1]`` (256 by default): the paper's intermediate 256 -> 256 layer per head. The
+  1x1 output layer (rather than a second 3x3) keeps each head's last step local to its cell.
 - Position: ``(cell index + sigmoid offset) * 8``, so cell ``j`` can place its point anywhere in
   ``[8 j, 8 j + 8]``. With pixel centres at integers that range is the cell's pixels shifted by half a
   pixel; the network learns its offsets through homography-consistent training, which absorbs that.
@@ -102,11 +102,10 @@ class UnsuperPoint(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else ModelConfig()
-        w = self.config.widths
         slope = self.config.negative_slope
         layers: list[nn.Module] = []
         channels = self.config.in_channels
-        for index, width in enumerate(w):
+        for index, width in enumerate(self.config.widths):
             layers.append(_conv_block(channels, width, slope))
             channels = width
             if index in (1, 3, 5):
