@@ -11,7 +11,8 @@ from usp_core.cli.eval import main
 from usp_core.model import ModelConfig, UnsuperPoint
 
 METRIC_KEYS = {
-    "repeatability", "localization_error", "homography_accuracy", "matching_score", "keypoints_per_image", "ms_per_image",
+    "repeatability", "localization_error", "homography_accuracy", "matching_score",
+    "keypoints_per_image", "ms_per_image",
 }
 SMALL_MODEL = {"widths": [8, 8, 8, 8, 16, 16, 16, 16], "descriptor_dim": 16}  # fast random network
 
@@ -32,7 +33,8 @@ def random_checkpoint(tmp_path):
     """A randomly initialised small UnsuperPoint checkpoint in the agreed format."""
     torch.manual_seed(0)
     model = UnsuperPoint(ModelConfig(**SMALL_MODEL))
-    return save_checkpoint(tmp_path / "random.pt", {"model": model.state_dict(), "config": {"model": dict(SMALL_MODEL)}})
+    state = {"model": model.state_dict(), "config": {"model": dict(SMALL_MODEL)}}
+    return save_checkpoint(tmp_path / "random.pt", state)
 
 
 def run_main(capsys, argv):

@@ -24,7 +24,8 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_available_methods_follow_the_installed_opencv():
     names = available_methods()
     assert names[:3] == ("usp", "orb", "sift")
-    assert ("akaze" in names) == (hasattr(cv2, "AKAZE_create") or hasattr(getattr(cv2, "xfeatures2d", None), "AKAZE_create"))
+    contrib = getattr(cv2, "xfeatures2d", None)
+    assert ("akaze" in names) == (hasattr(cv2, "AKAZE_create") or hasattr(contrib, "AKAZE_create"))
 
 
 @pytest.mark.parametrize("name,binary,width,dtype", [("orb", True, 32, np.uint8), ("sift", False, 128, np.float32)])
@@ -63,7 +64,8 @@ def test_binary_vectors_order_like_hamming_distance():
 def test_float_vectors_are_scale_free():
     rng = np.random.default_rng(2)
     descriptors = rng.random((10, 128)).astype(np.float32)
-    np.testing.assert_allclose(descriptor_vectors(descriptors * 512, False), descriptor_vectors(descriptors, False), atol=1e-6)
+    scaled = descriptor_vectors(descriptors * 512, False)
+    np.testing.assert_allclose(scaled, descriptor_vectors(descriptors, False), atol=1e-6)
 
 
 def test_hamming_matching_finds_noisy_copies():
@@ -82,7 +84,8 @@ def test_random_descriptors_give_matching_score_near_zero():
     points = np.stack([xs.ravel(), ys.ravel()], axis=1)
     identity, size = np.eye(3), (240, 320)
     same = rng.normal(size=(len(points), 64)).astype(np.float32)
-    assert matching_score(points, points, match_descriptors(same, same, False), identity, size, size) == pytest.approx(1.0)
+    perfect = matching_score(points, points, match_descriptors(same, same, False), identity, size, size)
+    assert perfect == pytest.approx(1.0)
     other = rng.normal(size=(len(points), 64)).astype(np.float32)
     assert matching_score(points, points, match_descriptors(same, other, False), identity, size, size) < 0.05
 

@@ -82,7 +82,8 @@ def test_points_outside_the_shared_region_are_excluded():
     reference = repeatability(points_a, points_b, homography, SIZE, SIZE)
     outside_a = np.array([[300.0, 50.0], [310.0, 200.0]])  # warp to x > 400: outside b
     outside_b = np.array([[20.0, 30.0], [60.0, 100.0]])  # come from x < 0: outside a
-    with_outside = repeatability(np.vstack([points_a, outside_a]), np.vstack([points_b, outside_b]), homography, SIZE, SIZE)
+    all_a, all_b = np.vstack([points_a, outside_a]), np.vstack([points_b, outside_b])
+    with_outside = repeatability(all_a, all_b, homography, SIZE, SIZE)
     assert with_outside == reference
     assert reference.rate == pytest.approx(1.0)
     assert reference.shared == 2 * np.sum(inside(warp_points(points_a, homography), SIZE))

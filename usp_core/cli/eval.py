@@ -43,7 +43,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The usp-eval argument parser."""
     parser = _Parser(prog="usp-eval", description="Evaluate keypoint methods on HPatches-layout sequences.")
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder of sequences (<seq>/1.png.., <seq>/H_1_k) or one sequence")
+    parser.add_argument("data_dir", metavar="DATA_DIR",
+                        help="folder of sequences (<seq>/1.png.., <seq>/H_1_k) or one sequence")
     parser.add_argument("--methods", default="usp,orb,sift", help="comma-separated: " + ",".join(available_methods()))
     parser.add_argument("--weights", default=None, help="usp checkpoint (default: the bundled weights)")
     parser.add_argument("--resolution", default="240x320", help="evaluation size HxW (default 240x320)")
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device for usp (default: cuda if available, else cpu)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
     parser.add_argument("--plot", type=Path, default=None, help="write a summary figure to this PNG file")
-    parser.add_argument("--visualize", type=Path, default=None, help="write match pictures of a few pairs to this folder")
+    parser.add_argument("--visualize", type=Path, default=None,
+                        help="write match pictures of a few pairs to this folder")
     return parser
 
 
@@ -68,7 +70,8 @@ def parse_methods(text: str) -> list[str]:
     names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in available_methods()]
     if not names or unknown:
-        raise UsageError(f"unknown method(s) {','.join(unknown) or '(none given)'}; available: {','.join(available_methods())}")
+        given = ",".join(unknown) or "(none given)"
+        raise UsageError(f"unknown method(s) {given}; available: {','.join(available_methods())}")
     return names
 
 

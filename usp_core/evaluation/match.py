@@ -33,5 +33,6 @@ def match_descriptors(descriptors_a: np.ndarray, descriptors_b: np.ndarray, bina
     """Mutual nearest-neighbour matches between (N, D) and (M, D) descriptors -> (K, 2) int64 (i in a, j in b)."""
     if len(descriptors_a) == 0 or len(descriptors_b) == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    pairs = mutual_nearest_neighbours(descriptor_vectors(descriptors_a, binary), descriptor_vectors(descriptors_b, binary))
+    vectors_a, vectors_b = descriptor_vectors(descriptors_a, binary), descriptor_vectors(descriptors_b, binary)
+    pairs = mutual_nearest_neighbours(vectors_a, vectors_b)
     return np.asarray(pairs.cpu(), dtype=np.int64).reshape(-1, 2)

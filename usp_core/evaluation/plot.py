@@ -1,4 +1,8 @@
-"""Summary figure of an evaluation run: one colour per method across every panel."""
+"""Summary figure of an evaluation run: one colour per method across every panel.
+
+Built on matplotlib.figure.Figure without pyplot, so it renders with the Agg canvas and never
+touches the global backend or pyplot's figure registry.
+"""
 from __future__ import annotations
 
 import io
@@ -6,11 +10,10 @@ import math
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
-
-from usp_core.evaluation.output import write_atomic  # noqa: E402
+from usp_core.evaluation.output import write_atomic
 
 
 def _grouped_bars(axis, groups: list[str], values: dict[str, list[float]], colours: dict[str, str]) -> None:
@@ -29,12 +32,13 @@ def _grouped_bars(axis, groups: list[str], values: dict[str, list[float]], colou
     axis.set_axisbelow(True)
 
 
-def summary_figure(methods: dict[str, dict], title: str) -> matplotlib.figure.Figure:
+def summary_figure(methods: dict[str, dict], title: str) -> Figure:
     """Figure with homography accuracy, repeatability / matching score per method, and repeatability per sequence."""
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    figure = plt.figure(figsize=(12, 8), layout="constrained")
+    colours = {m: matplotlib.colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
+    figure = Figure(figsize=(12, 8), layout="constrained")
     grid = figure.add_gridspec(2, 2)
-    accuracy, detection, per_sequence = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1]), figure.add_subplot(grid[1, :])
+    accuracy, detection = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
+    per_sequence = figure.add_subplot(grid[1, :])
 
     thresholds = ["1", "3", "5"]
     _grouped_bars(accuracy, [f"HA@{t}" for t in thresholds],
@@ -53,8 +57,9 @@ def summary_figure(methods: dict[str, dict], title: str) -> matplotlib.figure.Fi
     per_sequence.set_title("Repeatability per sequence")
     per_sequence.set_ylabel("repeatability")
 
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in methods]
-    labels = [f"{m}  ({s['keypoints_per_image']:.0f} kp, {s['ms_per_image']:.1f} ms / image)" for m, s in methods.items()]
+    handles = [Rectangle((0, 0), 1, 1, color=colours[m]) for m in methods]
+    labels = [f"{m}  ({s['keypoints_per_image']:.0f} kp, {s['ms_per_image']:.1f} ms / image)"
+              for m, s in methods.items()]
     figure.legend(handles, labels, loc="outside lower center", ncols=min(len(methods), 4), frameon=False)
     figure.suptitle(title)
     return figure
@@ -65,5 +70,4 @@ def save_summary_plot(path: str | Path, methods: dict[str, dict], title: str) ->
     figure = summary_figure(methods, title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
     return write_atomic(path, buffer.getvalue())

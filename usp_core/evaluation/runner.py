@@ -72,22 +72,22 @@ class MethodResult:
     examples: list[MatchExample] = field(default_factory=list)
 
 
-def evaluate_pair(pair: EvalPair, extraction_a: Extraction, extraction_b: Extraction, binary: bool) -> tuple[PairResult, MatchExample]:
+def evaluate_pair(
+    pair: EvalPair, extraction_a: Extraction, extraction_b: Extraction, binary: bool
+) -> tuple[PairResult, MatchExample]:
     """All metrics of one pair from both images' extractions (binary: Hamming matching)."""
     size_a, size_b = pair.image_a.shape[:2], pair.image_b.shape[:2]
-    rep = repeatability(extraction_a.keypoints, extraction_b.keypoints, pair.homography, size_a, size_b, CORRECT_DISTANCE)
+    points_a, points_b = extraction_a.keypoints, extraction_b.keypoints
+    rep = repeatability(points_a, points_b, pair.homography, size_a, size_b, CORRECT_DISTANCE)
     matches = match_descriptors(extraction_a.descriptors, extraction_b.descriptors, binary)
-    points_a = extraction_a.keypoints[matches[:, 0]].astype(np.float64)
-    points_b = extraction_b.keypoints[matches[:, 1]].astype(np.float64)
     estimate_h, inliers = None, np.zeros(len(matches), dtype=bool)
     if len(matches) >= 4:
         cv2.setRNGSeed(RANSAC_SEED)
-        estimate = estimate_homography(points_a, points_b, method="ransac", threshold=RANSAC_THRESHOLD, min_inliers=4)
+        estimate = estimate_homography(points_a[matches[:, 0]], points_b[matches[:, 1]], method="ransac",
+                                       threshold=RANSAC_THRESHOLD, min_inliers=4)
         estimate_h, inliers = estimate.homography, np.asarray(estimate.inlier_mask, dtype=bool).reshape(-1)
     error = corner_error(estimate_h, pair.homography, size_a)
-    score = matching_score(
-        extraction_a.keypoints, extraction_b.keypoints, matches, pair.homography, size_a, size_b, CORRECT_DISTANCE
-    )
+    score = matching_score(points_a, points_b, matches, pair.homography, size_a, size_b, CORRECT_DISTANCE)
     result = PairResult(
         pair.sequence, pair.index, rep.rate, rep.localization_error, error, score, len(matches), int(inliers.sum())
     )
@@ -152,7 +152,8 @@ def method_summary(result: MethodResult) -> dict:
     """Overall summary of a method with a "sequences" entry holding each sequence's summary."""
     names = list(dict.fromkeys(p.sequence for p in result.pairs))
     sequences = {
-        name: summarize([p for p in result.pairs if p.sequence == name], [i for i in result.images if i.sequence == name])
+        name: summarize([p for p in result.pairs if p.sequence == name],
+                        [i for i in result.images if i.sequence == name])
         for name in names
     }
     return {**summarize(result.pairs, result.images), "sequences": sequences}
