@@ -37,6 +37,18 @@ def random_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "random.pt", state)
 
 
+@pytest.fixture
+def synthetic_sequence(tmp_path):
+    """A one-pair sequence of a random texture and its identity homography."""
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    image = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (96, 128), dtype=np.uint8), (3, 3), 0)
+    cv2.imwrite(str(seq / "1.png"), image)
+    cv2.imwrite(str(seq / "2.png"), image)
+    np.savetxt(seq / "H_1_2", np.eye(3))
+    return seq
+
+
 def run_main(capsys, argv):
     """Exit status, stdout and stderr lines of one usp-eval call."""
     status = main([str(a) for a in argv])
@@ -57,15 +69,9 @@ def run_main(capsys, argv):
         ("seq", ["--methods", "usp", "--weights", "{tmp}/garbage.pt"], "garbage.pt"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case, extra, message):
+def test_bad_input_exits_2_with_one_line(tmp_path, synthetic_sequence, capsys, case, extra, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    seq = tmp_path / "seq"
-    seq.mkdir()
-    image = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
-    cv2.imwrite(str(seq / "1.png"), image)
-    cv2.imwrite(str(seq / "2.png"), image)
-    np.savetxt(seq / "H_1_2", np.eye(3))
     status, out, err = run_main(capsys, [tmp_path / case, *(e.format(tmp=tmp_path) for e in extra)])
     assert status == 2 and out == ""
     assert len(err) == 1 and err[0].startswith("usp-eval: error:") and message in err[0]
@@ -99,3 +105,11 @@ def test_whole_command_on_a_real_pair(real_pair, random_checkpoint, tmp_path, ca
     assert plot is not None and plot.shape[0] > 400 and plot.shape[1] > 600
     assert sorted(p.name for p in pictures.iterdir()) == ["orb_wall_1-2.png", "sift_wall_1-2.png", "usp_wall_1-2.png"]
     assert not list(json_path.parent.glob(".*.tmp"))
+
+
+def test_usp_without_bundled_weights_exits_2_while_baselines_run(synthetic_sequence, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("usp_core.inference.BUNDLED_WEIGHTS", tmp_path / "no_weights" / "unsuperpoint.pt")
+    status, out, err = run_main(capsys, [synthetic_sequence, "--methods", "usp"])
+    assert status == 2 and out == "" and len(err) == 1 and "unsuperpoint.pt" in err[0]
+    status, out, _ = run_main(capsys, [synthetic_sequence, "--methods", "orb", "--top-k", "100"])
+    assert status == 0 and "| orb" in out
