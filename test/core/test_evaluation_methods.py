@@ -37,6 +37,8 @@ def test_opencv_method_keeps_top_k_sorted_by_score(name, binary, width, dtype):
     assert extraction.keypoints.shape == (len(extraction.scores), 2) and extraction.keypoints.dtype == np.float32
     assert extraction.descriptors.shape == (len(extraction.scores), width) and extraction.descriptors.dtype == dtype
     assert np.all(np.diff(extraction.scores) <= 0)
+    keypoints, scores, descriptors = extraction  # the (keypoints, scores, descriptors) interface
+    assert len(keypoints) == len(scores) == len(descriptors)
 
 
 def test_top_k_keeps_the_best_scores_with_their_rows():

@@ -6,9 +6,8 @@ offered when the installed OpenCV has them (OpenCV 5 moved them to the contrib b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import cv2
 import numpy as np
@@ -18,9 +17,8 @@ class MethodError(ValueError):
     """A method that cannot be built (unknown name, bad option); the message is one readable line."""
 
 
-@dataclass(frozen=True)
-class Extraction:
-    """Keypoints of one image, sorted by decreasing score.
+class Extraction(NamedTuple):
+    """Keypoints of one image, sorted by decreasing score (a tuple: keypoints, scores, descriptors).
 
     keypoints: (N, 2) float32 (x, y) pixels; scores: (N,) float32;
     descriptors: (N, D) float32, or (N, B) uint8 packed bits for binary methods.
