@@ -5,6 +5,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Collection
 
 import cv2
 import numpy as np
@@ -103,7 +104,7 @@ def _timed_extract(method: Method, image: np.ndarray, sequence: str, images: lis
 
 
 def evaluate_method(
-    method: Method, sequences: list[list[EvalPair]], examples: set[tuple[str, int]] = frozenset()
+    method: Method, sequences: list[list[EvalPair]], examples: Collection[tuple[str, int]] = ()
 ) -> MethodResult:
     """Evaluate method on every pair of every sequence (a list of pairs sharing image 1).
 
