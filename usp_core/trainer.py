@@ -251,8 +251,8 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume; every entry loads with ``torch.load(weights_only=True)``."""
         rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -289,8 +289,8 @@ class Trainer:
         rng = state.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         if self.is_main:
             logger.info("resumed from %s at step %d", path, self.step)
         return self.step
@@ -351,15 +351,22 @@ class Trainer:
         return metrics
 
     def _flush(self, pending: list[dict[str, torch.Tensor]], writer) -> float:
-        """Move pending step losses to ``history``, log their mean; returns the mean total. Raises on NaN."""
+        """Move pending step losses to ``history`` and log their mean over the window (and over ranks).
+
+        Returns the mean total; raises FloatingPointError (on every rank alike) when it is not finite.
+        """
         names = list(pending[0])
         values = torch.stack([torch.stack([p[n].float() for n in names]) for p in pending]).cpu()
         first_step = self.step - len(pending) + 1
         for offset, row in enumerate(values.tolist()):
             self.history.append({"step": first_step + offset, **dict(zip(names, row))})
-        if not torch.isfinite(values[:, names.index("total")]).all():
+        window = values.mean(0).to(self.device)
+        if self.world_size > 1:
+            dist.all_reduce(window)
+            window /= self.world_size
+        mean = dict(zip(names, window.tolist()))
+        if not math.isfinite(mean["total"]):
             raise FloatingPointError(f"training loss became non-finite by step {self.step}")
-        mean = dict(zip(names, values.mean(0).tolist()))
         if self.is_main:
             lr = self.scheduler.get_last_lr()[0]
             logger.info("step %d lr %.3g | %s", self.step, lr, " ".join(f"{n} {v:.4g}" for n, v in mean.items()))
