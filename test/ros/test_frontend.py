@@ -185,3 +185,19 @@ def test_frontend_homographies_with_bundled_weights(spawn, tmp_path):
     text = (tmp_path / "frontend.log").read_text()
     within = re.search(r"<= 5 px (\d+)%", text)
     assert within and int(within.group(1)) >= 70, text
+
+
+def test_launch_file_starts_detector_matcher_and_optional_camera():
+    pytest.importorskip("launch_ros", reason="launch/launch_ros are not installed (no ROS 2 launch on this machine)")
+    import importlib.util
+
+    from launch_ros.actions import Node
+
+    path = Path(__file__).resolve().parents[2] / "launch" / "frontend.launch.py"
+    spec = importlib.util.spec_from_file_location("frontend_launch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description().entities
+    nodes = [entity for entity in entities if isinstance(entity, Node)]
+    assert [node.node_executable for node in nodes] == ["detector_node", "matcher_node", "image_source"]
+    assert nodes[2].condition is not None and nodes[0].condition is None
