@@ -328,7 +328,7 @@ class Trainer:
                 pending.append(self.train_step(next(batches)))
                 bar.update(1)
                 finished = self.step >= target
-                timed_out = time_limit is not None and time.monotonic() - started >= time_limit
+                timed_out = self._time_is_up(started, time_limit)
                 if self.step % self.config.log_interval == 0 or finished or timed_out:
                     bar.set_postfix(loss=f"{self._flush(pending, writer):.4f}")
                     pending = []
@@ -339,7 +339,7 @@ class Trainer:
                     saved_step = self.step
                 if timed_out:
                     if self.is_main:
-                        logger.info("time limit of %.0f s reached at step %d", time_limit, self.step)
+                        logger.info("time limit of %g s reached at step %d", time_limit, self.step)
                     break
         finally:
             bar.close()
@@ -349,6 +349,15 @@ class Trainer:
         if self.step != saved_step:
             self.save("last.pt")
         return metrics
+
+    def _time_is_up(self, started: float, time_limit: float | None) -> bool:
+        """Whether ``time_limit`` seconds have passed since ``started``, as rank 0 sees it (all ranks agree)."""
+        if time_limit is None:
+            return False
+        flag = torch.tensor(float(time.monotonic() - started >= time_limit), device=self.device)
+        if self.world_size > 1:
+            dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _flush(self, pending: list[dict[str, torch.Tensor]], writer) -> float:
         """Move pending step losses to ``history`` and log their mean over the window (and over ranks).

@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from usp_core.checkpoint import CheckpointError, load_checkpoint
@@ -75,6 +76,8 @@ def _prepare(args: argparse.Namespace) -> Trainer:
         raise ConfigError("no training data: pass --data DIR or set data_dir in the config")
     device = setup_distributed(args.device)
     trainer = Trainer(config, args.out, device=device)
+    if trainer.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     trainer.prepare_data()
     if args.resume is not None:
         trainer.resume(args.resume)
