@@ -1,0 +1,303 @@
+"""The detector node as its own process over real DDS: encodings, sizes, compressed input, garbage frames,
+runtime parameters, diagnostics, start-up failures. A small random-initialised model keeps it fast."""
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from usp_core.checkpoint import save_checkpoint
+from usp_core.inference import DetectorConfig, KeypointDetector
+from usp_core.model import ModelConfig, UnsuperPoint
+from usp_ros.conversions import msg_to_features, numpy_to_compressed, numpy_to_image
+from usp_ros.detector_node import inference_size, resolve_device
+from usp_ros.drawing import draw_keypoints, draw_matches, score_colours
+from usp_ros.image_source import bgr_to_encoding
+from usp_ros.msg import Features
+
+TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
+_namespaces = itertools.count()
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """A random-initialised narrow UnsuperPoint checkpoint, as usp-train writes it."""
+    torch.manual_seed(0)
+    model = UnsuperPoint(ModelConfig(**TINY))
+    return save_checkpoint(tmp_path / "tiny.pt", {"model": model.state_dict(), "config": {"model": TINY}})
+
+
+def textured(height, width, seed=0):
+    """(H, W) uint8 grey test picture with structure at several scales."""
+    rng = np.random.default_rng(seed)
+    image = cv2.resize(rng.random((height // 12, width // 12)).astype(np.float32), (width, height)) * 160
+    image += cv2.GaussianBlur(rng.random((height, width)).astype(np.float32), (0, 0), 1.5) * 95
+    return image.astype(np.uint8)
+
+
+class Detector:
+    """A detector process in its own namespace, and this test's endpoints talking to it."""
+
+    def __init__(self, ros_node, spawn, wait, model, *parameters, publisher_qos=10):
+        self.node, self.wait = ros_node, wait
+        self.namespace = f"/detector_test_{next(_namespaces)}"
+        self.name = f"{self.namespace}/detector"
+        args = ["-p", f"model_path:={model}", "-p", "num_threads:=1"]
+        for parameter in parameters:
+            args += ["-p", parameter]
+        self.process = spawn("-m", "usp_ros.detector_node", "--ros-args", "-r", f"__ns:={self.namespace}", *args,
+                             name="detector")
+        self.features: dict[tuple[int, int], Features] = {}
+        self.debug_images: dict[tuple[int, int], Image] = {}
+        self.diagnostics: list[dict[str, str]] = []
+        self.publisher_qos = publisher_qos
+        self.publishers = {}
+        ros_node.create_subscription(Features, f"{self.namespace}/features", self._on_features, 10)
+        ros_node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self._stamps = itertools.count(1)
+
+    def _on_features(self, msg):
+        self.features[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name.startswith(self.name + ":"):
+                self.diagnostics.append({value.key: value.value for value in status.values})
+
+    def subscribe_debug_images(self):
+        self.node.create_subscription(Image, f"{self.namespace}/features/debug_image",
+                                      lambda msg: self.debug_images.__setitem__(
+                                          (msg.header.stamp.sec, msg.header.stamp.nanosec), msg), 10)
+
+    def publish(self, msg, topic="image"):
+        if topic not in self.publishers:
+            self.publishers[topic] = self.node.create_publisher(type(msg), f"{self.namespace}/{topic}",
+                                                                self.publisher_qos)
+        self.publishers[topic].publish(msg)
+
+    def header(self, frame_id="camera_optical"):
+        return Header(stamp=Time(sec=1700000000 + next(self._stamps), nanosec=4321), frame_id=frame_id)
+
+    def send(self, msg, topic="image", timeout=30.0) -> Features:
+        """Publish ``msg`` (again every 0.5 s, until answered) and return the Features with its stamp."""
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        for _ in range(int(timeout / 0.5)):
+            assert self.process.poll() is None, "detector process died"
+            self.publish(msg, topic)
+            if self.wait(lambda: key in self.features, timeout=0.5):
+                return self.features[key]
+        raise AssertionError(f"no Features for stamp {key} within {timeout} s")
+
+    def send_bad(self, msg, expected_total: int, topic="image") -> None:
+        """Publish one bad frame; wait until the diagnostics count ``expected_total`` bad frames.
+
+        One at a time: the node's depth-1 queue would drop (not count as bad) frames sent in a burst.
+        """
+        self.publish(msg, topic)
+        values = self.latest_diagnostics(lambda v: int(v["bad frames"]) >= expected_total, timeout=10)
+        assert int(values["bad frames"]) == expected_total
+        assert self.process.poll() is None, "detector process died on a bad frame"
+
+    def latest_diagnostics(self, condition=lambda values: True, timeout=5.0) -> dict[str, str]:
+        """The newest diagnostics of this node that satisfy ``condition``."""
+        self.wait(lambda: self.diagnostics and condition(self.diagnostics[-1]), timeout=timeout)
+        assert self.diagnostics, "no diagnostics from the detector"
+        return self.diagnostics[-1]
+
+    def set_parameters(self, **values):
+        client = AsyncParameterClient(self.node, self.name)
+        assert client.wait_for_services(timeout_sec=10)
+        future = client.set_parameters([Parameter(name, value=value) for name, value in values.items()])
+        assert self.wait(future.done, timeout=10)
+        return future.result().results
+
+
+def check_features(msg, header, width, height, border=4, max_keypoints=1000):
+    """Header copied, sizes given, keypoints inside the image (minus the border); returns the arrays."""
+    assert msg.header == header and msg.keypoints.header == header
+    assert (msg.keypoints.image_width, msg.keypoints.image_height) == (width, height)
+    arrays = msg_to_features(msg)
+    assert 0 < len(arrays.keypoints) <= max_keypoints
+    assert arrays.descriptors.shape == (len(arrays.keypoints), TINY["descriptor_dim"])
+    x, y = arrays.keypoints[:, 0], arrays.keypoints[:, 1]
+    assert x.min() >= border and x.max() <= width - 1 - border
+    assert y.min() >= border and y.max() <= height - 1 - border
+    np.testing.assert_allclose(np.linalg.norm(arrays.descriptors, axis=1), 1.0, atol=1e-4)
+    assert np.all(np.diff(arrays.scores) <= 0), "keypoints come best score first"
+    return arrays
+
+
+def test_encodings_and_sizes_over_dds(ros_node, spawn, wait, tiny_model):
+    detector = Detector(ros_node, spawn, wait, tiny_model)
+    reference = KeypointDetector.from_pretrained(tiny_model, config=DetectorConfig(max_keypoints=1000))
+    for height, width in ((480, 640), (720, 1280)):
+        grey = textured(height, width)
+        expected = reference.detect(grey)[0].numpy()[0]
+        bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+        for encoding in ("mono8", "bgr8", "rgb8", "mono16", "bayer_rggb8"):
+            header = detector.header()
+            features = detector.send(numpy_to_image(bgr_to_encoding(bgr, encoding), encoding, header))
+            arrays = check_features(features, header, width, height)
+            if not encoding.startswith("bayer"):  # the same grey picture: the same keypoints as in-process
+                np.testing.assert_allclose(arrays.keypoints, expected, atol=1e-3, err_msg=encoding)
+            else:  # demosaicing a grey mosaic gives back nearly the same picture
+                shared = {tuple(p) for p in np.round(arrays.keypoints)} & {tuple(p) for p in np.round(expected)}
+                assert len(shared) > 0.5 * len(expected)
+    values = detector.latest_diagnostics(lambda v: v["frames published"] == "10")
+    assert values["input QoS"] == "reliable", "auto QoS must match the reliable publisher that appeared late"
+    assert values["bad frames"] == "0" and values["device"] == "cpu" and values["debug images"] == "0"
+    assert float(values["inference (ms)"]) > 0
+
+
+def test_debug_image_is_published_to_subscribers(ros_node, spawn, wait, tiny_model):
+    detector = Detector(ros_node, spawn, wait, tiny_model, "max_keypoints:=30")
+    detector.subscribe_debug_images()
+    grey = textured(240, 320)
+    header = detector.header()
+    rgb = np.dstack([grey, grey // 2, 255 - grey])
+    features = detector.send(numpy_to_image(rgb, "rgb8", header))
+    key = (header.stamp.sec, header.stamp.nanosec)
+    assert wait(lambda: key in detector.debug_images, timeout=10)
+    debug = detector.debug_images[key]
+    assert debug.header == header and (debug.width, debug.height, debug.encoding) == (320, 240, "bgr8")
+    picture = np.frombuffer(bytes(debug.data), np.uint8).reshape(240, 320, 3)
+    arrays = msg_to_features(features)
+    np.testing.assert_array_equal(picture, draw_keypoints(rgb[..., ::-1], arrays.keypoints, arrays.scores))
+
+
+def test_compressed_input_and_undecodable_frames(ros_node, spawn, wait, tiny_model):
+    detector = Detector(ros_node, spawn, wait, tiny_model, "input_transport:=compressed")
+    for (height, width), image_format in itertools.product(((480, 640), (720, 1280)), ("jpeg", "png")):
+        grey = textured(height, width, seed=height)
+        header = detector.header()
+        features = detector.send(numpy_to_compressed(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), image_format, header),
+                                 topic="image/compressed")
+        check_features(features, header, width, height)
+    garbage = [CompressedImage(header=detector.header(), format="jpeg", data=b"\xff\xd8 not a jpeg at all"),
+               CompressedImage(header=detector.header(), format="png", data=b"")]
+    for count, msg in enumerate(garbage, start=1):
+        detector.send_bad(msg, count, topic="image/compressed")
+    header = detector.header()
+    check_features(detector.send(numpy_to_compressed(textured(480, 640), "jpeg", header), topic="image/compressed"),
+                   header, 640, 480)
+    assert detector.process.poll() is None
+
+
+def bad_images(header_factory):
+    """Images that cannot be converted: unknown encoding, short data, step too small, empty."""
+    good = numpy_to_image(textured(240, 320), "mono8")
+    unknown = numpy_to_image(textured(240, 320), "mono8", header_factory())
+    unknown.encoding = "yuv_wrong"
+    short = numpy_to_image(textured(240, 320), "mono8", header_factory())
+    short.data = good.data[: len(good.data) // 2]
+    narrow = numpy_to_image(textured(240, 320), "mono8", header_factory())
+    narrow.step = 100
+    empty = Image(header=header_factory(), height=0, width=0, encoding="mono8", step=0)
+    return [unknown, short, narrow, empty]
+
+
+def test_bad_frames_are_counted_and_skipped_with_a_best_effort_publisher(ros_node, spawn, wait, tiny_model):
+    best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    detector = Detector(ros_node, spawn, wait, tiny_model, publisher_qos=best_effort)
+    # the publisher exists before the node has started (its start takes seconds: importing torch)
+    detector.publish(numpy_to_image(textured(240, 320), "mono8", Header()))
+    header = detector.header()
+    check_features(detector.send(numpy_to_image(textured(240, 320), "mono8", header)), header, 320, 240)
+    for count, msg in enumerate(bad_images(detector.header), start=1):
+        detector.send_bad(msg, count)
+    values = detector.latest_diagnostics()
+    assert values["input QoS"] == "best_effort", "auto QoS must match the best-effort publisher found at start"
+    assert values["frames published"] == "1"
+    header = detector.header()
+    check_features(detector.send(numpy_to_image(textured(240, 320, seed=3), "mono8", header)), header, 320, 240)
+    assert detector.process.poll() is None
+
+
+def test_runtime_parameter_changes(ros_node, spawn, wait, tiny_model):
+    detector = Detector(ros_node, spawn, wait, tiny_model)
+    grey = textured(480, 640)
+
+    def count_and_extent():
+        header = detector.header()
+        arrays = check_features(detector.send(numpy_to_image(grey, "mono8", header)), header, 640, 480,
+                                max_keypoints=5000)
+        return len(arrays.keypoints), arrays.keypoints[:, 0].max()
+
+    assert count_and_extent()[0] == 1000
+    assert all(result.successful for result in detector.set_parameters(max_keypoints=50))
+    assert count_and_extent()[0] == 50
+
+    results = detector.set_parameters(inference_width=320, inference_height=240, max_keypoints=5000)
+    assert all(result.successful for result in results)
+    count, largest_x = count_and_extent()
+    assert count <= 40 * 30, "the network ran at 320x240: at most one keypoint per 8x8 cell"
+    assert largest_x > 560, "keypoints of the resized run are mapped back to the 640x480 input"
+
+    refused = {
+        "max_keypoints": 0,  # below the declared range
+        "score_threshold": 1.5,  # above the declared range
+        "inference_width": 100,  # not a multiple of 8
+        "device": "gpu",  # not a device name
+        "model_path": "/tmp/other.pt",  # read-only
+        "border": "wide",  # wrong type
+    }
+    for name, value in refused.items():
+        (result,) = detector.set_parameters(**{name: value})
+        assert not result.successful, f"{name}={value!r} must be refused"
+        assert result.reason, f"refusing {name}={value!r} must give a reason"
+    if not torch.cuda.is_available():
+        (result,) = detector.set_parameters(device="cuda")
+        assert not result.successful and "CUDA is not available" in result.reason
+    assert all(result.successful for result in detector.set_parameters(device="cpu", score_threshold=0.0))
+    assert count_and_extent()[0] <= 40 * 30, "refused changes leave the previous values in force"
+
+
+@pytest.mark.parametrize("content", [None, b"this is not a torch checkpoint"])
+def test_missing_or_corrupt_model_fails_start_up_with_one_line(spawn, wait, tmp_path, content):
+    model = tmp_path / "model.pt"
+    if content is not None:
+        model.write_bytes(content)
+    child = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", f"model_path:={model}", name="failing")
+    assert wait(lambda: child.poll() is not None, timeout=30)
+    assert child.returncode != 0
+    lines = (tmp_path / "failing.log").read_text().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "FATAL" in lines[0] and f"cannot load checkpoint {model}" in lines[0]
+
+
+def test_inference_size_and_device_resolution():
+    assert inference_size(480, 640, 0, 0) is None
+    assert inference_size(480, 640, 640, 480) is None
+    assert inference_size(480, 640, 320, 240) == (240, 320)
+    assert inference_size(480, 640, 320, 0) == (240, 320)
+    assert inference_size(720, 1280, 0, 360) == (360, 640)
+    assert inference_size(100, 1000, 80, 0) == (8, 80)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("gpu", "cuda:x", "cuda:"):
+        with pytest.raises(ValueError, match="device must be"):
+            resolve_device(bad)
+
+
+def test_drawing_colours_keypoints_by_score_and_joins_matches():
+    image = np.zeros((60, 80), np.uint8)
+    drawn = draw_keypoints(image, np.array([[20.0, 30.0], [60.0, 30.0]]), np.array([0.95, 0.05]))
+    assert drawn.shape == (60, 80, 3) and image.max() == 0, "the input is not modified"
+    colours = score_colours(np.array([0.95, 0.05]))
+    high, low = drawn[30, 17], drawn[30, 57]  # on each circle (radius 3)
+    assert np.abs(high.astype(int) - colours[0]).max() < 60 and np.abs(low.astype(int) - colours[1]).max() < 60
+    assert colours[0][2] > colours[0][0] and colours[1][0] > colours[1][2], "high scores red, low scores blue"
+    pair = draw_matches(image, np.zeros((40, 50, 3), np.uint8), np.array([[10.0, 10.0]]), np.array([[5.0, 20.0]]))
+    assert pair.shape == (60, 130, 3)
+    assert pair[10:21, 10:56].any(), "a line joins the two matched points"
+    assert not pair[45:, 80:].any(), "the shorter image is padded with black"
+    with pytest.raises(ValueError):
+        draw_matches(image, image, np.zeros((2, 2)), np.zeros((3, 2)))

@@ -1,0 +1,384 @@
+"""ROS 2 node ``detector``: camera images in, UnsuperPoint keypoints and descriptors out.
+
+Subscribes to ``image`` (sensor_msgs/Image), or ``image/compressed`` with ``input_transport:
+compressed``; publishes ``features`` (usp_ros/Features, the input header copied, keypoints in the
+input image's pixels) and, only while someone subscribes, ``features/debug_image`` (the input with
+the keypoints drawn, coloured by score). Diagnostics go to ``/diagnostics`` once a second.
+
+The executor thread only queues incoming messages; a worker thread converts, runs the model and
+publishes, behind a drop-oldest queue of depth 1 (``queue_policy``/``queue_depth``), so a slow model
+drops frames instead of building a backlog. Bad frames are logged (throttled), counted and skipped.
+
+Run: ``ros2 run usp_ros detector_node --ros-args --params-file config/detector.yaml -r image:=/camera/image_raw``
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from usp_core.checkpoint import CheckpointError
+from usp_core.inference import DetectorConfig, KeypointDetector
+from usp_ros.conversions import (ConversionError, compressed_to_numpy, features_to_msg, image_to_numpy,
+                                 numpy_to_image, to_bgr8, to_gray)
+from usp_ros.drawing import draw_keypoints
+from usp_ros.frame_queue import POLICIES, FrameQueue, QueueWorker
+from usp_ros.msg import Features
+from usp_ros.qos import (INPUT_QOS_CHOICES, choose_input_reliability, input_qos, output_qos,
+                         publisher_reliabilities, reliability_from_publishers, reliability_name)
+
+__all__ = ["DetectorNode", "resolve_device", "inference_size", "main"]
+
+NODE_NAME = "detector"
+TRANSPORTS = ("raw", "compressed")
+BAD_FRAME_LOG_PERIOD_S = 5.0  # at most one "bad frame" warning per this many seconds
+DIAGNOSTICS_PERIOD_S = 1.0
+QOS_RECHECK_PERIOD_S = 1.0  # input_qos auto with no publisher yet: look again this often
+MAX_INFERENCE_SIDE = 8192
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One declared parameter: default, description, and (optionally) a range or read-only flag."""
+
+    default: object
+    description: str
+    read_only: bool = False
+    integer_range: tuple[int, int, int] | None = None  # (from, to, step)
+    float_range: tuple[float, float] | None = None  # (from, to)
+    choices: tuple[str, ...] = ()
+
+
+PARAMETERS: dict[str, _Spec] = {
+    "model_path": _Spec("", "Checkpoint written by usp-train; empty = the bundled weights", read_only=True),
+    "device": _Spec("auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda or cuda:N",
+                    choices=("auto", "cpu", "cuda", "cuda:N")),
+    "num_threads": _Spec(0, "CPU threads torch may use for inference; 0 = torch's default (one per core)",
+                         read_only=True, integer_range=(0, 256, 1)),
+    "half": _Spec(False, "Half precision (float16 autocast) on CUDA; ignored on cpu"),
+    "inference_width": _Spec(0, "Width the network runs at (multiple of 8); 0 = the input's (or kept aspect "
+                                "when only inference_height is set). Keypoints are always in input pixels",
+                             integer_range=(0, MAX_INFERENCE_SIDE, 8)),
+    "inference_height": _Spec(0, "Height the network runs at (multiple of 8); 0 = the input's (or kept aspect "
+                                 "when only inference_width is set)", integer_range=(0, MAX_INFERENCE_SIDE, 8)),
+    "max_keypoints": _Spec(1000, "Keep at most this many keypoints per image, best scores first",
+                           integer_range=(1, 100000, 1)),
+    "score_threshold": _Spec(0.0, "Keep keypoints with score >= this", float_range=(0.0, 1.0)),
+    "border": _Spec(4, "Drop keypoints closer than this many pixels (of the network input) to the image edge",
+                    integer_range=(0, 256, 1)),
+    "input_transport": _Spec("raw", "raw: subscribe to image (sensor_msgs/Image); compressed: image/compressed",
+                             read_only=True, choices=TRANSPORTS),
+    "input_qos": _Spec("auto", "Input reliability: auto (match the image publishers, best_effort until one "
+                               "appears), reliable or best_effort", read_only=True, choices=INPUT_QOS_CHOICES),
+    "queue_policy": _Spec("drop_oldest", "When a frame arrives while the queue is full: drop_oldest (the waiting "
+                                         "frame gives way) or drop_newest (the arriving one is dropped)",
+                          read_only=True, choices=POLICIES),
+    "queue_depth": _Spec(1, "Frames waiting for inference at most; 1 keeps latency lowest",
+                         read_only=True, integer_range=(1, 100, 1)),
+}
+
+
+def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
+    choices = f" [{'|'.join(spec.choices)}]" if spec.choices else ""
+    descriptor = ParameterDescriptor(name=name, description=spec.description + choices, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.integer_range is not None:
+        low, high, step = spec.integer_range
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=step)]
+    if spec.float_range is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=spec.float_range[0],
+                                                              to_value=spec.float_range[1], step=0.0)]
+    return descriptor
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N -> torch.device; ValueError naming the problem when unusable here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    index = name.removeprefix("cuda:") if name.startswith("cuda:") else ("0" if name == "cuda" else None)
+    if index is None or not index.isdigit():
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine (use auto or cpu)")
+    if int(index) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(f"cuda:{index}")
+
+
+def inference_size(height: int, width: int, inference_width: int, inference_height: int) -> tuple[int, int] | None:
+    """(h, w) the network should run at for a height x width input, or None for the native size.
+
+    0 means "as the input"; when only one side is set the other keeps the aspect ratio (rounded to a
+    multiple of 8, at least 8).
+    """
+    if inference_width == 0 and inference_height == 0:
+        return None
+    if inference_height == 0:
+        inference_height = max(8, int(round(height * inference_width / width / 8.0)) * 8)
+    if inference_width == 0:
+        inference_width = max(8, int(round(width * inference_height / height / 8.0)) * 8)
+    size = (inference_height, inference_width)
+    return None if size == (height, width) else size
+
+
+class _Stats:
+    """Counters shared by the executor and worker threads; ``take_period`` reads and restarts the rates."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.received = self.published = self.bad = self.debug_images = 0
+        self._period_start = time.monotonic()
+        self._period_received = self._period_published = self._period_bad = 0
+        self._inference_s = 0.0
+        self.last_inference_ms = float("nan")
+
+    def count_received(self) -> None:
+        with self._lock:
+            self.received += 1
+            self._period_received += 1
+
+    def count_bad(self) -> None:
+        with self._lock:
+            self.bad += 1
+            self._period_bad += 1
+
+    def count_published(self, inference_s: float) -> None:
+        with self._lock:
+            self.published += 1
+            self._period_published += 1
+            self._inference_s += inference_s
+
+    def count_debug_image(self) -> None:
+        with self._lock:
+            self.debug_images += 1
+
+    def take_period(self) -> dict[str, float]:
+        """Rates (Hz) and mean inference ms since the last call, plus bad frames in that period."""
+        with self._lock:
+            now = time.monotonic()
+            elapsed = max(now - self._period_start, 1e-9)
+            if self._period_published:
+                self.last_inference_ms = 1000.0 * self._inference_s / self._period_published
+            period = {"input_hz": self._period_received / elapsed, "output_hz": self._period_published / elapsed,
+                      "inference_ms": self.last_inference_ms, "bad_in_period": self._period_bad}
+            self._period_start = now
+            self._period_received = self._period_published = self._period_bad = 0
+            self._inference_s = 0.0
+            return period
+
+
+class DetectorNode(Node):
+    """Images -> usp_ros/Features (+ debug image, diagnostics). Raises CheckpointError or ValueError at start."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for name, spec in PARAMETERS.items():
+            self.declare_parameter(name, spec.default, _descriptor(name, spec))
+        values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        _check_choices(values)
+        self._device = resolve_device(values["device"])
+        if values["num_threads"]:
+            torch.set_num_threads(values["num_threads"])
+        self._detector = KeypointDetector.from_pretrained(values["model_path"] or None, self._device,
+                                                          _detector_config(values))
+        self._values = values
+        self._lock = threading.Lock()  # the model, its config and the inference size change under it
+        self._stats = _Stats()
+        self._queue: FrameQueue = FrameQueue(values["queue_depth"], values["queue_policy"])
+        self._compressed = values["input_transport"] == "compressed"
+        self._input_topic = "image/compressed" if self._compressed else "image"
+        self._features_pub = self.create_publisher(Features, "features", output_qos())
+        self._debug_pub = self.create_publisher(Image, "features/debug_image", output_qos())
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos())
+        self._subscription = None
+        self._qos_timer = None
+        self._input_reliability = None
+        self._subscribe(publisher_reliabilities(self, self._input_topic))
+        self._worker = QueueWorker(self._queue, self._process, self._on_worker_error, name="detector-inference")
+        self._worker.start()
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self.get_logger().info(
+            f"ready: {self._input_topic} -> features on {self._device}, model "
+            f"{values['model_path'] or 'bundled weights'}, max_keypoints {values['max_keypoints']}")
+
+    # ---- input -------------------------------------------------------------------------------------
+
+    def _subscribe(self, publishers) -> None:
+        """(Re)create the image subscription with the reliability ``input_qos`` calls for."""
+        policy, settled = choose_input_reliability(self._values["input_qos"], publishers)
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+        message_type = CompressedImage if self._compressed else Image
+        self._subscription = self.create_subscription(message_type, self._input_topic, self._on_image,
+                                                      input_qos(policy))
+        self._input_reliability = policy
+        how = "matching the publishers" if self._values["input_qos"] == "auto" and settled else self._values["input_qos"]
+        if not settled:
+            how = "no publisher yet, best-effort until one appears"
+            self._qos_timer = self._qos_timer or self.create_timer(QOS_RECHECK_PERIOD_S, self._recheck_qos)
+        self.get_logger().info(f"subscribed to {self._subscription.topic_name} as {reliability_name(policy)} ({how})")
+
+    def _recheck_qos(self) -> None:
+        """input_qos auto: once publishers appear, match their reliability and stop looking."""
+        publishers = publisher_reliabilities(self, self._input_topic)
+        if not publishers:
+            return
+        self.destroy_timer(self._qos_timer)
+        self._qos_timer = None
+        if reliability_from_publishers(publishers) != self._input_reliability:
+            self._subscribe(publishers)
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        self._stats.count_received()
+        self._queue.put(msg)
+
+    # ---- worker thread -------------------------------------------------------------------------------
+
+    def _decode(self, msg: Image | CompressedImage) -> tuple[np.ndarray, str]:
+        """Message -> (array, encoding); ConversionError for anything unusable."""
+        if self._compressed:
+            image = compressed_to_numpy(msg)
+            return image, "bgr8" if image.ndim == 3 else ("mono16" if image.dtype == np.uint16 else "mono8")
+        return image_to_numpy(msg), msg.encoding
+
+    def _process(self, msg: Image | CompressedImage) -> None:
+        """Worker: convert, detect, publish Features (and the debug image when subscribed)."""
+        try:
+            image, encoding = self._decode(msg)
+            grey = to_gray(image, encoding)
+        except (ConversionError, cv2.error) as error:
+            self._skip_bad_frame(str(error).strip().splitlines()[0])
+            return
+        height, width = grey.shape[:2]
+        start = time.perf_counter()
+        with self._lock:
+            size = inference_size(height, width, self._values["inference_width"], self._values["inference_height"])
+            features = self._detector.detect(grey)[0] if size is None else self._detector.detect_resized(grey, size)
+        keypoints, scores, descriptors = features.numpy()
+        elapsed = time.perf_counter() - start
+        self._features_pub.publish(features_to_msg(msg.header, (width, height), keypoints, scores, descriptors))
+        self._stats.count_published(elapsed)
+        if self._debug_pub.get_subscription_count() > 0:
+            debug = draw_keypoints(to_bgr8(image, encoding), keypoints, scores)
+            self._debug_pub.publish(numpy_to_image(debug, "bgr8", msg.header))
+            self._stats.count_debug_image()
+
+    def _skip_bad_frame(self, reason: str) -> None:
+        self._stats.count_bad()
+        self.get_logger().warning(f"skipping bad frame ({self._stats.bad} so far): {reason}",
+                                  throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S)
+
+    def _on_worker_error(self, msg, error: BaseException) -> None:
+        self._skip_bad_frame(f"{type(error).__name__}: {error}")
+
+    # ---- parameters ----------------------------------------------------------------------------------
+
+    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Refuse a change (with the reason) that would give an unusable device or detector config."""
+        values = dict(self._values, **{p.name: p.value for p in parameters})
+        try:
+            _check_choices(values)
+            resolve_device(values["device"])
+            _detector_config(values)
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        values = dict(self._values, **{p.name: p.value for p in parameters})
+        with self._lock:
+            if values["device"] != self._values["device"]:
+                self._device = resolve_device(values["device"])
+                self._detector.model.to(self._device)
+            self._detector.config = _detector_config(values)
+            self._values = values
+        changed = ", ".join(f"{p.name}={p.value}" for p in parameters)
+        self.get_logger().info(f"parameters changed: {changed}")
+
+    # ---- diagnostics ---------------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        period = self._stats.take_period()
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: keypoint detector",
+                                  hardware_id=str(self._device))
+        if period["bad_in_period"]:
+            status.level, status.message = DiagnosticStatus.WARN, f"{period['bad_in_period']} bad frame(s) skipped"
+        elif period["input_hz"] == 0.0:
+            status.level, status.message = DiagnosticStatus.OK, f"waiting for images on {self._subscription.topic_name}"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "running"
+        values = {
+            "input rate (Hz)": f"{period['input_hz']:.2f}",
+            "output rate (Hz)": f"{period['output_hz']:.2f}",
+            "inference (ms)": f"{period['inference_ms']:.2f}",
+            "frames received": self._stats.received,
+            "frames published": self._stats.published,
+            "dropped frames": self._queue.dropped,
+            "bad frames": self._stats.bad,
+            "debug images": self._stats.debug_images,
+            "device": str(self._device),
+            "half": self._values["half"] and self._device.type == "cuda",
+            "input topic": self._subscription.topic_name,
+            "input QoS": reliability_name(self._input_reliability),
+        }
+        status.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
+        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+    def shutdown(self) -> None:
+        """Stop the worker thread (waits for the frame in hand)."""
+        self._worker.stop()
+
+
+def _check_choices(values: dict) -> None:
+    """ValueError when a string parameter is not one of its choices (device is checked by resolve_device)."""
+    for name, spec in PARAMETERS.items():
+        if spec.choices and name != "device" and values[name] not in spec.choices:
+            raise ValueError(f"{name} must be one of {', '.join(spec.choices)}, got {values[name]!r}")
+
+
+def _detector_config(values: dict) -> DetectorConfig:
+    """DetectorConfig from parameter values; ValueError (from the config's own checks) when invalid."""
+    return DetectorConfig(max_keypoints=values["max_keypoints"], score_threshold=values["score_threshold"],
+                          border=values["border"], half=values["half"], channel_order="bgr")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until shutdown; 1 with one fatal log line when it cannot start."""
+    rclpy.init(args=args)
+    try:
+        node = DetectorNode()
+    except (CheckpointError, ValueError, ParameterException) as error:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
