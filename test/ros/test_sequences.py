@@ -1,0 +1,55 @@
+"""Real camera sequences (TUM RGB-D fr2, KITTI odometry) through detector -> matcher over DDS.
+
+The test publishes each sequence's 20 frames in order on `image` (each after the previous frame's
+result arrived, so no frame is dropped), the detector node turns them into Features and the matcher
+node into FrameMatch messages. Every FrameMatch must pair a frame with the one published just
+before it, and most pairs must give a valid homography. The inlier counts are recorded
+(``user_properties``, shown with ``pytest -rA``). Needs ../shared/data and the trained bundled
+weights: a random-initialised network gives no meaningful matches on real images, so without the
+weights the test is skipped rather than asserting a bad result.
+"""
+import cv2
+import pytest
+from builtin_interfaces.msg import Time
+from rclpy.qos import ReliabilityPolicy
+from std_msgs.msg import Header
+
+from usp_core.inference import BUNDLED_WEIGHTS
+from usp_ros.conversions import numpy_to_image
+from usp_ros.msg import Features, FrameMatch
+from usp_ros.qos import input_qos, output_qos
+
+FRAMES = 20
+
+
+def detector_listens_reliably(node) -> bool:
+    """The detector has matched our reliable image publisher (its `auto` QoS re-subscribes once it sees it)."""
+    return any(info.node_name == "detector" and info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+               for info in node.get_subscriptions_info_by_topic("/image"))
+
+
+@pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason=f"no trained weights at {BUNDLED_WEIGHTS}: real-sequence "
+                    "matching is judged only with the bundled detector")
+@pytest.mark.parametrize("sequence", ["tum_fr2", "kitti_odometry"])
+def test_consecutive_frames_match(sequence, shared_data, ros_node, spawn, wait, record_property):
+    files = sorted((shared_data / "sequences" / sequence).glob("*.png"))[:FRAMES]
+    features, matches = [], []
+    images = ros_node.create_publisher(type(numpy_to_image(cv2.imread(str(files[0])))), "image", output_qos(depth=1))
+    ros_node.create_subscription(Features, "features", lambda msg: features.append(msg.header.stamp),
+                                 input_qos(ReliabilityPolicy.RELIABLE, depth=FRAMES))
+    ros_node.create_subscription(FrameMatch, "matches", matches.append, output_qos(depth=FRAMES))
+    spawn("-m", "usp_ros.matcher_node", "--ros-args", "-p", "device:=cpu", name="matcher")
+    detector = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", "device:=cpu", name="detector")
+    assert wait(lambda: (detector_listens_reliably(ros_node) and ros_node.count_subscribers("features") >= 2)
+                or detector.poll() is not None, 60), "detector/matcher did not start"
+    for index, path in enumerate(files):
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        images.publish(numpy_to_image(image, header=Header(stamp=Time(sec=100 + index), frame_id=sequence)))
+        done = (lambda: len(matches) >= index) if index else (lambda: len(features) >= 1)
+        assert wait(done, 30), f"no result for frame {index} ({path.name})"
+    for index, match in enumerate(matches, start=1):
+        assert (match.header.stamp.sec, match.reference_stamp.sec) == (100 + index, 99 + index)
+    inliers = [m.num_inliers for m in matches]
+    record_property("inliers", inliers)
+    record_property("valid", f"{sum(m.valid for m in matches)}/{len(matches)}")
+    assert sum(m.valid for m in matches) >= 0.8 * len(matches), f"inliers per pair: {inliers}"
