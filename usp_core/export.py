@@ -17,6 +17,7 @@ Every export is checked against the eager model on the example input before it i
 from __future__ import annotations
 
 import copy
+import importlib.util
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from usp_core.config import ConfigError, from_dict
 from usp_core.model import UnsuperPoint
 
 __all__ = ["ExportError", "DenseTuple", "load_model", "export_torchscript", "export_onnx", "export_weights",
-           "FORMATS", "OUTPUT_NAMES"]
+           "onnx_session", "FORMATS", "OUTPUT_NAMES"]
 
 FORMATS = ("torchscript", "onnx", "weights")
 OUTPUT_NAMES = ("score", "position", "descriptors")
@@ -114,11 +115,9 @@ def export_onnx(model: UnsuperPoint, path: str | Path, height: int = 240, width:
 
     Checked with onnxruntime when it is installed. Raises ExportError without onnx/onnxscript.
     """
-    try:
-        import onnx  # noqa: F401  (the exporter needs it)
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        raise ExportError("ONNX export needs the onnx and onnxscript packages (pip install onnx onnxscript)") from error
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(f"ONNX export needs the {' and '.join(missing)} package(s): pip install onnx onnxscript")
     path = Path(path)
     wrapper = DenseTuple(copy.deepcopy(model).cpu()).eval()
     example = _example(wrapper, height, width)

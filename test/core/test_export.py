@@ -85,3 +85,15 @@ def test_mismatched_checkpoint_is_an_export_error(tmp_path: Path):
         from_dict({"model": TINY}).model).state_dict(), "config": {"model": TINY}}))
     with pytest.raises(ExportError, match="multiples of 8"):
         export_torchscript(model, tmp_path / "x.ts", height=50, width=64)
+
+
+def test_onnx_without_exporter_packages_is_a_clear_error(checkpoint: Path, tmp_path: Path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a))
+    model, _ = load_model(checkpoint)
+    with pytest.raises(ExportError, match="needs the onnxscript package"):
+        export_onnx(model, tmp_path / "m.onnx", height=48, width=64)
+    assert not (tmp_path / "m.onnx").exists()

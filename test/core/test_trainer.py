@@ -1,4 +1,5 @@
 """A few dozen CPU training steps on a tiny generated image set: the loss falls, checkpoints, exact resume."""
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -102,3 +103,10 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_without_validation_split_no_best_checkpoint(tiny_config, tmp_path):
+    config = dataclasses.replace(tiny_config, val_fraction=0.0, steps=2, val_interval=1)
+    trainer = Trainer(config, tmp_path, device="cpu", progress=False)
+    assert trainer.train() == {}
+    assert (tmp_path / "last.pt").is_file() and not (tmp_path / "best.pt").exists()
