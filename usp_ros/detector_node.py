@@ -216,7 +216,7 @@ class DetectorNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.get_logger().info(
-            f"ready: {self._input_topic} -> features on {self._device}, model "
+            f"ready: {self._subscription.topic_name} -> {self._features_pub.topic_name} on {self._device}, model "
             f"{values['model_path'] or 'bundled weights'}, max_keypoints {values['max_keypoints']}")
 
     # ---- input -------------------------------------------------------------------------------------

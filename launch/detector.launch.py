@@ -1,0 +1,51 @@
+"""Start the UnsuperPoint detector on a camera topic, and optionally the frame-to-frame matcher.
+
+    ros2 launch usp_ros detector.launch.py camera_topic:=/camera/image_raw device:=cuda with_matcher:=true
+
+The detector subscribes to ``camera_topic`` (``<camera_topic>/compressed`` with input_transport
+compressed in the params file) and publishes ``features`` and ``features/debug_image`` in
+``namespace``. Unless FASTDDS_DEFAULT_PROFILES_FILE is already set, the nodes get the Fast DDS
+profile shipped in config/ (a shared-memory segment large enough for best-effort camera images).
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import IfCondition
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare("usp_ros")
+    camera_topic = LaunchConfiguration("camera_topic")
+    namespace = LaunchConfiguration("namespace")
+    arguments = [
+        DeclareLaunchArgument("camera_topic", default_value="image",
+                              description="Camera image topic the detector subscribes to (sensor_msgs/Image)"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="Namespace of the detector (and matcher) and their output topics"),
+        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "detector.yaml"]),
+                              description="Detector parameters (ros__parameters YAML)"),
+        DeclareLaunchArgument("device", default_value="auto",
+                              description="Inference device: auto, cpu, cuda or cuda:N (overrides params_file)"),
+        DeclareLaunchArgument("with_matcher", default_value="false", choices=["true", "false"],
+                              description="Also start the matcher node (frame-to-frame homographies)"),
+        DeclareLaunchArgument("matcher_params_file",
+                              default_value=PathJoinSubstitution([share, "config", "matcher.yaml"]),
+                              description="Matcher parameters (ros__parameters YAML)"),
+    ]
+    fastdds_profile = SetEnvironmentVariable(
+        "FASTDDS_DEFAULT_PROFILES_FILE",
+        EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                            default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"])))
+    detector = Node(
+        package="usp_ros", executable="detector_node", name="detector", namespace=namespace,
+        parameters=[LaunchConfiguration("params_file"), {"device": LaunchConfiguration("device")}],
+        remappings=[("image", camera_topic), ("image/compressed", [camera_topic, "/compressed"])],
+        output="screen", emulate_tty=True)
+    matcher = Node(
+        package="usp_ros", executable="matcher_node", name="matcher", namespace=namespace,
+        parameters=[LaunchConfiguration("matcher_params_file")],
+        condition=IfCondition(LaunchConfiguration("with_matcher")),
+        output="screen", emulate_tty=True)
+    return LaunchDescription([*arguments, fastdds_profile, detector, matcher])
