@@ -1,6 +1,6 @@
 """Benchmark: matcher ms per frame (matching + homography) beside OpenCV BFMatcher(crossCheck) + findHomography.
 
-    python -m usp_ros.bench_matcher [--keypoints 1000] [--dim 256] [--frames 50] [--device cpu]
+    python -m usp_ros.bench_matcher [--keypoints 1000] [--dim 256] [--frames 50] [--device cpu] [--threads 1]
 
 Both sides get the same descriptors in the same run: a synthetic sequence in which each frame keeps
 a share of the previous frame's keypoints, moved by a known homography with pixel noise and with
@@ -133,7 +133,8 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=50, help="frames in the synthetic sequence (default 50)")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the sequence (default 2)")
     parser.add_argument("--device", default="cpu", help="torch device for our matcher (default cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads, 0 = torch's default (default 1, as the matcher node)")
     args = parser.parse_args(argv)
     if args.keypoints < 8 or args.dim < 1 or args.frames < 2 or args.repeats < 1:
         parser.error("need --keypoints >= 8, --dim >= 1, --frames >= 2, --repeats >= 1")

@@ -75,6 +75,8 @@ class Counters:
 
 PARAMETERS = {  # name: (default, description, range or None)
     "device": ("auto", "torch device for matching: auto (cuda when available), cpu, cuda or cuda:N", None),
+    "num_threads": (1, "torch CPU threads for matching, read at start; 0 = torch's default (one per core). 1 leaves "
+                       "the other cores to the detector", IntegerRange(from_value=0, to_value=256)),
     "ratio_test": (0.0, "Lowe's ratio test applied both ways in (0, 1]; 0 disables it", FloatingPointRange(
         from_value=0.0, to_value=1.0)),
     "method": ("ransac", "robust homography estimator: ransac (cv2.RANSAC) or magsac (cv2.USAC_MAGSAC)", None),
@@ -87,8 +89,11 @@ PARAMETERS = {  # name: (default, description, range or None)
 }
 
 
-def _descriptor(description: str, value_range) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=description)
+READ_ONLY = {"num_threads"}  # applied once at start
+
+
+def _descriptor(description: str, value_range, read_only: bool) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
     if isinstance(value_range, FloatingPointRange):
         descriptor.floating_point_range = [value_range]
     elif isinstance(value_range, IntegerRange):
@@ -104,7 +109,7 @@ class MatcherNode(Node):
         self.queue: FrameQueue[Features] = FrameQueue(depth=1, policy="drop_oldest")
         self.worker = QueueWorker(self.queue, self._process, self._on_worker_error, name="matcher")
         for name, (default, description, value_range) in PARAMETERS.items():
-            self.declare_parameter(name, default, _descriptor(description, value_range))
+            self.declare_parameter(name, default, _descriptor(description, value_range, name in READ_ONLY))
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.device = resolve_device(values["device"])
         self.tracker = FrameTracker(*self._configs(values))
@@ -270,6 +275,9 @@ def main(args=None) -> int:
         rclpy.logging.get_logger("matcher").error(f"cannot start: {error}")
         rclpy.try_shutdown()
         return 1
+    threads = node.get_parameter("num_threads").value
+    if threads > 0:
+        torch.set_num_threads(threads)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -157,6 +157,9 @@ def test_runtime_parameters_are_validated(ros_node, spawn, wait):
     out_of_range = set_parameter(ros_node, wait, "min_inliers",
                                  ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=2))
     assert not out_of_range.successful
+    read_only = set_parameter(ros_node, wait, "num_threads",
+                              ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=2))
+    assert not read_only.successful
     accepted = set_parameter(ros_node, wait, "method", ParameterValue(type=string, string_value="magsac"))
     assert accepted.successful
 
@@ -166,3 +169,4 @@ def test_unavailable_device_fails_start_with_one_line(spawn, tmp_path):
     assert matcher.wait(timeout=30) == 1
     log = (tmp_path / "matcher.log").read_text()
     assert "cannot start" in log and "cuda:7" in log and "Traceback" not in log
+
