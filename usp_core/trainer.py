@@ -15,6 +15,7 @@ autocast: the correspondence search works on pixel distances that bf16 would rou
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -307,9 +308,9 @@ class Trainer:
     def train(self, max_steps: int | None = None, time_limit: float | None = None) -> dict[str, float]:
         """Train until ``config.steps`` (or ``max_steps`` total steps, or ``time_limit`` seconds of this call).
 
-        Logs every ``log_interval`` steps, validates every ``val_interval`` (keeping ``best.pt``) and
-        writes ``last.pt`` every ``checkpoint_interval`` steps and on exit. Returns the last
-        validation metrics (empty when none ran).
+        Logs every ``log_interval`` steps (also to out_dir/metrics.jsonl, one JSON object per line),
+        validates every ``val_interval`` (keeping ``best.pt``) and writes ``last.pt`` every
+        ``checkpoint_interval`` steps and on exit. Returns the last validation metrics (empty when none ran).
         """
         target = min(self.config.steps, max_steps) if max_steps is not None else self.config.steps
         if self.is_main:
@@ -321,7 +322,7 @@ class Trainer:
         pending: list[dict[str, torch.Tensor]] = []
         metrics: dict[str, float] = {}
         bar = tqdm(total=target, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not (self.progress and self.is_main))
+                   disable=None if self.progress and self.is_main else True)  # None: off when not a TTY
         saved_step = self.step
         try:
             while self.step < target:
@@ -376,23 +377,25 @@ class Trainer:
         mean = dict(zip(names, window.tolist()))
         if not math.isfinite(mean["total"]):
             raise FloatingPointError(f"training loss became non-finite by step {self.step}")
-        if self.is_main:
-            lr = self.scheduler.get_last_lr()[0]
-            logger.info("step %d lr %.3g | %s", self.step, lr, " ".join(f"{n} {v:.4g}" for n, v in mean.items()))
-            if writer is not None:
-                for name, value in mean.items():
-                    writer.add_scalar(f"train/{name}", value, self.step)
-                writer.add_scalar("train/lr", lr, self.step)
+        self._record("train", {**mean, "lr": self.scheduler.get_last_lr()[0]}, writer)
         return mean["total"]
+
+    def _record(self, split: str, values: dict[str, float], writer) -> None:
+        """On rank 0: log ``values``, add them to TensorBoard, and append a line to out_dir/metrics.jsonl."""
+        if not self.is_main:
+            return
+        logger.info("%s step %d | %s", split, self.step, " ".join(f"{n} {v:.4g}" for n, v in values.items()))
+        if writer is not None:
+            for name, value in values.items():
+                writer.add_scalar(f"{split}/{name}", value, self.step)
+        with open(self.out_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps({"split": split, "step": self.step, **values}) + "\n")
 
     def _validate_and_keep_best(self, writer) -> dict[str, float]:
         metrics = self.validate()
         if not metrics or not self.is_main:
             return metrics
-        logger.info("validation at step %d | %s", self.step, " ".join(f"{n} {v:.4g}" for n, v in metrics.items()))
-        if writer is not None:
-            for name, value in metrics.items():
-                writer.add_scalar(f"val/{name}", value, self.step)
+        self._record("val", metrics, writer)
         if metrics["total"] < self.best_val_loss:
             self.best_val_loss = metrics["total"]
             self.save("best.pt")

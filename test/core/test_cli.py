@@ -49,6 +49,7 @@ def test_train_then_resume_then_export(photos: Path, tiny_yaml: Path, tmp_path: 
     assert "step 3/3" in capsys.readouterr().out
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
     assert (out / "best.pt").is_file()
+    assert "train step 3" in (out / "train.log").read_text()
 
     assert train.main(["--resume", str(out / "last.pt"), "--out", str(out), "--steps", "4", "--device", "cpu"]) == 0
     state = torch.load(out / "last.pt", weights_only=True)

@@ -1,5 +1,6 @@
 """A few dozen CPU training steps on a tiny generated image set: the loss falls, checkpoints, exact resume."""
 import dataclasses
+import json
 from pathlib import Path
 
 import cv2
@@ -66,6 +67,16 @@ def test_checkpoints_hold_every_entry_and_load_weights_only(full_run, tiny_confi
     assert last["seed"] == 3 and last["config"]["model"]["descriptor_dim"] == 32
     assert from_dict(last["config"]) == tiny_config
     assert not list(out.glob(".*.tmp")), "temporary checkpoint files left behind"
+
+
+def test_metrics_file_holds_train_and_validation_lines(full_run):
+    _, out = full_run
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [m["step"] for m in lines if m["split"] == "train"]
+    val_steps = [m["step"] for m in lines if m["split"] == "val"]
+    assert train_steps == [5, 10, 15, 20, 24] and val_steps == [8, 16, 24]
+    assert all({"total", "usp", "uni_xy", "desc", "decorr"} <= set(m) for m in lines)
+    assert all("lr" in m for m in lines if m["split"] == "train")
 
 
 def test_resume_continues_at_saved_step_with_identical_losses(full_run, tiny_config, tmp_path):

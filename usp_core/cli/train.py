@@ -22,7 +22,7 @@ from usp_core.checkpoint import CheckpointError, load_checkpoint
 from usp_core.config import ConfigError, TrainConfig, from_dict, load_config
 from usp_core.trainer import Trainer, cleanup_distributed, setup_distributed
 
-logger = logging.getLogger("usp_core.cli.train")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def one_line(error: BaseException) -> str:
@@ -84,15 +84,26 @@ def _prepare(args: argparse.Namespace) -> Trainer:
     return trainer
 
 
+def _log_to_file(path: Path) -> logging.Handler:
+    """Also write every log record to ``path`` (appending, so resumed chunks share one file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("usp_core").setLevel(logging.INFO)
     try:
         trainer = _prepare(args)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"usp-train: error: {one_line(error)}", file=sys.stderr)
         cleanup_distributed()
         return 2
+    handler = _log_to_file(args.out / "train.log") if trainer.is_main else None
     try:
         with logging_redirect_tqdm():
             metrics = trainer.train(time_limit=args.time_limit)
@@ -102,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         cleanup_distributed()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     if trainer.is_main:
         summary = f"step {trainer.step}/{trainer.config.steps}; checkpoints in {args.out}"
         if metrics:
