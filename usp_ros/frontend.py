@@ -48,6 +48,7 @@ STARTUP_TIMEOUT_S = 120.0  # the detector imports torch and loads the model
 GROUND_TRUTH_HISTORY = 600  # previous->current homographies kept for composing keyframe ground truth
 IMAGE_HISTORY = 64  # images kept for drawing (a keyframe's image is held separately)
 GIF_MAX_FRAMES = 300  # a GIF holds its frames in memory until the end
+VIRTUAL_SIZE = (640, 480)  # (width, height) of image_source's virtual camera when width/height are 0
 STOP_TIMEOUT_S = 10.0  # a child gets this long to exit after SIGINT, then SIGKILL
 
 
@@ -62,8 +63,8 @@ class Options:
     frames: int | None = None  # stop after this many FrameMatch messages
     out: Path = Path("frontend_matches.mp4")  # annotated video or GIF
     rate: float = 10.0  # image rate, Hz
-    width: int = 640  # image width (virtual camera; video frames are resized when set)
-    height: int = 480  # image height
+    width: int = 0  # image width; 0 = the source's own (virtual camera: 640; video: its frames')
+    height: int = 0  # image height; 0 = the source's own (virtual camera: 480)
     keyframes: bool = False  # matcher keyframe mode
 
 
@@ -78,8 +79,10 @@ def parse_args(argv=None) -> Options:
     parser.add_argument("--out", type=Path, default=Options.out, help="annotated matches: .mp4, .avi or .gif "
                         f"(default {Options.out})")
     parser.add_argument("--rate", type=float, default=Options.rate, help="image rate in Hz (default 10)")
-    parser.add_argument("--width", type=int, default=Options.width, help="image width (default 640)")
-    parser.add_argument("--height", type=int, default=Options.height, help="image height (default 480)")
+    parser.add_argument("--width", type=int, default=Options.width,
+                        help="image width; 0 = the source's own (virtual camera 640, a video's frames) (default 0)")
+    parser.add_argument("--height", type=int, default=Options.height,
+                        help="image height; 0 = the source's own (virtual camera 480) (default 0)")
     parser.add_argument("--keyframes", action="store_true", help="match against keyframes, not the previous frame")
     args = parser.parse_args(argv)
     if args.video is not None and not args.video.is_file():
@@ -90,8 +93,8 @@ def parse_args(argv=None) -> Options:
         parser.error(f"--out must end in .mp4, .avi or .gif, got {args.out}")
     if (args.duration is not None and args.duration <= 0) or (args.frames is not None and args.frames < 1):
         parser.error("--duration and --frames must be positive")
-    if args.rate <= 0 or args.width < 16 or args.height < 16:
-        parser.error("--rate must be positive and --width/--height at least 16")
+    if args.rate <= 0 or not (args.width == 0 or args.width >= 16) or not (args.height == 0 or args.height >= 16):
+        parser.error("--rate must be positive and --width/--height 0 or at least 16")
     duration = args.duration if args.duration is not None or args.frames is not None else Options.duration
     resolve = (lambda p: p.resolve() if p is not None else None)
     return Options(resolve(args.video), resolve(args.model_path), args.device, duration, args.frames,
@@ -323,7 +326,7 @@ class Monitor(Node):
         stamp = msg.header.stamp
         latency_ms = (received - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6
         current, reference = _key(stamp), _key(msg.reference_stamp)
-        size = (self.options.height, self.options.width)
+        size = (self.options.height or VIRTUAL_SIZE[1], self.options.width or VIRTUAL_SIZE[0])
         if current in self._images:
             size = (self._images[current].height, self._images[current].width)
         error = None

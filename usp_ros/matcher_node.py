@@ -149,9 +149,7 @@ class MatcherNode(Node):
             match, keyframe = self._configs(values)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
-        if device != self.device:
-            self.device = device
-            self.tracker.reset()
+        self.device = device  # the worker restarts the track when the reference lives on another device
         self.tracker.match_config = match
         self.tracker.policy.config = keyframe
         return SetParametersResult(successful=True)
@@ -178,6 +176,9 @@ class MatcherNode(Node):
             self.get_logger().warning(f"skipping malformed Features: {error}", throttle_duration_sec=THROTTLE_S)
             return
         frame = Frame(msg.header.stamp, arrays.keypoints, torch.from_numpy(arrays.descriptors).to(self.device))
+        reference = self.tracker.reference
+        if reference is not None and reference.descriptors.device != frame.descriptors.device:
+            self.tracker.reset()
         started = time.perf_counter()
         result = self.tracker.track(frame)
         elapsed = time.perf_counter() - started
