@@ -128,7 +128,7 @@ class RunStats:
     keypoints: list[int] = field(default_factory=list)  # keypoints of the current frame (-1 unknown)
     inliers: list[int] = field(default_factory=list)
     valid: list[bool] = field(default_factory=list)
-    errors_px: list[float | None] = field(default_factory=list)  # corner error vs ground truth (inf: invalid; None: no truth)
+    errors_px: list[float | None] = field(default_factory=list)  # vs ground truth, px (inf: invalid; None: no truth)
 
     def add(self, received: float, latency_ms: float, keypoints: int, inliers: int, valid: bool,
             error_px: float | None) -> None:
@@ -146,7 +146,7 @@ class RunStats:
         """One live line over the FrameMatch messages from index ``since`` on, received in ``elapsed`` s."""
         count = len(self) - since
         if count <= 0:
-            return "fps  0.0 | waiting for matches"
+            return "fps  0.0 | no FrameMatch in the last second"
         known = [k for k in self.keypoints[since:] if k >= 0]
         return (f"fps {count / elapsed:4.1f} | latency {statistics.fmean(self.latencies_ms[since:]):6.1f} ms | "
                 f"keypoints {_mean_text(known, '.0f')} | inliers {_mean_text(self.inliers[since:], '.0f')} | "
@@ -183,20 +183,19 @@ def _mean_text(values, fmt: str) -> str:
 
 def child_commands(options: Options, share: Path) -> dict[str, list[str]]:
     """Command line of each child node (python -m usp_ros.<node> --ros-args ...)."""
-    def node(module: str, params_file: str | None, **parameters) -> list[str]:
-        command = [sys.executable, "-m", f"usp_ros.{module}", "--ros-args"]
-        if params_file:
-            command += ["--params-file", str(share / "config" / params_file)]
+    def node(module: str, params_file: str, **parameters) -> list[str]:
+        command = [sys.executable, "-m", f"usp_ros.{module}", "--ros-args",
+                   "--params-file", str(share / "config" / params_file)]
         for name, value in parameters.items():
             command += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
         return command
 
     source = dict(source="video", path=str(options.video)) if options.video else dict(source="virtual")
+    model = dict(model_path=str(options.model_path)) if options.model_path else {}
     return {
         "matcher_node": node("matcher_node", "matcher.yaml", device=options.device, keyframe_mode=options.keyframes),
-        "detector_node": node("detector_node", None, model_path=str(options.model_path or ""),
-                              device=options.device),
-        "image_source": node("image_source", None, rate=float(options.rate), width=options.width,
+        "detector_node": node("detector_node", "detector.yaml", device=options.device, **model),
+        "image_source": node("image_source", "image_source.yaml", rate=float(options.rate), width=options.width,
                              height=options.height, **source),
     }
 

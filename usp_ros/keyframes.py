@@ -49,7 +49,7 @@ class KeyframeConfig:
     """Which frame the current one is matched against."""
 
     mode: str = "previous"  # "previous": the frame before; "keyframe": the last keyframe
-    inlier_fraction: float = 0.5  # keyframe mode: new keyframe when inliers < this fraction of the keyframe's first match
+    inlier_fraction: float = 0.5  # keyframe mode: new keyframe when inliers < this share of the keyframe's first match
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -74,6 +74,14 @@ def test_options_and_child_commands(tmp_path):
     assert "usp_ros.matcher_node" in matcher and "keyframe_mode:=true" in matcher and "device:=cpu" in matcher
     assert "/share/config/matcher.yaml" in matcher
     assert "source:=virtual" in " ".join(commands["image_source"])
+    assert "model_path" not in " ".join(commands["detector_node"])  # the detector's default: bundled weights
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.touch()
+    video = tmp_path / "clip.mp4"
+    video.touch()
+    commands = child_commands(parse_args(["--model-path", str(checkpoint), "--video", str(video)]), Path("/share"))
+    assert f"model_path:={checkpoint}" in commands["detector_node"]
+    assert "source:=video" in commands["image_source"] and f"path:={video}" in commands["image_source"]
     assert parse_args([]).duration == Options.duration
 
 
