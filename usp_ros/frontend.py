@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import math
 import os
 import signal
@@ -30,12 +31,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
+from ament_index_python.packages import get_package_share_directory
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 
 from usp_core.evaluation.metrics import corner_error
+from usp_core.inference import BUNDLED_WEIGHTS
 from usp_ros.conversions import ConversionError, homography_from_msg, image_to_numpy, to_bgr8
 from usp_ros.drawing import draw_matches
 from usp_ros.msg import Features, FrameMatch
@@ -237,8 +240,6 @@ class Children:
 def _die_with_parent() -> None:
     """In the child before exec: ask Linux to send SIGTERM when the parent dies (no-op elsewhere)."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
@@ -270,7 +271,7 @@ class MatchVideo:
         if self._writer is not None:
             self._writer.release()
         if self._gif:
-            from PIL import Image as PilImage
+            from PIL import Image as PilImage  # Pillow comes with matplotlib; only GIFs need it
 
             first, *rest = (PilImage.fromarray(frame) for frame in self._gif)
             first.save(self.path, save_all=True, append_images=rest, duration=int(1000 / self.fps), loop=0)
@@ -296,10 +297,9 @@ def _put(cache: collections.OrderedDict, key, value, size: int) -> None:
 class Monitor(Node):
     """This process's node: turns `matches` (with `features`, `image`, `ground_truth`) into figures and video."""
 
-    def __init__(self, options: Options, video: MatchVideo) -> None:
+    def __init__(self, options: Options, video: MatchVideo, stats: RunStats) -> None:
         super().__init__("frontend_monitor")
-        self.options, self.video = options, video
-        self.stats = RunStats()
+        self.options, self.video, self.stats = options, video, stats
         self._truth: collections.OrderedDict = collections.OrderedDict()
         self._keypoints: collections.OrderedDict = collections.OrderedDict()
         self._images: collections.OrderedDict = collections.OrderedDict()
@@ -390,13 +390,17 @@ def _watch(options: Options, monitor: Monitor, children: Children) -> int:
 
 def _check_model(options: Options) -> str | None:
     """A one-line error when no model can be loaded, else None."""
-    if options.model_path is not None:
-        return None
-    from usp_core.inference import BUNDLED_WEIGHTS
-
-    if BUNDLED_WEIGHTS.is_file():
+    if options.model_path is not None or BUNDLED_WEIGHTS.is_file():
         return None
     return f"no bundled weights at {BUNDLED_WEIGHTS}: pass --model-path CHECKPOINT (written by usp-train)"
+
+
+def _child_environment(share: Path) -> dict[str, str]:
+    """This environment, with DDS kept on this machine and the large-image profile, unless set already."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds_large_images.xml"))
+    return env
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -410,24 +414,18 @@ def main(argv=None) -> int:
     if problem:
         print(f"frontend: {problem}", file=sys.stderr)
         return 2
-    from ament_index_python.packages import get_package_share_directory
-
     share = Path(get_package_share_directory("usp_ros"))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds_large_images.xml"))
+    env = _child_environment(share)
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")})
     children = Children(Path(tempfile.mkdtemp(prefix="usp_frontend_")))
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
-    video = MatchVideo(options.out, options.rate)
-    monitor = Monitor(options, video)
-    code = 1
+    video, stats, code = MatchVideo(options.out, options.rate), RunStats(), 1
     print(f"starting {', '.join(CHILDREN)} (logs in {children.log_dir})", flush=True)
     try:
         for name, command in child_commands(options, share).items():
-            children.start(name, command, env)
-        code = _watch(options, monitor, children)
+            children.start(name, command, env)  # before rclpy starts threads: fork with preexec_fn is safe then
+        rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+        code = _watch(options, Monitor(options, video, stats), children)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
@@ -436,9 +434,8 @@ def main(argv=None) -> int:
     finally:
         children.stop()
         video.close()
-        monitor.destroy_node()
         rclpy.try_shutdown()
-    print(monitor.stats.summary())
+    print(stats.summary())
     if video.frames:
         print(f"wrote {video.frames} annotated frames to {options.out}")
     return code

@@ -184,6 +184,16 @@ def test_frontend_runs_the_chain_and_stops_cleanly_on_ctrl_c(spawn, wait, tmp_pa
         assert gif.n_frames >= 2 and gif.size == (SIZE[0], SIZE[1] // 2)
 
 
+def test_frontend_reports_a_failing_node_and_stops_the_others(spawn, tmp_path, tiny_checkpoint):
+    frontend = spawn("-m", "usp_ros.frontend", "--model-path", str(tiny_checkpoint), "--device", "cuda:7",
+                     "--frames", "3", "--out", str(tmp_path / "m.mp4"), name="frontend")
+    assert frontend.wait(timeout=60) == 1
+    text = (tmp_path / "frontend.log").read_text()
+    assert re.search(r"error: (matcher_node|detector_node) exited with code 1", text), text
+    assert "cannot start" in text and "cuda:7" in text and "Traceback" not in text
+    assert "summary: no FrameMatch received" in text
+
+
 @pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason=f"no trained weights at {BUNDLED_WEIGHTS}: the learned "
                     "chain's accuracy cannot be judged with a random model")
 def test_frontend_homographies_with_bundled_weights(spawn, tmp_path):
