@@ -21,7 +21,9 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "onnx": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],  # usp-export --format onnx
+        "tensorboard": ["tensorboard"],  # usp-train writes TensorBoard events when installed
+        "test": ["pytest>=7", "onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
     },
     entry_points={
         "console_scripts": [
