@@ -230,10 +230,11 @@ class DetectorNode(Node):
         self._subscription = self.create_subscription(message_type, self._input_topic, self._on_image,
                                                       input_qos(policy))
         self._input_reliability = policy
-        how = "matching the publishers" if self._values["input_qos"] == "auto" and settled else self._values["input_qos"]
         if not settled:
             how = "no publisher yet, best-effort until one appears"
             self._qos_timer = self._qos_timer or self.create_timer(QOS_RECHECK_PERIOD_S, self._recheck_qos)
+        else:
+            how = "matching the publishers" if self._values["input_qos"] == "auto" else "input_qos parameter"
         self.get_logger().info(f"subscribed to {self._subscription.topic_name} as {reliability_name(policy)} ({how})")
 
     def _recheck_qos(self) -> None:
@@ -340,7 +341,8 @@ class DetectorNode(Node):
             "input QoS": reliability_name(self._input_reliability),
         }
         status.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
-        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diagnostics_pub.publish(DiagnosticArray(header=header, status=[status]))
 
     def shutdown(self) -> None:
         """Stop the worker thread (waits for the frame in hand)."""

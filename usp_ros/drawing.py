@@ -33,7 +33,10 @@ def _pixel(point: np.ndarray) -> tuple[int, int]:
 
 
 def draw_keypoints(bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """A BGR copy of ``bgr`` ((H, W, 3) or grey (H, W) uint8), each keypoint (N, 2) (x, y) a circle coloured by its score (N,)."""
+    """A BGR copy of ``bgr`` ((H, W, 3) or grey (H, W) uint8) with a circle per keypoint.
+
+    keypoints: (N, 2) pixel (x, y); scores: (N,) in [0, 1], giving each circle's colour (score_colours).
+    """
     canvas = _as_bgr(bgr)
     for point, colour in zip(np.asarray(keypoints, np.float64), score_colours(scores)):
         cv2.circle(canvas, _pixel(point), KEYPOINT_RADIUS, tuple(int(c) for c in colour), 1, cv2.LINE_AA)
