@@ -10,6 +10,8 @@ publishes, behind a drop-oldest queue of depth 1 (``queue_policy``/``queue_depth
 drops frames instead of building a backlog. Bad frames are logged (throttled), counted and skipped.
 
 Run: ``ros2 run usp_ros detector_node --ros-args --params-file config/detector.yaml -r image:=/camera/image_raw``
+(compressed input: ``-p input_transport:=compressed -r image/compressed:=/camera/image_raw/compressed``;
+a remap of ``image`` does not rename ``image/compressed``).
 """
 from __future__ import annotations
 
