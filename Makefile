@@ -4,8 +4,8 @@ ENV := source scripts/env.sh &&
 ARGS ?=
 
 .PHONY: run test setup bench
-run: setup  ## the main job: virtual camera -> detector -> matcher over DDS, live figures and a GIF
-	@$(ENV) cd /tmp && python -m usp_ros.frontend $(ARGS)
+run: setup  ## the main job: virtual camera -> detector -> matcher over DDS, live figures and an annotated video
+	@mkdir -p out && $(ENV) install/usp_ros/lib/usp_ros/frontend --out out/frontend_matches.mp4 $(ARGS)
 
 test: setup  ## the whole test suite
 	@$(ENV) pytest -v $(ARGS)

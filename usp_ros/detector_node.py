@@ -290,6 +290,8 @@ class DetectorNode(Node):
                                   throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S)
 
     def _on_worker_error(self, msg, error: BaseException) -> None:
+        if not self.context.ok():
+            return  # shutting down: publishing failed because the context is gone, not because of the frame
         self._skip_bad_frame(f"{type(error).__name__}: {error}")
 
     # ---- parameters ----------------------------------------------------------------------------------

@@ -164,6 +164,8 @@ class MatcherNode(Node):
         self.queue.put(msg)
 
     def _on_worker_error(self, msg: Features, error: BaseException) -> None:
+        if not self.context.ok():
+            return  # shutting down: publishing failed because the context is gone
         self.get_logger().error(f"matching failed: {error!r}", throttle_duration_sec=THROTTLE_S)
 
     def _process(self, msg: Features) -> None:
