@@ -18,7 +18,8 @@ import torch
 from usp_core.checkpoint import CheckpointError
 from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
 from usp_core.evaluation.methods import MethodError, available_methods, build_method
-from usp_core.evaluation.output import results_json, write_atomic
+from usp_core.atomic import write_bytes_atomic
+from usp_core.evaluation.output import results_json
 from usp_core.evaluation.plot import save_summary_plot
 from usp_core.evaluation.report import overall_table, sequence_table
 from usp_core.evaluation.runner import evaluate_method, method_summary
@@ -156,7 +157,7 @@ def _write_outputs(args, summaries: dict, picked: dict, title: str, settings: di
     """JSON, plot and match pictures, each only when asked for; an unwritable path is a UsageError."""
     jobs = []
     if args.json:
-        jobs.append((args.json, lambda: write_atomic(args.json, results_json(summaries, settings).encode())))
+        jobs.append((args.json, lambda: write_bytes_atomic(args.json, results_json(summaries, settings).encode())))
     if args.plot:
         jobs.append((args.plot, lambda: save_summary_plot(args.plot, summaries, title)))
     if args.visualize:

@@ -13,7 +13,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from usp_core.evaluation.output import write_atomic
+from usp_core.atomic import write_bytes_atomic
 
 
 def _grouped_bars(axis, groups: list[str], values: dict[str, list[float]], colours: dict[str, str]) -> None:
@@ -70,4 +70,4 @@ def save_summary_plot(path: str | Path, methods: dict[str, dict], title: str) ->
     figure = summary_figure(methods, title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    return write_atomic(path, buffer.getvalue())
+    return write_bytes_atomic(path, buffer.getvalue())

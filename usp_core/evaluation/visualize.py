@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from usp_core.evaluation.metrics import warp_points
-from usp_core.evaluation.output import write_atomic
+from usp_core.atomic import write_bytes_atomic
 from usp_core.evaluation.runner import MatchExample
 
 INLIER_COLOUR = (80, 200, 60)  # BGR green: RANSAC inlier match lines
@@ -56,5 +56,5 @@ def save_match_images(folder: str | Path, method: str, examples: list[MatchExamp
         if not ok:
             raise RuntimeError(f"cannot encode match image for {method} {example.pair.sequence}")
         name = f"{method}_{example.pair.sequence}_1-{example.pair.index}.png"
-        paths.append(write_atomic(Path(folder) / name, encoded.tobytes()))
+        paths.append(write_bytes_atomic(Path(folder) / name, encoded.tobytes()))
     return paths
