@@ -12,6 +12,8 @@ from typing import BinaryIO, Callable
 
 __all__ = ["atomic_write", "write_bytes_atomic"]
 
+FILE_MODE = 0o644  # what open() would give under the usual umask (mkstemp alone gives 0600)
+
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(handle)`` on a temporary file and move it over ``path``; returns the path.
@@ -22,6 +24,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
