@@ -34,26 +34,17 @@ from tqdm.auto import tqdm
 from usp_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from usp_core.config import TrainConfig, save_config, to_dict
 from usp_core.data import HomographyPairDataset, ImageFolder, InfiniteSampler
+from usp_core.device import resolve_device
 from usp_core.losses import unsuperpoint_loss
 from usp_core.model import DenseOutput, UnsuperPoint
 
-__all__ = ["Trainer", "resolve_device", "setup_distributed", "cleanup_distributed", "lr_factor"]
+__all__ = ["Trainer", "setup_distributed", "cleanup_distributed", "lr_factor"]
 
 logger = logging.getLogger(__name__)
 
 VALIDATION_SEED_OFFSET = 7919  # validation pairs use seed + this, so they never coincide with training pairs
 CONFIG_KEYS_FREE_ON_RESUME = ("data_dir", "num_workers", "steps", "val_interval", "checkpoint_interval",
                               "log_interval")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
-    return device
 
 
 def setup_distributed(device: str = "auto") -> str:

@@ -33,6 +33,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from usp_core.checkpoint import CheckpointError
+from usp_core.device import resolve_device
 from usp_core.inference import DetectorConfig, KeypointDetector
 from usp_ros.conversions import (ConversionError, compressed_to_numpy, features_to_msg, image_to_numpy,
                                  numpy_to_image, to_bgr8, to_gray)
@@ -42,7 +43,7 @@ from usp_ros.msg import Features
 from usp_ros.qos import (INPUT_QOS_CHOICES, choose_input_reliability, input_qos, output_qos,
                          publisher_reliabilities, reliability_from_publishers, reliability_name)
 
-__all__ = ["DetectorNode", "resolve_device", "inference_size", "main"]
+__all__ = ["DetectorNode", "inference_size", "main"]
 
 NODE_NAME = "detector"
 TRANSPORTS = ("raw", "compressed")
@@ -105,22 +106,6 @@ def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
         descriptor.floating_point_range = [FloatingPointRange(from_value=spec.float_range[0],
                                                               to_value=spec.float_range[1], step=0.0)]
     return descriptor
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto | cpu | cuda | cuda:N -> torch.device; ValueError naming the problem when unusable here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    index = name.removeprefix("cuda:") if name.startswith("cuda:") else ("0" if name == "cuda" else None)
-    if index is None or not index.isdigit():
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine (use auto or cpu)")
-    if int(index) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device(f"cuda:{index}")
 
 
 def inference_size(height: int, width: int, inference_width: int, inference_height: int) -> tuple[int, int] | None:

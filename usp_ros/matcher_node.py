@@ -25,6 +25,7 @@ from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from usp_core.device import resolve_device
 from usp_ros.conversions import (ConversionError, frame_match_to_msg, image_to_numpy, msg_to_features,
                                  numpy_to_image, to_bgr8)
 from usp_ros.drawing import draw_matches
@@ -33,27 +34,10 @@ from usp_ros.keyframes import Frame, FrameTracker, KeyframeConfig, MatchConfig, 
 from usp_ros.msg import Features, FrameMatch
 from usp_ros.qos import choose_input_reliability, input_qos, output_qos, publisher_reliabilities
 
-__all__ = ["MatcherNode", "resolve_device", "main"]
+__all__ = ["MatcherNode", "main"]
 
 IMAGE_CACHE = 64  # images kept for pairing with features by stamp (about 2 s at 30 Hz)
 THROTTLE_S = 5.0  # at most one warning per this many seconds for a repeated problem
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available else cpu; "cpu", "cuda", "cuda:N" as given. ValueError when unusable."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    return device
 
 
 def stamp_key(stamp) -> tuple[int, int]:

@@ -143,7 +143,7 @@ def test_debug_image_only_while_subscribed(ros_node, spawn, wait):
 
 def set_parameter(node, wait, name: str, value: ParameterValue):
     client = node.create_client(SetParameters, "/matcher/set_parameters")
-    assert client.wait_for_service(timeout_sec=10)
+    assert client.wait_for_service(timeout_sec=30)
     future = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
     assert wait(future.done, 10)
     return future.result().results[0]

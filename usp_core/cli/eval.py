@@ -19,6 +19,7 @@ from usp_core.checkpoint import CheckpointError
 from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
 from usp_core.evaluation.methods import MethodError, available_methods, build_method
 from usp_core.atomic import write_bytes_atomic
+from usp_core.device import resolve_device
 from usp_core.evaluation.output import results_json
 from usp_core.evaluation.plot import save_summary_plot
 from usp_core.evaluation.report import overall_table, sequence_table
@@ -76,17 +77,12 @@ def parse_methods(text: str) -> list[str]:
     return names
 
 
-def resolve_device(name: str | None) -> str:
-    """The torch device to use for usp; raises UsageError for an unknown or unavailable one."""
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
+def _usp_device(name: str | None) -> str:
+    """The torch device to use for usp ("auto" when not given); UsageError for an unknown or unavailable one."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"bad device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available")
-    return name
+        return str(resolve_device(name or "auto"))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _pick_examples(sequences, count: int) -> set[tuple[str, int]]:
@@ -114,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     names = parse_methods(args.methods)
     if args.top_k < 1:
         raise UsageError(f"--top-k must be positive, got {args.top_k}")
-    device = resolve_device(args.device)
+    device = _usp_device(args.device)
     try:
         sequences = [list(load_sequence(folder, size)) for folder in find_sequences(args.data_dir)]
     except DatasetError as error:
