@@ -1,0 +1,63 @@
+"""The weights shipped in usp_core/weights load by default and give sensible keypoints on real photos."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, KeypointDetector
+
+
+def real_photos(shared_data_dir: Path) -> list[np.ndarray]:
+    """Grey photos: matplotlib's sample photo (always installed) and, when present, two evaluation images."""
+    import matplotlib
+
+    paths = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    paths += [shared_data_dir / "eval" / "hpatches" / "v_churchill" / "1.png",
+              shared_data_dir / "eval" / "oxford" / "boat" / "1.png"]
+    return [cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (640, 480)) for p in paths if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def detector() -> KeypointDetector:
+    assert BUNDLED_WEIGHTS.is_file(), f"{BUNDLED_WEIGHTS} is not shipped"
+    return KeypointDetector.from_pretrained(None, device="cpu", config=DetectorConfig(max_keypoints=1000))
+
+
+def test_bundled_weights_are_small_and_carry_their_config():
+    state = torch.load(BUNDLED_WEIGHTS, map_location="cpu", weights_only=True)
+    assert BUNDLED_WEIGHTS.stat().st_size < 16 * 2**20
+    assert {"model", "config"} <= set(state) and "model" in state["config"]
+
+
+@pytest.mark.parametrize("photo_index", [0, 1, 2])
+def test_keypoints_are_spread_over_the_photo_with_varied_scores(detector, photo_index):
+    photos = real_photos(Path(__file__).resolve().parents[2].parent / "shared" / "data")
+    if photo_index >= len(photos):
+        pytest.skip("../shared/data is absent")
+    features = detector.detect(photos[photo_index])[0]
+    keypoints, scores, descriptors = features.numpy()
+    assert len(keypoints) == 1000
+    # Not collapsed onto the borders: at most a fifth of the points within 16 px of an edge.
+    near_edge = (keypoints.min(axis=1) < 16) | (keypoints[:, 0] > 640 - 16) | (keypoints[:, 1] > 480 - 16)
+    assert near_edge.mean() < 0.2
+    # Spread: points in at least 12 of the 16 cells of a 4x4 grid over the image.
+    cells = set(map(tuple, (keypoints // [160, 120]).astype(int).tolist()))
+    assert len(cells) >= 12
+    # Scores are not a constant: the kept points' scores differ and they beat the image's typical score.
+    assert scores.std() > 0.01
+    np.testing.assert_allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-3)
+
+
+def test_keypoints_follow_the_image_content(detector):
+    """A shifted photo gives keypoints shifted by the same amount (repeatability under translation)."""
+    photo = real_photos(Path("/nonexistent"))[0]
+    shift = (13, 7)
+    shifted = np.roll(photo, shift=(shift[1], shift[0]), axis=(0, 1))
+    first = detector.detect(photo)[0].keypoints.numpy()
+    second = detector.detect(shifted)[0].keypoints.numpy()
+    inside = (first[:, 0] > 40) & (first[:, 0] < 600) & (first[:, 1] > 40) & (first[:, 1] < 440)
+    moved = first[inside] + np.array(shift, dtype=np.float32)
+    distances = np.linalg.norm(moved[:, None] - second[None], axis=2).min(axis=1)
+    assert (distances <= 3).mean() > 0.5
