@@ -140,7 +140,7 @@ def test_virtual_source_publishes_exact_ground_truth(ros_node, spawn, wait):
                                                                 msg), 10)
     ros_node.create_subscription(FrameMatch, "/virtual_test/ground_truth", truths.append, 10)
     spawn("-m", "usp_ros.image_source", "--ros-args", "-r", "__ns:=/virtual_test", "-p", "source:=virtual",
-          "-p", "width:=160", "-p", "height:=120", "-p", "rate:=20.0", name="source")
+          "-p", "width:=320", "-p", "height:=240", "-p", "rate:=20.0", name="source")
 
     def pair_received():
         return any((t.reference_stamp.sec, t.reference_stamp.nanosec) in images
@@ -152,8 +152,12 @@ def test_virtual_source_publishes_exact_ground_truth(ros_node, spawn, wait):
     assert truth.valid and truth.num_matches == 0 and truth.num_inliers == 0 and truth.header.frame_id == "camera"
     previous = image_to_numpy(images[(truth.reference_stamp.sec, truth.reference_stamp.nanosec)]).astype(np.float32)
     current = image_to_numpy(images[(truth.header.stamp.sec, truth.header.stamp.nanosec)]).astype(np.float32)
-    predicted = cv2.warpPerspective(previous, homography_from_msg(truth), (160, 120))
-    covered = cv2.warpPerspective(np.ones((120, 160), np.uint8), homography_from_msg(truth), (160, 120)) > 0
+    predicted = cv2.warpPerspective(previous, homography_from_msg(truth), (320, 240))
+    covered = cv2.warpPerspective(np.ones((240, 320), np.uint8), homography_from_msg(truth), (320, 240)) > 0
     covered = cv2.erode(covered.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     assert covered.mean() > 0.7
-    assert np.abs(predicted - current)[covered].mean() < 3.0
+    # 320x240, not smaller: warping an already-rendered frame adds aliasing that grows with the photo's
+    # downscale (mean error 4.1 at 160x120, 1.2 at 320x240, 0.5 at 640x480 for the true homography).
+    error = np.abs(predicted - current)[covered].mean()
+    assert error < 3.0
+    assert np.abs(previous - current)[covered].mean() > 2 * error  # the camera moved: identity is far worse
