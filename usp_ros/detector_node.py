@@ -24,7 +24,7 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
@@ -40,6 +40,7 @@ from usp_ros.conversions import (ConversionError, compressed_to_numpy, features_
 from usp_ros.drawing import draw_keypoints
 from usp_ros.frame_queue import POLICIES, FrameQueue, QueueWorker
 from usp_ros.msg import Features
+from usp_ros.parameters import describe
 from usp_ros.qos import (INPUT_QOS_CHOICES, choose_input_reliability, input_qos, output_qos,
                          publisher_reliabilities, reliability_from_publishers, reliability_name)
 
@@ -92,20 +93,6 @@ PARAMETERS: dict[str, _Spec] = {
     "queue_depth": _Spec(1, "Frames waiting for inference at most; 1 keeps latency lowest",
                          read_only=True, integer_range=(1, 100, 1)),
 }
-
-
-def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
-    choices = f" [{'|'.join(spec.choices)}]" if spec.choices else ""
-    descriptor = ParameterDescriptor(name=name, description=spec.description + choices, read_only=spec.read_only)
-    if spec.choices:
-        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
-    if spec.integer_range is not None:
-        low, high, step = spec.integer_range
-        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=step)]
-    if spec.float_range is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=spec.float_range[0],
-                                                              to_value=spec.float_range[1], step=0.0)]
-    return descriptor
 
 
 def inference_size(height: int, width: int, inference_width: int, inference_height: int) -> tuple[int, int] | None:
@@ -176,7 +163,9 @@ class DetectorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         for name, spec in PARAMETERS.items():
-            self.declare_parameter(name, spec.default, _descriptor(name, spec))
+            self.declare_parameter(name, spec.default, describe(
+                spec.description, read_only=spec.read_only, integer_range=spec.integer_range,
+                float_range=spec.float_range, choices=spec.choices))
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         _check_choices(values)
         self._device = resolve_device(values["device"])

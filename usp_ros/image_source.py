@@ -14,6 +14,7 @@ Frames go out on ``image`` at ``rate`` Hz in ``encoding``, stamped with the node
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,6 @@ from typing import Protocol
 import cv2
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -31,6 +31,7 @@ from sensor_msgs.msg import Image
 
 from usp_ros.conversions import ENCODINGS, frame_match_to_msg, numpy_to_image
 from usp_ros.msg import FrameMatch
+from usp_ros.parameters import describe
 from usp_ros.qos import output_qos, reliability_from_name
 from usp_ros.virtual_camera import VirtualCamera, VirtualCameraConfig
 
@@ -182,28 +183,21 @@ def open_reader(spec: SourceSpec) -> FrameReader:
     raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {spec.source!r}")
 
 
-def _descriptor(description: str, read_only: bool = True, integer_range=None, float_range=None) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
-    if integer_range:
-        descriptor.integer_range = [IntegerRange(from_value=integer_range[0], to_value=integer_range[1], step=1)]
-    if float_range:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=float_range[0], to_value=float_range[1])]
-    return descriptor
-
+_read_only = functools.partial(describe, read_only=True)  # every image_source parameter is fixed at start
 
 PARAMETERS = {
-    "source": ("virtual", _descriptor(f"Where frames come from: {' | '.join(SOURCES)}")),
-    "path": ("", _descriptor("Video file (video), image folder (folder) or photo (virtual; empty = matplotlib's "
+    "source": ("virtual", _read_only(f"Where frames come from: {' | '.join(SOURCES)}")),
+    "path": ("", _read_only("Video file (video), image folder (folder) or photo (virtual; empty = matplotlib's "
                              "sample photo)")),
-    "camera_index": (0, _descriptor("V4L2 camera index (source camera)", integer_range=(0, 255))),
-    "rate": (30.0, _descriptor("Frames per second published", float_range=(0.1, 1000.0))),
-    "loop": (True, _descriptor("Video/folder: start again at the end (false: stop the node at the end)")),
-    "encoding": ("bgr8", _descriptor(f"Published encoding: {' | '.join(OUTPUT_ENCODINGS)}")),
-    "frame_id": ("camera", _descriptor("header.frame_id of the images")),
-    "width": (0, _descriptor("Output width; 0 = the source's own (virtual: 640)", integer_range=(0, 16384))),
-    "height": (0, _descriptor("Output height; 0 = the source's own (virtual: 480)", integer_range=(0, 16384))),
-    "qos": ("reliable", _descriptor("Image reliability: reliable | best_effort")),
-    "seed": (0, _descriptor("Seed of the virtual camera's path", integer_range=(0, 2**31 - 1))),
+    "camera_index": (0, _read_only("V4L2 camera index (source camera)", integer_range=(0, 255))),
+    "rate": (30.0, _read_only("Frames per second published", float_range=(0.1, 1000.0))),
+    "loop": (True, _read_only("Video/folder: start again at the end (false: stop the node at the end)")),
+    "encoding": ("bgr8", _read_only(f"Published encoding: {' | '.join(OUTPUT_ENCODINGS)}")),
+    "frame_id": ("camera", _read_only("header.frame_id of the images")),
+    "width": (0, _read_only("Output width; 0 = the source's own (virtual: 640)", integer_range=(0, 16384))),
+    "height": (0, _read_only("Output height; 0 = the source's own (virtual: 480)", integer_range=(0, 16384))),
+    "qos": ("reliable", _read_only("Image reliability: reliable | best_effort")),
+    "seed": (0, _read_only("Seed of the virtual camera's path", integer_range=(0, 2**31 - 1))),
 }
 
 

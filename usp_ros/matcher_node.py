@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
@@ -32,6 +32,7 @@ from usp_ros.drawing import draw_matches
 from usp_ros.frame_queue import FrameQueue, QueueWorker
 from usp_ros.keyframes import Frame, FrameTracker, KeyframeConfig, MatchConfig, MatchResult
 from usp_ros.msg import Features, FrameMatch
+from usp_ros.parameters import describe
 from usp_ros.qos import choose_input_reliability, input_qos, output_qos, publisher_reliabilities
 
 __all__ = ["MatcherNode", "main"]
@@ -57,32 +58,22 @@ class Counters:
     match_seconds: float = 0.0
 
 
-PARAMETERS = {  # name: (default, description, range or None)
-    "device": ("auto", "torch device for matching: auto (cuda when available), cpu, cuda or cuda:N", None),
+PARAMETERS = {  # name: (default, description, range keywords of describe())
+    "device": ("auto", "torch device for matching: auto (cuda when available), cpu, cuda or cuda:N", {}),
     "num_threads": (1, "torch CPU threads for matching, read at start; 0 = torch's default (one per core). 1 leaves "
-                       "the other cores to the detector", IntegerRange(from_value=0, to_value=256)),
-    "ratio_test": (0.0, "Lowe's ratio test applied both ways in (0, 1]; 0 disables it", FloatingPointRange(
-        from_value=0.0, to_value=1.0)),
-    "method": ("ransac", "robust homography estimator: ransac (cv2.RANSAC) or magsac (cv2.USAC_MAGSAC)", None),
-    "reprojection_threshold": (3.0, "inlier threshold of the homography, pixels", FloatingPointRange(
-        from_value=0.1, to_value=100.0)),
-    "min_inliers": (15, "fewer inliers than this gives valid=false", IntegerRange(from_value=4, to_value=100000)),
-    "keyframe_mode": (False, "true: match against the last keyframe; false: against the previous frame", None),
+                       "the other cores to the detector", {"integer_range": (0, 256)}),
+    "ratio_test": (0.0, "Lowe's ratio test applied both ways in (0, 1]; 0 disables it", {"float_range": (0.0, 1.0)}),
+    "method": ("ransac", "robust homography estimator: ransac (cv2.RANSAC) or magsac (cv2.USAC_MAGSAC)", {}),
+    "reprojection_threshold": (3.0, "inlier threshold of the homography, pixels",
+                               {"float_range": (0.1, 100.0)}),
+    "min_inliers": (15, "fewer inliers than this gives valid=false", {"integer_range": (4, 100000)}),
+    "keyframe_mode": (False, "true: match against the last keyframe; false: against the previous frame", {}),
     "keyframe_inlier_fraction": (0.5, "keyframe mode: take a new keyframe when inliers fall below this fraction of "
-                                      "the keyframe's first match", FloatingPointRange(from_value=0.0, to_value=1.0)),
+                                      "the keyframe's first match", {"float_range": (0.0, 1.0)}),
 }
 
 
 READ_ONLY = {"num_threads"}  # applied once at start
-
-
-def _descriptor(description: str, value_range, read_only: bool) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
-    if isinstance(value_range, FloatingPointRange):
-        descriptor.floating_point_range = [value_range]
-    elif isinstance(value_range, IntegerRange):
-        descriptor.integer_range = [value_range]
-    return descriptor
 
 
 class MatcherNode(Node):
@@ -93,7 +84,7 @@ class MatcherNode(Node):
         self.queue: FrameQueue[Features] = FrameQueue(depth=1, policy="drop_oldest")
         self.worker = QueueWorker(self.queue, self._process, self._on_worker_error, name="matcher")
         for name, (default, description, value_range) in PARAMETERS.items():
-            self.declare_parameter(name, default, _descriptor(description, value_range, name in READ_ONLY))
+            self.declare_parameter(name, default, describe(description, read_only=name in READ_ONLY, **value_range))
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.device = resolve_device(values["device"])
         self.tracker = FrameTracker(*self._configs(values))
