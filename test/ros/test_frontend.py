@@ -197,7 +197,8 @@ def test_frontend_reports_a_failing_node_and_stops_the_others(spawn, tmp_path, t
 @pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason=f"no trained weights at {BUNDLED_WEIGHTS}: the learned "
                     "chain's accuracy cannot be judged with a random model")
 def test_frontend_homographies_with_bundled_weights(spawn, tmp_path):
-    frontend = spawn("-m", "usp_ros.frontend", "--frames", "20", "--rate", "5", "--out", str(tmp_path / "m.mp4"),
+    # 2 Hz: the detector keeps up with every frame even on a slow CPU, so the result does not depend on load
+    frontend = spawn("-m", "usp_ros.frontend", "--frames", "20", "--rate", "2", "--out", str(tmp_path / "m.mp4"),
                      name="frontend")
     assert frontend.wait(timeout=120) == 0
     text = (tmp_path / "frontend.log").read_text()
