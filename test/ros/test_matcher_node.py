@@ -48,8 +48,11 @@ class Link:
         self.node, self.wait, self.matcher = node, wait, matcher
         self.matches: list[FrameMatch] = []
         self.publisher = node.create_publisher(Features, "features", output_qos())
-        node.create_subscription(FrameMatch, "matches", self.matches.append, output_qos())
-        assert wait(lambda: self.publisher.get_subscription_count() > 0 or matcher.poll() is not None, 30)
+        matches = node.create_subscription(FrameMatch, "matches", self.matches.append, output_qos())
+        # Both directions matched before the first message: a FrameMatch published before our subscription has
+        # matched the matcher's publisher would be lost (volatile durability).
+        assert wait(lambda: (self.publisher.get_subscription_count() > 0 and matches.get_publisher_count() > 0)
+                    or matcher.poll() is not None, 30)
         assert matcher.poll() is None, "matcher process died at start"
 
     def send(self, msg: Features, expect_match: bool = True) -> FrameMatch | None:
