@@ -40,7 +40,8 @@ def test_consecutive_frames_match(sequence, shared_data, ros_node, spawn, wait, 
     ros_node.create_subscription(FrameMatch, "matches", matches.append, output_qos(depth=FRAMES))
     spawn("-m", "usp_ros.matcher_node", "--ros-args", "-p", "device:=cpu", name="matcher")
     detector = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", "device:=cpu", name="detector")
-    assert wait(lambda: (detector_listens_reliably(ros_node) and ros_node.count_subscribers("features") >= 2)
+    assert wait(lambda: (detector_listens_reliably(ros_node) and ros_node.count_subscribers("features") >= 2
+                         and ros_node.count_publishers("matches") >= 1)
                 or detector.poll() is not None, 60), "detector/matcher did not start"
     for index, path in enumerate(files):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
