@@ -47,6 +47,7 @@ from usp_core.model import ModelConfig, UnsuperPoint
 from usp_ros.conversions import numpy_to_image
 from usp_ros.image_source import default_photo
 from usp_ros.msg import Features
+from usp_ros.stamps import stamp_key
 from usp_ros.virtual_camera import VirtualCamera, VirtualCameraConfig
 
 MODELS = {
@@ -105,7 +106,7 @@ class Harness:
     def _on_features(self, msg) -> None:
         arrived = time.perf_counter()
         with self._arrived:
-            self.arrivals[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = arrived
+            self.arrivals[stamp_key(msg.header.stamp)] = arrived
             self._arrived.notify_all()
 
     def _on_diagnostics(self, msg) -> None:
@@ -116,7 +117,7 @@ class Harness:
     def publish(self, msg) -> tuple[tuple[int, int], float]:
         """Stamp ``msg`` now and publish it; returns its stamp key and the perf_counter at publishing."""
         msg.header.stamp = self.node.get_clock().now().to_msg()
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        key = stamp_key(msg.header.stamp)
         start = time.perf_counter()
         self.publisher.publish(msg)
         return key, start

@@ -15,7 +15,6 @@ stops the children; so does this process dying (Linux: they get SIGTERM when the
 from __future__ import annotations
 
 import argparse
-import collections
 import ctypes
 import math
 import os
@@ -43,6 +42,7 @@ from usp_ros.conversions import ConversionError, homography_from_msg, image_to_n
 from usp_ros.drawing import draw_matches
 from usp_ros.msg import Features, FrameMatch
 from usp_ros.qos import input_qos, output_qos
+from usp_ros.stamps import StampCache, stamp_key
 
 __all__ = ["Options", "parse_args", "compose_ground_truth", "RunStats", "child_commands", "main"]
 
@@ -284,25 +284,15 @@ def annotate(canvas: np.ndarray, text: str) -> np.ndarray:
     return canvas
 
 
-def _key(stamp) -> tuple[int, int]:
-    return stamp.sec, stamp.nanosec
-
-
-def _put(cache: collections.OrderedDict, key, value, size: int) -> None:
-    cache[key] = value
-    while len(cache) > size:
-        cache.popitem(last=False)
-
-
 class Monitor(Node):
     """This process's node: turns `matches` (with `features`, `image`, `ground_truth`) into figures and video."""
 
     def __init__(self, options: Options, video: MatchVideo, stats: RunStats) -> None:
         super().__init__("frontend_monitor")
         self.options, self.video, self.stats = options, video, stats
-        self._truth: collections.OrderedDict = collections.OrderedDict()
-        self._keypoints: collections.OrderedDict = collections.OrderedDict()
-        self._images: collections.OrderedDict = collections.OrderedDict()
+        self._truth = StampCache(GROUND_TRUTH_HISTORY)  # stamp key -> (reference stamp key, H reference -> current)
+        self._keypoints = StampCache(IMAGE_HISTORY * 4)  # stamp key -> keypoint count
+        self._images = StampCache(IMAGE_HISTORY)  # stamp key -> Image
         self._reference_image: tuple | None = None  # (stamp key, Image) of the current reference frame
         reliable = input_qos(ReliabilityPolicy.RELIABLE, depth=10)
         self.create_subscription(FrameMatch, "matches", self._on_match, output_qos())
@@ -311,20 +301,19 @@ class Monitor(Node):
         self.create_subscription(Image, "image", self._on_image, reliable)
 
     def _on_truth(self, msg: FrameMatch) -> None:
-        _put(self._truth, _key(msg.header.stamp), (_key(msg.reference_stamp), homography_from_msg(msg)),
-             GROUND_TRUTH_HISTORY)
+        self._truth.put(msg.header.stamp, (stamp_key(msg.reference_stamp), homography_from_msg(msg)))
 
     def _on_features(self, msg: Features) -> None:
-        _put(self._keypoints, _key(msg.header.stamp), len(msg.keypoints.x), IMAGE_HISTORY * 4)
+        self._keypoints.put(msg.header.stamp, len(msg.keypoints.x))
 
     def _on_image(self, msg: Image) -> None:
-        _put(self._images, _key(msg.header.stamp), msg, IMAGE_HISTORY)
+        self._images.put(msg.header.stamp, msg)
 
     def _on_match(self, msg: FrameMatch) -> None:
         received = time.time_ns()
         stamp = msg.header.stamp
         latency_ms = (received - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6
-        current, reference = _key(stamp), _key(msg.reference_stamp)
+        current, reference = stamp_key(stamp), stamp_key(msg.reference_stamp)
         size = (self.options.height or VIRTUAL_SIZE[1], self.options.width or VIRTUAL_SIZE[0])
         if current in self._images:
             size = (self._images[current].height, self._images[current].width)

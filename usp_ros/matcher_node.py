@@ -10,7 +10,6 @@ behind a drop-oldest queue of depth 1, so the executor only enqueues. Malformed 
 """
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -34,16 +33,12 @@ from usp_ros.keyframes import Frame, FrameTracker, KeyframeConfig, MatchConfig, 
 from usp_ros.msg import Features, FrameMatch
 from usp_ros.parameters import describe
 from usp_ros.qos import choose_input_reliability, input_qos, output_qos, publisher_reliabilities
+from usp_ros.stamps import StampCache, stamp_key
 
 __all__ = ["MatcherNode", "main"]
 
 IMAGE_CACHE = 64  # images kept for pairing with features by stamp (about 2 s at 30 Hz)
 THROTTLE_S = 5.0  # at most one warning per this many seconds for a repeated problem
-
-
-def stamp_key(stamp) -> tuple[int, int]:
-    """builtin_interfaces/Time -> hashable (sec, nanosec)."""
-    return stamp.sec, stamp.nanosec
 
 
 @dataclass
@@ -91,7 +86,7 @@ class MatcherNode(Node):
         self.counters = Counters()
         self._last_counters = Counters()
         self._lock = threading.Lock()
-        self._images: collections.OrderedDict = collections.OrderedDict()
+        self._images = StampCache(IMAGE_CACHE)
         self._reference_image: Image | None = None
         self._image_subscription = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -198,9 +193,7 @@ class MatcherNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         with self._lock:
-            self._images[stamp_key(msg.header.stamp)] = msg
-            while len(self._images) > IMAGE_CACHE:
-                self._images.popitem(last=False)
+            self._images.put(msg.header.stamp, msg)
 
     def _update_debug_subscription(self) -> None:
         """Subscribe to `image` only while `matches/debug_image` has subscribers."""
