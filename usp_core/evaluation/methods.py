@@ -81,18 +81,7 @@ class UspMethod:
 
     def extract(self, image: np.ndarray) -> Extraction:
         """(H, W) uint8 grey image -> Extraction with (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
-        features = self.detector.detect(image)[0]
-        keypoints, scores, descriptors = (
-            _as_numpy(features.keypoints), _as_numpy(features.scores), _as_numpy(features.descriptors)
-        )
-        return top_k(keypoints, scores, descriptors.astype(np.float32), len(scores))
-
-
-def _as_numpy(value) -> np.ndarray:
-    """A torch tensor (any device) or array -> numpy array."""
-    if hasattr(value, "detach"):
-        return value.detach().float().cpu().numpy()
-    return np.asarray(value)
+        return Extraction(*self.detector.detect(image)[0].numpy())
 
 
 def _opencv_factory(name: str) -> Callable[..., cv2.Feature2D] | None:
