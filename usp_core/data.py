@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence
 
 import cv2
 import numpy as np
@@ -30,6 +30,7 @@ from usp_core.homography import HomographyConfig, sample_homography, warp_image
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFolder",
+    "CropConfig",
     "PhotometricConfig",
     "apply_photometric",
     "HomographyPairDataset",
@@ -130,6 +131,25 @@ class PhotometricConfig:
     blur_probability: float = 0.3  # ... applied with this probability
 
 
+@dataclass
+class CropConfig:
+    """How a photo is scaled before the training crop is cut from it.
+
+    "native" cuts the crop from the photo at its own resolution (enlarging only a photo smaller
+    than the crop), so a small crop sees a small part of a large photo. "cover" first scales the
+    photo until it just covers the crop (aspect kept), then by a zoom drawn log-uniformly from
+    ``zoom``: the crop then shows most of the scene, as a whole frame resized for inference does.
+    """
+
+    resize: Literal["native", "cover"] = "native"  # see the class docstring
+    zoom: tuple[float, float] = (1.0, 1.0)  # with "cover": extra scale range, log-uniform, >= 1 keeps the crop covered
+
+    def __post_init__(self):
+        low, high = self.zoom
+        if not 1.0 <= low <= high:
+            raise ValueError(f"zoom must satisfy 1 <= low <= high, got {list(self.zoom)}")
+
+
 def _uniform(low: float, high: float, generator: torch.Generator) -> float:
     return low + (high - low) * torch.rand((), generator=generator).item()
 
@@ -197,28 +217,36 @@ class HomographyPairDataset(Dataset):
         homography: HomographyConfig | None = None,
         photometric: PhotometricConfig | None = None,
         seed: int = 0,
+        crop: CropConfig | None = None,
     ):
         self.images = images
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.homography = homography if homography is not None else HomographyConfig()
         self.photometric = photometric if photometric is not None else PhotometricConfig()
         self.seed = seed
+        self.crop = crop if crop is not None else CropConfig()
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def _fit(self, photo: np.ndarray) -> np.ndarray:
-        """Resize (H, W) uint8 up, aspect kept, until it covers the crop size."""
+    def _fit(self, photo: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        """Scale (H, W) uint8, aspect kept, per ``self.crop``; the result always covers the crop size."""
         height, width = self.image_size
-        scale = max(height / photo.shape[0], width / photo.shape[1])
-        if scale <= 1.0:
+        cover = max(height / photo.shape[0], width / photo.shape[1])
+        if self.crop.resize == "native":
+            scale = max(cover, 1.0)
+        else:
+            low, high = self.crop.zoom
+            scale = cover * math.exp(_uniform(math.log(low), math.log(high), generator))
+        if scale == 1.0:
             return photo
         size = (max(width, math.ceil(photo.shape[1] * scale)), max(height, math.ceil(photo.shape[0] * scale)))
-        return cv2.resize(photo, size, interpolation=cv2.INTER_LINEAR)
+        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        return cv2.resize(photo, size, interpolation=interpolation)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         generator = sample_generator(self.seed, index)
-        photo = self._fit(self.images[index % len(self.images)])
+        photo = self._fit(self.images[index % len(self.images)], generator)
         height, width = self.image_size
         top = int(torch.randint(photo.shape[0] - height + 1, (), generator=generator))
         left = int(torch.randint(photo.shape[1] - width + 1, (), generator=generator))

@@ -163,7 +163,8 @@ class Trainer:
 
     def _pairs(self, folder: ImageFolder, seed: int) -> HomographyPairDataset:
         c = self.config
-        return HomographyPairDataset(folder, tuple(c.image_size), c.homography, c.photometric, seed=seed)
+        return HomographyPairDataset(folder, tuple(c.image_size), c.homography, c.photometric, seed=seed,
+                                     crop=c.crop)
 
     def _train_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         train_folder, _ = self.prepare_data()

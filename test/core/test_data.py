@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from usp_core.config import ConfigError, from_dict
 from usp_core.data import (
+    CropConfig,
     HomographyPairDataset,
     ImageFolder,
     InfiniteSampler,
@@ -109,9 +111,10 @@ def _bilinear(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image[None], grid[None, None], align_corners=False)[0, 0, 0]
 
 
-def test_pair_geometry_point_in_a_lands_on_same_content_in_b(photo_folder: Path):
+@pytest.mark.parametrize("crop", [CropConfig(), CropConfig("cover", (1.0, 2.0))], ids=["native", "cover"])
+def test_pair_geometry_point_in_a_lands_on_same_content_in_b(photo_folder: Path, crop: CropConfig):
     dataset = HomographyPairDataset(ImageFolder(photo_folder), image_size=(48, 64),
-                                    homography=HomographyConfig(), photometric=NO_NOISE, seed=0)
+                                    homography=HomographyConfig(), photometric=NO_NOISE, seed=0, crop=crop)
     ys, xs = torch.meshgrid(torch.arange(2.0, 46.0, 3), torch.arange(2.0, 62.0, 3), indexing="ij")
     points_a = torch.stack([xs.flatten(), ys.flatten()], dim=1)
     for index in range(len(dataset)):
@@ -147,6 +150,27 @@ def test_small_photos_are_resized_to_fit_the_crop(photo_folder: Path):
     image_a, _, _ = dataset[small]
     assert image_a.shape == (1, 64, 80)
     assert image_a.std() > 0.05
+
+
+def test_cover_crop_shows_the_whole_photo_scaled_down(tmp_path: Path):
+    photo = _texture(200, 400, 4)
+    folder = ImageFolder(tmp_path, [_write(tmp_path / "wide.png", photo)])
+    whole = HomographyPairDataset(folder, image_size=(48, 96), photometric=NO_NOISE, crop=CropConfig("cover"))
+    expected = cv2.resize(photo, (96, 48), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    assert np.abs(whole[0][0][0].numpy() - expected).max() < 1e-6
+    native = HomographyPairDataset(folder, image_size=(48, 96), photometric=NO_NOISE)
+    zoomed = HomographyPairDataset(folder, image_size=(48, 96), photometric=NO_NOISE,
+                                   crop=CropConfig("cover", (2.0, 2.0)))
+    detail = [float(np.abs(np.diff(d[0][0][0].numpy(), axis=1)).mean()) for d in (whole, zoomed, native)]
+    assert detail[0] > 1.2 * detail[1] > 1.2 * 1.2 * detail[2]  # the more of the photo, the finer the texture
+
+
+def test_crop_config_is_checked():
+    assert from_dict({"crop": {"resize": "cover", "zoom": [1.0, 1.5]}}).crop == CropConfig("cover", (1.0, 1.5))
+    with pytest.raises(ConfigError, match="zoom"):
+        from_dict({"crop": {"resize": "cover", "zoom": [0.5, 1.5]}})
+    with pytest.raises(ConfigError, match="crop.resize"):
+        from_dict({"crop": {"resize": "stretch"}})
 
 
 def test_pairs_are_a_function_of_seed_and_index(photo_folder: Path):
