@@ -104,6 +104,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.step = 0
         self.best_val_loss = math.inf
+        self.init_from: str | None = None  # the checkpoint whose weights started the run (fine-tuning)
         self.history: list[dict[str, float]] = []
 
         with torch.random.fork_rng(devices=[]):
@@ -255,6 +256,7 @@ class Trainer:
             "config": to_dict(self.config),
             "seed": self.config.seed,
             "best_val_loss": self.best_val_loss,
+            "init_from": self.init_from,
             "rng": rng,
         }
 
@@ -278,6 +280,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.init_from = state.get("init_from")
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
         rng = state.get("rng", {})
         if "torch" in rng:
@@ -287,6 +290,25 @@ class Trainer:
         if self.is_main:
             logger.info("resumed from %s at step %d", path, self.step)
         return self.step
+
+    def initialize_from(self, path: str | Path) -> None:
+        """Start from the model weights of a checkpoint (training or exported, fp16 too): fine-tuning.
+
+        Only the weights are taken: step, optimizer, schedule and RNG start afresh. Raises
+        CheckpointError when the file is unusable or its weights do not fit ``config.model``.
+        """
+        state = load_checkpoint(path, map_location="cpu")
+        if "model" not in state:
+            raise CheckpointError(f"cannot initialise from {path}: no 'model' entry")
+        weights = {key.removeprefix("module."): value for key, value in state["model"].items()}
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"cannot initialise from {path}: it does not fit this config ({reason})") from error
+        self.init_from = str(path)
+        if self.is_main:
+            logger.info("initialised the model from %s", path)
 
     def _warn_config_changes(self, saved: dict[str, Any]) -> None:
         current = to_dict(self.config)

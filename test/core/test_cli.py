@@ -64,6 +64,23 @@ def test_train_then_resume_then_export(photos: Path, tiny_yaml: Path, tmp_path: 
     assert torch.load(exported / "unsuperpoint.pt", weights_only=True)["step"] == 4
 
 
+def test_train_init_fine_tunes_from_exported_weights(photos: Path, tiny_yaml: Path, tmp_path: Path, capsys):
+    first = tmp_path / "first"
+    assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--out", str(first), "--device", "cpu"]) == 0
+    assert export.main([str(first / "last.pt"), "--out", str(tmp_path / "exported"), "--format", "weights"]) == 0
+    weights = tmp_path / "exported" / "unsuperpoint.pt"
+    start = {k: v.float() for k, v in torch.load(weights, weights_only=True)["model"].items() if v.is_floating_point()}
+
+    second = tmp_path / "second"
+    assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--out", str(second), "--device", "cpu",
+                       "--init", str(weights), "--steps", "1"]) == 0
+    state = torch.load(second / "last.pt", weights_only=True)
+    assert state["step"] == 1 and state["init_from"] == str(weights)
+    # One step of a fresh optimizer (lr warm-up) moves the weights a little from the fp16 starting point.
+    changes = [(state["model"][k].float() - v).abs().max().item() for k, v in start.items()]
+    assert 0 < max(changes) < 0.1
+
+
 def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path: Path, capsys):
     out = ["--out", str(tmp_path / "out"), "--device", "cpu"]
     assert train.main(["--config", str(tiny_yaml), "--data", str(tmp_path / "nowhere")] + out) == 2
@@ -83,6 +100,9 @@ def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path
 
     assert train.main(["--data", str(photos), "--resume", str(tmp_path / "gone.pt")] + out) == 2
     _one_error_line(capsys, "usp-train", "cannot load checkpoint")
+
+    assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--init", "bundled"] + out) == 2
+    _one_error_line(capsys, "usp-train", "cannot initialise from", "does not fit this config")
 
     with pytest.raises(SystemExit) as info:
         train.main(["--data", str(photos)])

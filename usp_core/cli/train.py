@@ -1,7 +1,7 @@
 """``usp-train``: self-supervised UnsuperPoint training on a folder of photos.
 
     usp-train [--config FILE] --data DIR --out DIR [--steps N] [--batch-size N] [--device cpu|cuda|auto]
-              [--resume CKPT] [--time-limit SECONDS] [--num-workers N]
+              [--resume CKPT | --init CKPT|bundled] [--time-limit SECONDS] [--num-workers N]
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m usp_core.cli.train ...`` (one process per GPU).
 Bad input (missing or empty data folder, bad config, unreadable checkpoint) prints one line on
@@ -20,6 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from usp_core.checkpoint import CheckpointError, load_checkpoint
 from usp_core.config import ConfigError, TrainConfig, from_dict, load_config
+from usp_core.inference import BUNDLED_WEIGHTS
 from usp_core.trainer import Trainer, cleanup_distributed, setup_distributed
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -49,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="pairs per step (overrides the config)")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers (overrides the config)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    parser.add_argument("--resume", type=Path, help="checkpoint to continue from (e.g. OUT/last.pt)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", type=Path, help="checkpoint to continue from (e.g. OUT/last.pt)")
+    start.add_argument("--init", help="fine-tune: start from this checkpoint's weights ('bundled': the shipped "
+                       "weights), with a fresh optimizer and schedule")
     parser.add_argument("--time-limit", type=float, help="stop after this many seconds, saving last.pt "
                         "(for chunked runs; resume later with --resume)")
     return parser
@@ -81,6 +85,8 @@ def _prepare(args: argparse.Namespace) -> Trainer:
     trainer.prepare_data()
     if args.resume is not None:
         trainer.resume(args.resume)
+    elif args.init is not None:
+        trainer.initialize_from(BUNDLED_WEIGHTS if args.init == "bundled" else Path(args.init))
     return trainer
 
 
