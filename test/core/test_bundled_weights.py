@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from usp_core.evaluation.dataset import EvalPair, load_sequence
+from usp_core.evaluation.methods import build_method
+from usp_core.evaluation.runner import PairResult, evaluate_pair
 from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, KeypointDetector
 
 
@@ -61,3 +64,40 @@ def test_keypoints_follow_the_image_content(detector):
     moved = first[inside] + np.array(shift, dtype=np.float32)
     distances = np.linalg.norm(moved[:, None] - second[None], axis=2).min(axis=1)
     assert (distances <= 3).mean() > 0.5
+
+
+def _evaluate(method_name: str, pair: EvalPair) -> PairResult:
+    """The evaluation protocol's metrics of one pair at top-300 (usp: the bundled weights)."""
+    method = build_method(method_name, 300)
+    return evaluate_pair(pair, method.extract(pair.image_a), method.extract(pair.image_b), method.binary)[0]
+
+
+def hopper_pair() -> EvalPair:
+    """matplotlib's photo at 240x320 and a copy rotated 12 deg, zoomed 1.1x, tilted and darkened."""
+    photo = real_photos(Path("/nonexistent"))[0]
+    image_a = cv2.resize(photo, (320, 240), interpolation=cv2.INTER_AREA)
+    cos, sin = np.cos(np.radians(12.0)), np.sin(np.radians(12.0))
+    centre = np.array([[1.0, 0.0, 160.0], [0.0, 1.0, 120.0], [0.0, 0.0, 1.0]])
+    warp = np.array([[1.1 * cos, -1.1 * sin, 0.0], [1.1 * sin, 1.1 * cos, 0.0], [3e-4, 2e-4, 1.0]])
+    homography = centre @ warp @ np.linalg.inv(centre)
+    image_b = cv2.warpPerspective(image_a, homography, (320, 240), flags=cv2.INTER_LINEAR)
+    image_b = np.clip(image_b.astype(np.float32) * 0.8 + 20.0, 0, 255).astype(np.uint8)
+    return EvalPair("hopper", 2, image_a, image_b, homography)
+
+
+def test_descriptors_recover_a_homography_on_a_real_photo():
+    """Rotation, zoom, tilt and a light change: the bundled weights' matches give the homography to 3 px."""
+    usp, orb = _evaluate("usp", hopper_pair()), _evaluate("orb", hopper_pair())
+    assert usp.corner_error < 3.0
+    assert usp.num_inliers >= 80
+    assert usp.matching_score >= 0.9 * orb.matching_score, (usp.matching_score, orb.matching_score)
+
+
+@pytest.mark.parametrize("sequence, index", [("leuven", 4), ("bikes", 4), ("trees", 3), ("wall", 3), ("graf", 2)])
+def test_descriptors_recover_oxford_homographies(shared_data, sequence, index):
+    """Light (leuven), blur (bikes, trees), viewpoint (wall, graf): a homography within 3 px at 240x320."""
+    pairs = load_sequence(shared_data / "eval" / "oxford" / sequence, (240, 320))
+    pair = next(p for p in pairs if p.index == index)
+    result = _evaluate("usp", pair)
+    assert result.corner_error < 3.0, result
+    assert result.num_inliers >= 50, result
