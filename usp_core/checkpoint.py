@@ -14,11 +14,27 @@ import torch
 
 from usp_core.atomic import atomic_write
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "model_weights", "first_line"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not a checkpoint dict."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type name when the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def model_weights(state: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state dict of a checkpoint dict, without DistributedDataParallel's "module." prefix.
+
+    Raises CheckpointError when ``state`` has no "model" entry.
+    """
+    if "model" not in state:
+        raise CheckpointError(f"cannot load checkpoint {path}: no 'model' entry (keys: {sorted(state)})")
+    return {key.removeprefix("module."): value for key, value in state["model"].items()}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -39,8 +55,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for corrupt files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from error
+        raise CheckpointError(f"cannot load checkpoint {path}: {first_line(error)}") from error
     if not isinstance(state, dict):
         raise CheckpointError(f"cannot load checkpoint {path}: expected a dict, got {type(state).__name__}")
     return state

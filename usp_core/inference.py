@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, first_line, load_checkpoint, model_weights
 from .homography import scaling_matrix, warp_points
 from .model import ModelConfig, UnsuperPoint
 
@@ -166,16 +166,13 @@ def _resolve_weights(path_or_name: str | Path | None) -> Path:
 
 def _model_from_checkpoint(state: dict[str, Any], path: Path) -> UnsuperPoint:
     """Build the model described by a checkpoint dict and load its weights; CheckpointError when unusable."""
-    if "model" not in state:
-        raise CheckpointError(f"cannot load checkpoint {path}: no 'model' entry (keys: {sorted(state)})")
+    weights = model_weights(state, path)
     section = (state.get("config") or {}).get("model") or {}
     try:
         model = UnsuperPoint(ModelConfig(**section))
-        weights = {key.removeprefix("module."): value for key, value in state["model"].items()}
         model.load_state_dict(weights)
     except (TypeError, ValueError, RuntimeError, AttributeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from error
+        raise CheckpointError(f"cannot load checkpoint {path}: {first_line(error)}") from error
     return model
 
 

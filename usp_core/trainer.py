@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from usp_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from usp_core.checkpoint import CheckpointError, first_line, load_checkpoint, model_weights, save_checkpoint
 from usp_core.config import TrainConfig, save_config, to_dict
 from usp_core.data import HomographyPairDataset, ImageFolder, InfiniteSampler
 from usp_core.device import resolve_device
@@ -274,8 +274,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"cannot resume from {path}: it does not fit this config ({reason})") from error
+            raise CheckpointError(f"cannot resume from {path}: it does not fit this config "
+                                  f"({first_line(error)})") from error
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -297,15 +297,12 @@ class Trainer:
         Only the weights are taken: step, optimizer, schedule and RNG start afresh. Raises
         CheckpointError when the file is unusable or its weights do not fit ``config.model``.
         """
-        state = load_checkpoint(path, map_location="cpu")
-        if "model" not in state:
-            raise CheckpointError(f"cannot initialise from {path}: no 'model' entry")
-        weights = {key.removeprefix("module."): value for key, value in state["model"].items()}
+        weights = model_weights(load_checkpoint(path, map_location="cpu"), path)
         try:
             self.model.load_state_dict(weights)
         except RuntimeError as error:
-            reason = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"cannot initialise from {path}: it does not fit this config ({reason})") from error
+            raise CheckpointError(f"cannot initialise from {path}: it does not fit this config "
+                                  f"({first_line(error)})") from error
         self.init_from = str(path)
         if self.is_main:
             logger.info("initialised the model from %s", path)

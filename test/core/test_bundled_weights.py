@@ -87,7 +87,8 @@ def hopper_pair() -> EvalPair:
 
 def test_descriptors_recover_a_homography_on_a_real_photo():
     """Rotation, zoom, tilt and a light change: the bundled weights' matches give the homography to 3 px."""
-    usp, orb = _evaluate("usp", hopper_pair()), _evaluate("orb", hopper_pair())
+    pair = hopper_pair()
+    usp, orb = _evaluate("usp", pair), _evaluate("orb", pair)
     assert usp.corner_error < 3.0
     assert usp.num_inliers >= 80
     assert usp.matching_score >= 0.9 * orb.matching_score, (usp.matching_score, orb.matching_score)

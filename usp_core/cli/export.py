@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from usp_core.checkpoint import CheckpointError
+from usp_core.checkpoint import CheckpointError, first_line
 from usp_core.cli.train import OneLineParser
 from usp_core.export import FORMATS, ExportError, export_onnx, export_torchscript, export_weights, load_model
 
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 export_weights(model, state, path, half=not args.full_precision)
             print(f"{fmt}: {path}")
     except (CheckpointError, ExportError, OSError) as error:
-        text = str(error).strip()
-        print(f"usp-export: error: {text.splitlines()[0] if text else type(error).__name__}", file=sys.stderr)
+        print(f"usp-export: error: {first_line(error)}", file=sys.stderr)
         return 2
     return 0
 

@@ -18,18 +18,12 @@ from pathlib import Path
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from usp_core.checkpoint import CheckpointError, load_checkpoint
+from usp_core.checkpoint import CheckpointError, first_line, load_checkpoint
 from usp_core.config import ConfigError, TrainConfig, from_dict, load_config
 from usp_core.inference import BUNDLED_WEIGHTS
 from usp_core.trainer import Trainer, cleanup_distributed, setup_distributed
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message (or its type name when the message is empty)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -106,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = _prepare(args)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"usp-train: error: {one_line(error)}", file=sys.stderr)
+        print(f"usp-train: error: {first_line(error)}", file=sys.stderr)
         cleanup_distributed()
         return 2
     handler = _log_to_file(args.out / "train.log") if trainer.is_main else None
