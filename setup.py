@@ -15,7 +15,7 @@ setup(
     install_requires=[
         "torch>=2.3",  # install torch==2.13.0 (CPU) first; this range then installs nothing more
         "numpy>=1.24",
-        "opencv-python-headless>=4.8",
+        "opencv-contrib-python-headless>=4.8",  # contrib: AKAZE and BRISK, evaluation anchors (OpenCV 5 moved them)
         "pyyaml>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",
