@@ -33,6 +33,7 @@ __all__ = [
     "usp_loss",
     "uniform_xy_loss",
     "descriptor_loss",
+    "triplet_descriptor_loss",
     "decorrelation_loss",
     "unsuperpoint_loss",
 ]
@@ -53,6 +54,12 @@ class LossConfig:
     m_n: float = 0.2  # negative margin of L_desc (on the dot product)
     correspondence_radius: float = 4.0  # max distance (px) of a mutual-nearest-neighbour point pair
     descriptor_radius: float = 8.0  # max distance (px) at which two points count as a positive descriptor pair
+    descriptor_loss: str = "hinge"  # "hinge": the paper's L_desc over all point pairs; "triplet": KP2D's hardest-negative triplet
+    triplet_margin: float = 0.2  # margin of the triplet loss, on L2 distances between unit descriptors (in [0, 2])
+
+    def __post_init__(self) -> None:
+        if self.descriptor_loss not in ("hinge", "triplet"):
+            raise ValueError(f"descriptor_loss must be 'hinge' or 'triplet', got {self.descriptor_loss!r}")
 
 
 class Correspondences(NamedTuple):
@@ -158,6 +165,44 @@ def descriptor_loss(desc_a: torch.Tensor, desc_b: torch.Tensor, correspondences:
     return (hinge * correspondences.valid.to(torch.float32)).sum(dim=(1, 2)).mean()
 
 
+def _directed_triplet(distance: torch.Tensor, geometric: torch.Tensor, valid: torch.Tensor, radius: float,
+                      margin: float) -> torch.Tensor:
+    """Triplet terms of anchors along dim 1 against candidates along dim 2, summed per image: (B,).
+
+    distance (B, N, M) descriptor distances; geometric (B, N, M) pixel distances (detached); valid (B, N, M).
+    The positive of anchor i is its geometrically nearest valid candidate, used when within ``radius``;
+    the negative is the candidate with the smallest descriptor distance among those beyond ``radius``.
+    """
+    search = geometric.masked_fill(~valid, float("inf"))
+    nearest = search.argmin(dim=2, keepdim=True)
+    has_positive = search.gather(2, nearest).squeeze(2) <= radius
+    positive = distance.gather(2, nearest).squeeze(2)
+    negatives = distance.masked_fill(~valid | (geometric <= radius), float("inf"))
+    negative = negatives.min(dim=2).values
+    usable = has_positive & torch.isfinite(negative)
+    terms = (margin + positive - torch.where(usable, negative, positive)).clamp(min=0.0)
+    return (terms * usable.to(torch.float32)).sum(dim=1)
+
+
+def triplet_descriptor_loss(desc_a: torch.Tensor, desc_b: torch.Tensor, correspondences: Correspondences,
+                            margin: float = 0.2, descriptor_radius: float = 4.0) -> torch.Tensor:
+    """Hardest-negative triplet loss (KP2D), both directions: sum_i max(0, m + |f_i - f_p(i)| - |f_i - f_n(i)|).
+
+    desc_a (B, N, D), desc_b (B, M, D) unit descriptors. For a point of A, p(i) is the nearest point of B
+    after warping (when within ``descriptor_radius`` px) and n(i) the point of B farther than
+    ``descriptor_radius`` whose descriptor is closest to f_i; likewise from B to A. Only points inside
+    the other image take part. Sum over anchors of both directions, mean over the batch.
+    """
+    dot = torch.bmm(_float32(desc_a), _float32(desc_b).transpose(1, 2))
+    distance = (2.0 - 2.0 * dot).clamp(min=1e-6).sqrt()
+    geometric = correspondences.distance.detach()
+    valid = correspondences.valid
+    a_to_b = _directed_triplet(distance, geometric, valid, descriptor_radius, margin)
+    b_to_a = _directed_triplet(distance.transpose(1, 2), geometric.transpose(1, 2), valid.transpose(1, 2),
+                               descriptor_radius, margin)
+    return (a_to_b + b_to_a).mean()
+
+
 def decorrelation_loss(descriptors: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """L_decorr of one branch: sum of squared off-diagonal entries of the Pearson correlation matrix.
 
@@ -207,8 +252,12 @@ def unsuperpoint_loss(out_a: DenseOutput, out_b: DenseOutput, homography_ab: tor
         terms["uni_xy"] = uniform_xy_loss(_relative_offsets(position_a)) + uniform_xy_loss(
             _relative_offsets(position_b))
         desc_a, desc_b = _flat_points(out_a.descriptors), _flat_points(out_b.descriptors)
-        terms["desc"] = descriptor_loss(desc_a, desc_b, matches, config.lambda_d, config.m_p, config.m_n,
-                                        config.descriptor_radius)
+        if config.descriptor_loss == "triplet":
+            terms["desc"] = triplet_descriptor_loss(desc_a, desc_b, matches, config.triplet_margin,
+                                                    config.descriptor_radius)
+        else:
+            terms["desc"] = descriptor_loss(desc_a, desc_b, matches, config.lambda_d, config.m_p, config.m_n,
+                                            config.descriptor_radius)
         terms["decorr"] = decorrelation_loss(desc_a) + decorrelation_loss(desc_b)
         terms["total"] = (config.a_usp * terms["usp"] + config.a_uni_xy * terms["uni_xy"]
                           + config.a_desc * terms["desc"] + config.a_decorr * terms["decorr"])

@@ -31,22 +31,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModelConfig", "DenseOutput", "UnsuperPoint", "cell_grid", "sample_descriptors"]
+__all__ = ["ModelConfig", "DenseOutput", "UnsuperPoint", "FastBackbone", "vgg_backbone", "cell_grid",
+           "sample_descriptors", "BACKBONE_WIDTHS"]
+
+
+BACKBONE_WIDTHS = {  # default widths per backbone
+    "vgg": (32, 32, 64, 64, 128, 128, 256, 256),
+    "fast": (8, 24, 48, 96, 128),
+}
 
 
 @dataclass
 class ModelConfig:
     """Architecture of :class:`UnsuperPoint`."""
 
-    widths: tuple[int, ...] = (32, 32, 64, 64, 128, 128, 256, 256)  # 8 conv3x3 widths, a 2x2 max-pool after each of the first 3 pairs
+    backbone: str = "vgg"  # "vgg": the paper's 8 conv3x3 with 3 max-pools; "fast": strided convs, thin at full resolution, 1/16 context
+    widths: tuple[int, ...] = ()  # vgg: 8 conv3x3 widths (a max-pool after the 2nd, 4th, 6th); fast: 5 widths at 1, 1/2, 1/4, 1/8, 1/16 scale; () = the backbone's default
     descriptor_dim: int = 256  # D, length of each descriptor
     in_channels: int = 1  # grey input; colour is converted by the inference wrapper
     negative_slope: float = 0.01  # LeakyReLU slope in backbone and heads
 
     def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        if len(self.widths) != 8 or min(self.widths) < 1:
-            raise ValueError(f"widths must be 8 positive ints (4 conv pairs), got {self.widths}")
+        if self.backbone not in BACKBONE_WIDTHS:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONE_WIDTHS)}, got {self.backbone!r}")
+        self.widths = tuple(int(w) for w in self.widths) or BACKBONE_WIDTHS[self.backbone]
+        count = len(BACKBONE_WIDTHS[self.backbone])
+        if len(self.widths) != count or min(self.widths) < 1:
+            raise ValueError(f"the {self.backbone} backbone takes {count} positive widths, got {self.widths}")
         if self.descriptor_dim < 1 or self.in_channels < 1:
             raise ValueError("descriptor_dim and in_channels must be positive")
 
@@ -64,10 +75,10 @@ class DenseOutput(NamedTuple):
     descriptors: torch.Tensor
 
 
-def _conv_block(in_channels: int, out_channels: int, negative_slope: float) -> nn.Sequential:
-    """conv3x3 (stride 1, same padding, no bias) + BatchNorm + LeakyReLU."""
+def _conv_block(in_channels: int, out_channels: int, negative_slope: float, stride: int = 1) -> nn.Sequential:
+    """conv3x3 (same padding, no bias) + BatchNorm + LeakyReLU; stride 2 halves the size (rounding up)."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.LeakyReLU(negative_slope),
     )
@@ -81,6 +92,52 @@ def _head(channels: int, out_channels: int, negative_slope: float) -> nn.Sequent
     )
 
 
+def vgg_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
+    """The paper's backbone: 4 pairs of conv3x3 blocks, a 2x2 max-pool after the first three pairs.
+
+    Returns the module, (B, C, H, W) -> (B, widths[-1], H/8, W/8), and its output width.
+    """
+    layers: list[nn.Module] = []
+    channels = config.in_channels
+    for index, width in enumerate(config.widths):
+        layers.append(_conv_block(channels, width, config.negative_slope))
+        channels = width
+        if index in (1, 3, 5):
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers), channels
+
+
+class FastBackbone(nn.Module):
+    """A backbone cheap on a CPU (the XFeat/ALIKE pattern): thin at full resolution, depth at 1/8.
+
+    widths (w1, w2, w4, w8, w16): one conv3x3 at full resolution, then per scale 1/2, 1/4, 1/8 and 1/16
+    a stride-2 conv3x3 block and a conv3x3 block. The 1/16 map (context: a wider receptive field for
+    the descriptors) is projected to w8 by a 1x1 conv, upsampled bilinearly and added to the 1/8 map;
+    so is a 1x1 projection of the input's 8x8 pixel blocks (``pixel_unshuffle``), which hands the
+    heads every pixel of the cell for sub-pixel placement.
+    Input (B, C, H, W), H and W multiples of 8 -> (B, w8, H/8, W/8).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        slope, widths = config.negative_slope, config.widths
+        stages: list[nn.Module] = [_conv_block(config.in_channels, widths[0], slope)]
+        for low, high in zip(widths[:-1], widths[1:]):
+            stages.append(nn.Sequential(_conv_block(low, high, slope, stride=2), _conv_block(high, high, slope)))
+        self.to_eighth = nn.Sequential(*stages[:4])
+        self.to_sixteenth = stages[4]
+        self.context = nn.Conv2d(widths[4], widths[3], kernel_size=1)
+        self.pixels = nn.Conv2d(config.in_channels * 64, widths[3], kernel_size=1)
+        self.out_channels = widths[3]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) -> features (B, w8, H/8, W/8)."""
+        eighth = self.to_eighth(images)
+        context = self.context(self.to_sixteenth(eighth))
+        context = F.interpolate(context, size=eighth.shape[-2:], mode="bilinear", align_corners=False)
+        return eighth + context + self.pixels(F.pixel_unshuffle(images, 8))
+
+
 def cell_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Cell indices (x, y) of a (height, width) map: (1, 2, height, width)."""
     ys = torch.arange(height, device=device, dtype=dtype)
@@ -90,7 +147,7 @@ def cell_grid(height: int, width: int, device: torch.device, dtype: torch.dtype)
 
 
 class UnsuperPoint(nn.Module):
-    """UnsuperPoint: VGG-style backbone with stride 8 and score, position and descriptor heads.
+    """UnsuperPoint: a stride-8 backbone (``config.backbone``) and score, position and descriptor heads.
 
     Input: images (B, C, H, W) float in [0, 1], H and W multiples of 8, C = ``config.in_channels``.
     Output: :class:`DenseOutput`. The forward has no data-dependent Python control flow, so it can be
@@ -103,14 +160,11 @@ class UnsuperPoint(nn.Module):
         super().__init__()
         self.config = config if config is not None else ModelConfig()
         slope = self.config.negative_slope
-        layers: list[nn.Module] = []
-        channels = self.config.in_channels
-        for index, width in enumerate(self.config.widths):
-            layers.append(_conv_block(channels, width, slope))
-            channels = width
-            if index in (1, 3, 5):
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        self.backbone = nn.Sequential(*layers)
+        if self.config.backbone == "fast":
+            self.backbone = FastBackbone(self.config)
+            channels = self.backbone.out_channels
+        else:
+            self.backbone, channels = vgg_backbone(self.config)
         self.score_head = _head(channels, 1, slope)
         self.position_head = _head(channels, 2, slope)
         self.descriptor_head = _head(channels, self.config.descriptor_dim, slope)

@@ -11,6 +11,7 @@ from usp_core.losses import (
     decorrelation_loss,
     descriptor_loss,
     point_correspondences,
+    triplet_descriptor_loss,
     uniform_xy_loss,
     unsuperpoint_loss,
     usp_loss,
@@ -117,6 +118,61 @@ def test_descriptor_loss_ignores_points_leaving_the_image():
     assert torch.allclose(descriptor_loss(changed_a, changed_b, matches), base)
     changed_a[0, 0] = -changed_a[0, 0]
     assert not torch.allclose(descriptor_loss(changed_a, desc_b, matches), base)
+
+
+def _unit_distance(u, v) -> float:
+    """L2 distance between two unit vectors given as tuples."""
+    return math.sqrt(sum((a - b) ** 2 for a, b in zip(u, v)))
+
+
+def test_triplet_loss_hand_computed():
+    # a0 (5, 5) with b0 1 px away; a1 (20, 20) with b1 2 px away; b2 (5, 12) 7 px from a0: a negative only.
+    points_a = torch.tensor([[[5.0, 5.0], [20.0, 20.0]]])
+    points_b = torch.tensor([[[6.0, 5.0], [20.0, 22.0], [5.0, 12.0]]])
+    matches = point_correspondences(points_a, points_b, torch.eye(3)[None], SIZE)
+    fa = [(1.0, 0.0), (0.0, 1.0)]
+    fb = [(0.6, 0.8), (0.8, 0.6), (0.96, -0.28)]
+    loss = triplet_descriptor_loss(torch.tensor([fa]), torch.tensor([fb]), matches, margin=0.2,
+                                   descriptor_radius=4.0)
+    hinge = lambda anchor, positive, negatives: max(  # noqa: E731
+        0.0, 0.2 + _unit_distance(anchor, positive) - min(_unit_distance(anchor, n) for n in negatives))
+    expected = (hinge(fa[0], fb[0], [fb[1], fb[2]]) + hinge(fa[1], fb[1], [fb[0], fb[2]])  # A -> B
+                + hinge(fb[0], fa[0], [fa[1]]) + hinge(fb[1], fa[1], [fa[0]]))  # B -> A; b2 has no positive
+    assert expected > 0.5
+    assert math.isclose(loss.item(), expected, rel_tol=1e-5)
+
+
+def test_triplet_loss_zero_when_negatives_are_a_margin_farther():
+    points = torch.tensor([[[5.0, 5.0], [20.0, 20.0]]])
+    matches = point_correspondences(points, points, torch.eye(3)[None], SIZE)
+    desc = torch.eye(2)[None]  # positives identical (distance 0), negatives sqrt(2) apart
+    assert triplet_descriptor_loss(desc, desc, matches, margin=1.0).item() == 0.0
+    assert triplet_descriptor_loss(desc, desc, matches, margin=2.0).item() > 0.0
+
+
+def test_triplet_loss_ignores_points_leaving_the_image():
+    matches = _matches()
+    generator = torch.Generator().manual_seed(3)
+    desc_a = torch.nn.functional.normalize(torch.randn(1, 6, 4, generator=generator), dim=-1)
+    desc_b = torch.nn.functional.normalize(torch.randn(1, 6, 4, generator=generator), dim=-1)
+    base = triplet_descriptor_loss(desc_a, desc_b, matches)
+    changed_a = desc_a.clone()
+    changed_a[0, 2] = -changed_a[0, 2]  # a2 is outside B
+    assert torch.allclose(triplet_descriptor_loss(changed_a, desc_b, matches), base)
+
+
+def test_loss_config_switches_the_descriptor_term():
+    model, images_a, images_b, homography = _siamese_batch(1)
+    out_a, out_b = model(images_a), model(images_b)
+    hinge = unsuperpoint_loss(out_a, out_b, homography, (32, 48), LossConfig())["desc"]
+    triplet = unsuperpoint_loss(out_a, out_b, homography, (32, 48), LossConfig(descriptor_loss="triplet"))["desc"]
+    matches = point_correspondences(out_a.position.flatten(2).transpose(1, 2),
+                                    out_b.position.flatten(2).transpose(1, 2), homography, (32, 48))
+    direct = triplet_descriptor_loss(out_a.descriptors.flatten(2).transpose(1, 2),
+                                     out_b.descriptors.flatten(2).transpose(1, 2), matches, 0.2, 8.0)
+    assert torch.allclose(triplet, direct) and not torch.allclose(hinge, triplet)
+    with pytest.raises(ValueError):
+        LossConfig(descriptor_loss="contrastive")
 
 
 def test_decorrelation_loss_hand_computed():

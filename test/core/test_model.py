@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from usp_core.model import DenseOutput, ModelConfig, UnsuperPoint, sample_descriptors
+from usp_core.model import BACKBONE_WIDTHS, DenseOutput, ModelConfig, UnsuperPoint, sample_descriptors
 
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
 
@@ -106,6 +106,59 @@ def test_positions_keep_float32_precision_under_autocast():
 def test_invalid_widths_rejected():
     with pytest.raises(ValueError):
         ModelConfig(widths=(32, 32, 64))
+    with pytest.raises(ValueError, match="fast backbone takes 5"):
+        ModelConfig(backbone="fast", widths=(8, 8, 16, 16, 32, 32, 64, 64))
+    with pytest.raises(ValueError, match="backbone must be"):
+        ModelConfig(backbone="resnet")
+
+
+def test_each_backbone_has_default_widths():
+    assert ModelConfig(backbone="fast").widths == BACKBONE_WIDTHS["fast"]
+    assert ModelConfig(widths=()).widths == BACKBONE_WIDTHS["vgg"]
+
+
+FAST = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8)
+
+
+@pytest.mark.parametrize("size", [(48, 64), (40, 56)])  # 1/8 maps of even and odd size (1/16 rounds up)
+def test_fast_backbone_shapes(size):
+    model = _model(FAST)
+    out = model(torch.rand(2, 1, *size))
+    cells = (size[0] // 8, size[1] // 8)
+    assert out.score.shape == (2, 1, *cells) and out.position.shape == (2, 2, *cells)
+    assert out.descriptors.shape == (2, 8, *cells)
+    assert torch.allclose(out.descriptors.norm(dim=1), torch.ones(2, *cells), atol=1e-5)
+
+
+def test_fast_backbone_sees_every_pixel_of_its_cell():
+    model = _model(FAST)
+    images = torch.rand(1, 1, 32, 32)
+    changed = images.clone()
+    changed[0, 0, 13, 13] += 0.5  # one pixel inside cell (1, 1)
+    before, after = model.backbone(images), model.backbone(changed)
+    assert (after - before)[0, :, 1, 1].abs().max() > 0
+
+
+def test_fast_backbone_costs_under_60_percent_of_the_light_vgg():
+    vgg = ModelConfig(widths=(16, 16, 32, 32, 64, 64, 128, 128), descriptor_dim=128)
+    fast = ModelConfig(backbone="fast", widths=(8, 24, 48, 96, 128), descriptor_dim=128)
+    assert _multiply_adds(UnsuperPoint(fast), (240, 320)) < 0.6 * _multiply_adds(UnsuperPoint(vgg), (240, 320))
+
+
+def _multiply_adds(model: UnsuperPoint, size: tuple[int, int]) -> int:
+    """Multiply-adds of every convolution of one forward pass on a (1, 1, *size) image."""
+    total = 0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        total += output.numel() * module.weight[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.rand(1, 1, *size))
+    for hook in hooks:
+        hook.remove()
+    return total
 
 
 def test_widths_from_yaml_lists_become_tuples():
@@ -117,8 +170,9 @@ def test_lighter_variant_has_fewer_parameters():
     assert count(UnsuperPoint(SMALL)) < count(UnsuperPoint()) / 50
 
 
-def test_traced_model_matches_eager_at_another_size():
-    model = _model()
+@pytest.mark.parametrize("config", [SMALL, FAST])
+def test_traced_model_matches_eager_at_another_size(config):
+    model = _model(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, torch.rand(1, 1, 32, 48))
@@ -129,10 +183,11 @@ def test_traced_model_matches_eager_at_another_size():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_onnx_export_matches_eager(tmp_path):
+@pytest.mark.parametrize("config", [SMALL, FAST])
+def test_onnx_export_matches_eager(tmp_path, config):
     pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
-    model = _model()
+    model = _model(config)
     path = tmp_path / "usp.onnx"
     torch.onnx.export(model, (torch.rand(1, 1, 32, 48),), str(path), input_names=["image"],
                       output_names=["score", "position", "descriptors"],
