@@ -79,11 +79,19 @@ def test_find_sequences_in_a_folder_or_a_single_sequence(tmp_path):
     assert find_sequences(tmp_path / "b_seq") == [tmp_path / "b_seq"]
 
 
-def test_pairs_need_both_the_image_and_the_homography(tmp_path):
+def test_homography_files_define_the_pairs(tmp_path):
     folder = write_sequence(tmp_path / "seq")
-    cv2.imwrite(str(folder / "3.png"), np.zeros((10, 10), np.uint8))  # no H_1_3
-    np.savetxt(folder / "H_1_4", np.eye(3))  # no image 4
+    cv2.imwrite(str(folder / "3.png"), np.zeros((10, 10), np.uint8))  # no H_1_3: not a pair
     assert [p.index for p in load_sequence(folder, (64, 64))] == [2]
+
+
+@pytest.mark.parametrize("missing", ["1.png", "2.png"])
+def test_a_missing_image_is_named(tmp_path, missing):
+    folder = write_sequence(tmp_path / "data" / "seq")
+    (folder / missing).unlink()
+    assert find_sequences(tmp_path / "data") == [folder]
+    with pytest.raises(DatasetError, match=f"missing image {folder / missing} "):
+        list(load_sequence(folder, (64, 64)))
 
 
 @pytest.mark.parametrize("setup", ["missing", "empty", "bad_h", "singular_h"])

@@ -2,8 +2,10 @@
 
 A sequence is a folder holding a reference image ``1.<ext>``, further images ``k.<ext>`` and
 text files ``H_1_k`` (a 3x3 homography mapping pixels of image 1 to pixels of image k, each at
-its own original size). Images of one sequence may differ in size, so every image's own size
-is read. Pixel coordinates follow OpenCV: the centre of the top-left pixel is (0, 0).
+its own original size). The homography files define the pairs: a folder with one is a sequence, and
+an image 1 or k missing for it is an error that names the file; images without a homography are
+ignored. Images of one sequence may differ in size, so every image's own size is read. Pixel
+coordinates follow OpenCV: the centre of the top-left pixel is (0, 0).
 """
 from __future__ import annotations
 
@@ -62,19 +64,25 @@ def _image_path(folder: Path, index: int) -> Path | None:
     return None
 
 
+def _required_image(folder: Path, index: int) -> Path:
+    """The image file <index>.<ext> of a sequence folder; DatasetError naming the missing file otherwise."""
+    path = _image_path(folder, index)
+    if path is None:
+        needed_by = "every H_1_k" if index == 1 else f"H_1_{index}"
+        alternatives = ", ".join(IMAGE_EXTENSIONS[1:])
+        raise DatasetError(f"missing image {folder / f'{index}.png'} (or {alternatives}), needed by {needed_by}")
+    return path
+
+
 def _pair_indices(folder: Path) -> list[int]:
-    """Indices k for which both H_1_k and image k exist in folder, ascending."""
-    indices = []
-    for path in folder.glob("H_1_*"):
-        suffix = path.name[len("H_1_"):]
-        if suffix.isdigit() and int(suffix) != 1 and _image_path(folder, int(suffix)) is not None:
-            indices.append(int(suffix))
-    return sorted(indices)
+    """Indices k of the homography files H_1_k (k > 1) in folder, ascending."""
+    suffixes = (path.name[len("H_1_"):] for path in folder.glob("H_1_*") if path.is_file())
+    return sorted(int(s) for s in suffixes if s.isdigit() and int(s) != 1)
 
 
 def is_sequence(folder: Path) -> bool:
-    """Whether folder holds an image 1 and at least one usable pair."""
-    return folder.is_dir() and _image_path(folder, 1) is not None and bool(_pair_indices(folder))
+    """Whether folder holds at least one homography file H_1_k (its images are checked when loaded)."""
+    return folder.is_dir() and bool(_pair_indices(folder))
 
 
 def find_sequences(data_dir: str | Path) -> list[Path]:
@@ -120,11 +128,14 @@ def resize_gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_sequence(folder: Path, size: tuple[int, int]) -> Iterator[EvalPair]:
-    """Pairs (1, k) of one sequence folder, images resized to size (h, w) and homographies rescaled."""
-    original_a = read_gray(_image_path(folder, 1))
+    """Pairs (1, k) of one sequence folder, images resized to size (h, w) and homographies rescaled.
+
+    Raises DatasetError naming the first missing image, unreadable image or malformed homography.
+    """
+    original_a = read_gray(_required_image(folder, 1))
     image_a = resize_gray(original_a, size)
     for index in _pair_indices(folder):
-        original_b = read_gray(_image_path(folder, index))
+        original_b = read_gray(_required_image(folder, index))
         homography = rescale_homography(
             read_homography(folder / f"H_1_{index}"), original_a.shape[:2], original_b.shape[:2], size
         )
