@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from usp_core.checkpoint import save_checkpoint
-from usp_core.cli.eval import main
+from usp_core.cli.eval import build_parser, main
+from usp_core.evaluation.methods import available_methods
 from usp_core.model import ModelConfig, UnsuperPoint
 
 METRIC_KEYS = {
-    "repeatability", "localization_error", "homography_accuracy", "matching_score",
+    "repeatability", "localization_error", "homography_accuracy", "matching_score", "matching_score_mutual",
     "keypoints_per_image", "ms_per_image",
 }
 SMALL_MODEL = {"widths": [8, 8, 8, 8, 16, 16, 16, 16], "descriptor_dim": 16}  # fast random network
@@ -61,6 +62,7 @@ def run_main(capsys, argv):
     [
         ("missing", [], "does not exist"),
         ("empty", [], "no sequences"),
+        ("no_image_2", [], "no_image_2/2.png"),
         ("seq", ["--methods", "orb,nope"], "unknown method"),
         ("seq", ["--resolution", "240by320"], "bad resolution"),
         ("seq", ["--top-k", "0"], "top-k"),
@@ -71,6 +73,9 @@ def run_main(capsys, argv):
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, synthetic_sequence, capsys, case, extra, message):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "no_image_2").mkdir()
+    for name in ("1.png", "H_1_2"):
+        (tmp_path / "no_image_2" / name).symlink_to(synthetic_sequence / name)
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     status, out, err = run_main(capsys, [tmp_path / case, *(e.format(tmp=tmp_path) for e in extra)])
     assert status == 2 and out == ""
@@ -80,31 +85,38 @@ def test_bad_input_exits_2_with_one_line(tmp_path, synthetic_sequence, capsys, c
 def test_whole_command_on_a_real_pair(real_pair, random_checkpoint, tmp_path, capsys):
     json_path, plot_path, pictures = tmp_path / "out" / "eval.json", tmp_path / "out" / "eval.png", tmp_path / "pics"
     status, out, _ = run_main(capsys, [
-        real_pair, "--methods", "orb,sift,usp", "--weights", random_checkpoint, "--resolution", "240x320",
+        real_pair, "--methods", "orb,sift,akaze,brisk,usp", "--weights", random_checkpoint, "--resolution", "240x320",
         "--top-k", "200", "--device", "cpu", "--json", json_path, "--plot", plot_path, "--visualize", pictures,
     ])
     assert status == 0
-    assert "| orb" in out and "| sift" in out and "| usp" in out
+    assert all(f"| {name}" in out for name in ("orb", "sift", "akaze", "brisk", "usp"))
+    assert "| M-score | M-score mutual |" in out
 
     results = json.loads(json_path.read_text())
-    assert list(results["methods"]) == ["orb", "sift", "usp"]
+    assert list(results["methods"]) == ["orb", "sift", "akaze", "brisk", "usp"]
     for name, summary in results["methods"].items():
         assert set(summary) == METRIC_KEYS | {"sequences"}
         assert set(summary["homography_accuracy"]) == {"1", "3", "5"}
         assert list(summary["sequences"]) == ["wall"]
         assert set(summary["sequences"]["wall"]) == METRIC_KEYS
         assert 0 < summary["keypoints_per_image"] <= 200 and summary["ms_per_image"] > 0
-        for key in ("repeatability", "matching_score"):
+        for key in ("repeatability", "matching_score", "matching_score_mutual"):
             assert 0.0 <= summary[key] <= 1.0
-    for name in ("orb", "sift"):  # wall 1-2 is an easy pair: both baselines must find the homography
+    for name in ("orb", "sift", "akaze", "brisk"):  # wall 1-2 is an easy pair: every baseline finds the homography
         assert results["methods"][name]["homography_accuracy"]["5"] == 1.0
         assert results["methods"][name]["repeatability"] > 0.4
     assert results["settings"]["resolution"] == [240, 320] and results["settings"]["top_k"] == 200
 
     plot = cv2.imread(str(plot_path))
     assert plot is not None and plot.shape[0] > 400 and plot.shape[1] > 600
-    assert sorted(p.name for p in pictures.iterdir()) == ["orb_wall_1-2.png", "sift_wall_1-2.png", "usp_wall_1-2.png"]
+    assert sorted(p.name for p in pictures.iterdir()) == [
+        f"{name}_wall_1-2.png" for name in ("akaze", "brisk", "orb", "sift", "usp")]
     assert not list(json_path.parent.glob(".*.tmp"))
+
+
+def test_methods_default_to_every_available_one():
+    assert build_parser().parse_args(["data"]).methods.split(",") == list(available_methods())
+    assert {"usp", "orb", "sift", "akaze", "brisk"} <= set(available_methods())  # setup.py installs opencv-contrib
 
 
 def test_usp_without_bundled_weights_exits_2_while_baselines_run(synthetic_sequence, tmp_path, capsys, monkeypatch):

@@ -5,14 +5,18 @@ import cv2
 import numpy as np
 import pytest
 
+from usp_core.evaluation.dataset import EvalPair
+from usp_core.evaluation.methods import Extraction
 from usp_core.evaluation.metrics import (
     corner_error,
     homography_accuracy,
     inside,
     matching_score,
+    mutual_matching_score,
     repeatability,
     warp_points,
 )
+from usp_core.evaluation.runner import evaluate_pair
 
 SIZE = (240, 320)  # (h, w) of both images
 
@@ -122,19 +126,77 @@ def test_homography_accuracy_counts_failures_as_wrong():
     assert accuracy == {"1": 0.25, "3": 0.5, "5": 0.75}
 
 
-def test_matching_score_of_correct_and_random_matches():
+def test_mutual_matching_score_of_correct_and_random_matches():
     points_a, points_b, matches = perfect_pair(perspective())
-    assert matching_score(points_a, points_b, matches, perspective(), SIZE, SIZE) == pytest.approx(1.0)
+    assert mutual_matching_score(points_a, points_b, matches, perspective(), SIZE, SIZE) == pytest.approx(1.0)
     rng = np.random.default_rng(0)
     shuffled = np.stack([matches[:, 0], rng.permutation(matches[:, 1])], axis=1)
-    assert matching_score(points_a, points_b, shuffled, perspective(), SIZE, SIZE) < 0.05
+    assert mutual_matching_score(points_a, points_b, shuffled, perspective(), SIZE, SIZE) < 0.05
 
 
-def test_matching_score_counts_only_the_shared_region():
+def test_mutual_matching_score_counts_only_the_shared_region():
     homography = rigid(0.0, 100.0, 0.0)
     points_a, points_b, matches = perfect_pair(homography)
     visible_a = inside(warp_points(points_a, homography), SIZE)
     assert not visible_a.all() and len(matches) == visible_a.sum()
-    assert matching_score(points_a, points_b, matches, homography, SIZE, SIZE) == pytest.approx(1.0)
+    assert mutual_matching_score(points_a, points_b, matches, homography, SIZE, SIZE) == pytest.approx(1.0)
     half = matches[: len(matches) // 2]
-    assert matching_score(points_a, points_b, half, homography, SIZE, SIZE) == pytest.approx(len(half) / len(matches))
+    expected = len(half) / len(matches)
+    assert mutual_matching_score(points_a, points_b, half, homography, SIZE, SIZE) == pytest.approx(expected)
+
+
+# A pair where plain and mutual nearest neighbours differ. Image b is image a shifted 20 px right
+# (both 100x100). a1 is a near-duplicate of a0 (1 px away) with b0's exact descriptor, so b0's
+# nearest in a is a1: a0 -> b0 is a correct plain match that is not mutual. b2 lies outside a.
+SHIFT = np.array([[1.0, 0.0, 20.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+POINTS_A = np.array([[30, 30], [31, 30], [60, 60], [50, 40], [40, 80]], dtype=np.float64)
+#   in b: a0 (50, 30), a1 (51, 30), a2 (80, 60), a3 (70, 40), a4 (60, 80): all inside b
+POINTS_B = np.array([[50, 30], [80, 62], [10, 70], [70, 20]], dtype=np.float64)
+#   in a: b0 (30, 30), b1 (60, 62), b2 (-10, 70): outside a, b3 (50, 20)
+E = np.eye(6)
+DESCRIPTORS_A = np.stack([E[0] + 0.3 * E[5], E[0], E[1], E[2], E[3]])  # a0 near b0; a1, a2, a3, a4 = b0, b1, b2, b3
+DESCRIPTORS_B = np.stack([E[0], E[1], E[2], E[3]])
+# Plain nearest neighbours: a -> b: a0-b0, a1-b0, a2-b1, a3-b2, a4-b3; b -> a: b0-a1, b1-a2, b2-a3, b3-a4.
+# Mutual nearest neighbours: a1-b0, a2-b1, a3-b2, a4-b3.
+
+
+def constructed_pair_result():
+    """evaluate_pair on the constructed pair (float descriptors)."""
+    image = np.zeros((100, 100), dtype=np.uint8)
+    pair = EvalPair("constructed", 2, image, image, SHIFT)
+
+    def extraction(points, descriptors):
+        return Extraction(points.astype(np.float32), np.ones(len(points), np.float32), descriptors.astype(np.float32))
+
+    return evaluate_pair(pair, extraction(POINTS_A, DESCRIPTORS_A), extraction(POINTS_B, DESCRIPTORS_B), False)[0]
+
+
+def test_published_matching_score_uses_plain_nearest_neighbours_both_ways():
+    # a -> b: each point of a, its nearest in b warped into a; a3's match b2 lands outside a, so 4 count:
+    #   a0 (b0 at 0 px) right, a1 (b0 at 1 px) right, a2 (b1 at 2 px) right, a4 (b3 far) wrong: 3/4.
+    # b -> a: each point of b, its nearest in a warped into b; all 4 land inside b (b2's match a3 too):
+    #   b0 (a1 at 1 px) right, b1 (a2 at 2 px) right, b2 (a3 far) wrong, b3 (a4 far) wrong: 2/4.
+    assert constructed_pair_result().matching_score == pytest.approx((3 / 4 + 2 / 4) / 2)
+
+
+def test_mutual_matching_score_of_the_same_pair_is_lower():
+    # a -> b over the 5 points of a whose warp lands in b: a1-b0 (1 px) and a2-b1 (2 px) right: 2/5.
+    # b -> a over the 3 points of b whose warp lands in a: the same two right: 2/3. a0 has no mutual match.
+    result = constructed_pair_result()
+    assert result.matching_score_mutual == pytest.approx((2 / 5 + 2 / 3) / 2)
+    assert result.num_matches == 4
+
+
+def test_published_matching_score_counts_3px_as_wrong_and_mutual_as_right():
+    """KP2D counts a match correct when strictly closer than 3 px; the mutual score keeps <= 3 px."""
+    points_a, points_b = np.array([[40.0, 50.0]]), np.array([[63.0, 50.0]])  # a0 warps to (60, 50): 3 px off
+    one = np.array([[0, 0]])
+    assert matching_score(points_a, points_b, one, one, SHIFT, (100, 100), (100, 100)) == 0.0
+    assert mutual_matching_score(points_a, points_b, one, SHIFT, (100, 100), (100, 100)) == 1.0
+    nearer = points_b - [0.5, 0.0]
+    assert matching_score(points_a, nearer, one, one, SHIFT, (100, 100), (100, 100)) == 1.0
+
+
+def test_published_matching_score_is_zero_without_points_in_one_image():
+    no_matches = np.zeros((0, 2), dtype=np.int64)
+    assert matching_score(POINTS_A, np.zeros((0, 2)), no_matches, no_matches, SHIFT, (100, 100), (100, 100)) == 0.0

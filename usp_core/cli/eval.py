@@ -1,7 +1,11 @@
 """usp-eval: HPatches-protocol evaluation of UnsuperPoint and OpenCV baselines on sequence folders.
 
-    usp-eval DATA_DIR --methods usp,orb,sift [--weights CKPT] [--resolution 240x320] [--top-k 300]
-             [--device D] [--json FILE] [--plot FILE.png] [--visualize DIR]
+    usp-eval DATA_DIR [--methods usp,orb,sift,akaze,brisk] [--weights CKPT] [--resolution 240x320]
+             [--top-k 300] [--device D] [--json FILE] [--plot FILE.png] [--visualize DIR]
+
+--methods defaults to every method the installed OpenCV offers (usp, orb, sift, akaze, brisk with
+opencv-contrib). Tables, JSON and plot carry two matching scores: "M-score", the published protocol
+(plain nearest neighbours each way), and "M-score mutual" (mutual nearest neighbours, as the matcher node).
 """
 from __future__ import annotations
 
@@ -47,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="usp-eval", description="Evaluate keypoint methods on HPatches-layout sequences.")
     parser.add_argument("data_dir", metavar="DATA_DIR",
                         help="folder of sequences (<seq>/1.png.., <seq>/H_1_k) or one sequence")
-    parser.add_argument("--methods", default="usp,orb,sift", help="comma-separated: " + ",".join(available_methods()))
+    methods = ",".join(available_methods())
+    parser.add_argument("--methods", default=methods, help=f"comma-separated (default: all, {methods})")
     parser.add_argument("--weights", default=None, help="usp checkpoint (default: the bundled weights)")
     parser.add_argument("--resolution", default="240x320", help="evaluation size HxW (default 240x320)")
     parser.add_argument("--top-k", type=int, default=300, help="keypoints kept per image (default 300)")

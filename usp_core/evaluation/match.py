@@ -1,10 +1,12 @@
-"""Descriptor matching for the evaluation: one mutual nearest-neighbour routine for every method.
+"""Descriptor matching for the evaluation: plain and mutual nearest neighbours, per descriptor kind.
 
-The matching itself is usp_core.matching.mutual_nearest_neighbours (shared with the ROS matcher).
-Descriptors are first mapped to unit vectors so that its nearest neighbour is the right one for
-each kind: float descriptors are L2-normalised (nearest in L2 = nearest in cosine), and binary
-descriptors (packed uint8 bits, as ORB/BRISK/AKAZE give them) are unpacked to +-1/sqrt(bits), for
-which squared L2 distance = 4 * Hamming distance / bits, so nearest in L2 = nearest in Hamming.
+Plain nearest neighbours (every point gets its nearest neighbour in the other image, each way) feed
+the published matching score; mutual nearest neighbours, from usp_core.matching (shared with the ROS
+matcher), feed homography estimation and the mutual matching score. Descriptors are first mapped to
+vectors of one norm per kind, so that the nearest in L2 is the right one: float descriptors are
+L2-normalised (nearest in L2 = nearest in cosine), and binary descriptors (packed uint8 bits, as
+ORB/BRISK/AKAZE give them) are unpacked to +-1, for which squared L2 distance = 4 * Hamming distance,
+exact in float32, so nearest in L2 = nearest in Hamming, ties included.
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ from usp_core.matching import mutual_nearest_neighbours
 
 
 def descriptor_vectors(descriptors: np.ndarray, binary: bool) -> torch.Tensor:
-    """(N, D) descriptors -> (N, D') float32 unit vectors whose L2 / cosine order is the method's own metric.
+    """(N, D) descriptors -> (N, D') float32 vectors of equal norm whose L2 order is the method's own metric.
 
-    binary: descriptors are (N, B) uint8 packed bits and D' = 8 B; otherwise D' = D.
+    binary: descriptors are (N, B) uint8 packed bits and D' = 8 B entries of +-1; otherwise D' = D, unit vectors.
     """
     if binary:
         bits = np.unpackbits(np.ascontiguousarray(descriptors, dtype=np.uint8), axis=1).astype(np.float32)
-        vectors = (2.0 * bits - 1.0) / np.sqrt(max(bits.shape[1], 1))
+        vectors = 2.0 * bits - 1.0
     else:
         vectors = np.asarray(descriptors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -29,10 +31,29 @@ def descriptor_vectors(descriptors: np.ndarray, binary: bool) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
 
 
-def match_descriptors(descriptors_a: np.ndarray, descriptors_b: np.ndarray, binary: bool) -> np.ndarray:
+def mutual_matches(descriptors_a: np.ndarray, descriptors_b: np.ndarray, binary: bool) -> np.ndarray:
     """Mutual nearest-neighbour matches between (N, D) and (M, D) descriptors -> (K, 2) int64 (i in a, j in b)."""
     if len(descriptors_a) == 0 or len(descriptors_b) == 0:
         return np.zeros((0, 2), dtype=np.int64)
     vectors_a, vectors_b = descriptor_vectors(descriptors_a, binary), descriptor_vectors(descriptors_b, binary)
     pairs = mutual_nearest_neighbours(vectors_a, vectors_b)
     return np.asarray(pairs.cpu(), dtype=np.int64).reshape(-1, 2)
+
+
+def nearest_neighbour_matches(
+    descriptors_a: np.ndarray, descriptors_b: np.ndarray, binary: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Plain nearest-neighbour matches each way between (N, D) and (M, D) descriptors, no selection.
+
+    Returns (N, 2) and (M, 2) int64 index pairs, both as (i in a, j in b): every i with its nearest j,
+    then every j with its nearest i. Ties go to the lowest index, as cv2.BFMatcher(crossCheck=False)
+    does; both are empty when either side has no descriptor. The vectors share one norm, so the
+    nearest in L2 is the largest dot product.
+    """
+    if len(descriptors_a) == 0 or len(descriptors_b) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros((0, 2), dtype=np.int64)
+    similarity = (descriptor_vectors(descriptors_a, binary) @ descriptor_vectors(descriptors_b, binary).T).numpy()
+    rows, columns = np.arange(similarity.shape[0]), np.arange(similarity.shape[1])
+    a_to_b = np.stack([rows, similarity.argmax(axis=1)], axis=1)
+    b_to_a = np.stack([similarity.argmax(axis=0), columns], axis=1)
+    return a_to_b.astype(np.int64), b_to_a.astype(np.int64)

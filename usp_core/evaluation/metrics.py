@@ -104,17 +104,62 @@ def homography_accuracy(errors: np.ndarray, thresholds: tuple[float, ...] = HOMO
 def matching_score(
     points_a: np.ndarray,
     points_b: np.ndarray,
+    matches_ab: np.ndarray,
+    matches_ba: np.ndarray,
+    homography: np.ndarray,
+    size_a: tuple[int, int],
+    size_b: tuple[int, int],
+    distance: float = CORRECT_DISTANCE,
+) -> float:
+    """Matching score of the published protocol (SuperPoint's evaluation, as UnsuperPoint and KP2D report it).
+
+    points_a (N, 2), points_b (M, 2); matches_ab (N, 2): every point i of a with its plain nearest
+    neighbour j in b, matches_ba (M, 2): every point j of b with its nearest i in a, both as (i, j).
+    Direction a->b: each matched point j is warped into a; among those landing inside a, the fraction
+    strictly within `distance` px of its point i (KP2D's `norm < 3`). Direction b->a likewise, points i
+    warped into b. Returns the mean of both directions; a direction with no matched point inside scores
+    0 (KP2D divides by max(count, 1)).
+    """
+    homography = np.asarray(homography, dtype=np.float64)
+    points_a = np.asarray(points_a, np.float64).reshape(-1, 2)
+    points_b = np.asarray(points_b, np.float64).reshape(-1, 2)
+    i_ab, j_ab = np.asarray(matches_ab, dtype=np.int64).reshape(-1, 2).T
+    i_ba, j_ba = np.asarray(matches_ba, dtype=np.int64).reshape(-1, 2).T
+    score_ab = _fraction_correct(points_a[i_ab], points_b[j_ab], np.linalg.inv(homography), size_a, distance)
+    score_ba = _fraction_correct(points_b[j_ba], points_a[i_ba], homography, size_b, distance)
+    return (score_ab + score_ba) / 2
+
+
+def _fraction_correct(
+    query: np.ndarray, matched: np.ndarray, homography: np.ndarray, size_query: tuple[int, int], distance: float
+) -> float:
+    """One direction of matching_score: (K, 2) matched points warped by homography into the query image.
+
+    Among the warps inside the query image (size (h, w)), the fraction strictly within distance px
+    of their (K, 2) query points; 0 when none is inside.
+    """
+    warped = warp_points(matched, homography)
+    visible = inside(warped, size_query)
+    with np.errstate(invalid="ignore"):
+        correct = visible & (np.linalg.norm(warped - query, axis=1) < distance)
+    return float(correct.sum() / max(int(visible.sum()), 1))
+
+
+def mutual_matching_score(
+    points_a: np.ndarray,
+    points_b: np.ndarray,
     matches: np.ndarray,
     homography: np.ndarray,
     size_a: tuple[int, int],
     size_b: tuple[int, int],
     distance: float = CORRECT_DISTANCE,
 ) -> float:
-    """Matching score of (K, 2) index matches (i in a, j in b) between points (N, 2) of a and (M, 2) of b.
+    """Matching score of mutual nearest-neighbour matches: what the ROS matcher relies on.
 
-    Direction a->b: matches whose point i lies in the shared region and whose warp is within
-    `distance` px of point j, over the points of a in the shared region; b->a likewise with the
-    inverse homography. Returns the mean of both directions (NaN when no point is shared).
+    points_a (N, 2), points_b (M, 2); matches (K, 2): index pairs (i in a, j in b). Direction a->b:
+    matches whose point i lies in the shared region and whose warp is within `distance` px of point j,
+    over all points of a in the shared region; b->a likewise with the inverse homography. Returns the
+    mean of both directions (NaN when no point is shared).
     """
     homography = np.asarray(homography, dtype=np.float64)
     matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)

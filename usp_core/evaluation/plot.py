@@ -15,15 +15,17 @@ from matplotlib.patches import Rectangle
 
 from usp_core.atomic import write_bytes_atomic
 
+MAX_LABELLED_BARS = 30  # values are printed on the bars of a panel holding at most this many (more overlap)
+
 
 def _grouped_bars(axis, groups: list[str], values: dict[str, list[float]], colours: dict[str, str]) -> None:
-    """Bars of values[method][g] for each group g, methods side by side, with the value printed on each bar."""
+    """Bars of values[method][g] for each group g, methods side by side, values printed when there is room."""
     width = 0.8 / max(len(values), 1)
     for m, (method, heights) in enumerate(values.items()):
         positions = [g + (m - (len(values) - 1) / 2) * width for g in range(len(groups))]
         shown = [h if math.isfinite(h) else 0.0 for h in heights]
         bars = axis.bar(positions, shown, width * 0.95, color=colours[method], label=method)
-        if width >= 0.12:
+        if len(groups) * len(values) <= MAX_LABELLED_BARS:
             labels = [f"{h:.2f}" if math.isfinite(h) else "-" for h in heights]
             axis.bar_label(bars, labels=labels, fontsize=7, padding=1)
     axis.set_xticks(range(len(groups)), groups)
@@ -33,7 +35,7 @@ def _grouped_bars(axis, groups: list[str], values: dict[str, list[float]], colou
 
 
 def summary_figure(methods: dict[str, dict], title: str) -> Figure:
-    """Figure with homography accuracy, repeatability / matching score per method, and repeatability per sequence."""
+    """Figure: homography accuracy, repeatability and both matching scores per method, repeatability per sequence."""
     colours = {m: matplotlib.colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
     figure = Figure(figsize=(12, 8), layout="constrained")
     grid = figure.add_gridspec(2, 2)
@@ -46,9 +48,10 @@ def summary_figure(methods: dict[str, dict], title: str) -> Figure:
     accuracy.set_title("Homography accuracy (mean corner error <= eps px)")
     accuracy.set_ylabel("fraction of pairs")
 
-    _grouped_bars(detection, ["repeatability", "matching score"],
-                  {m: [s["repeatability"], s["matching_score"]] for m, s in methods.items()}, colours)
-    detection.set_title("Repeatability and matching score (3 px)")
+    _grouped_bars(detection, ["repeatability", "M-score", "M-score mutual"],
+                  {m: [s["repeatability"], s["matching_score"], s["matching_score_mutual"]]
+                   for m, s in methods.items()}, colours)
+    detection.set_title("Repeatability and matching scores (3 px)")
 
     sequences = list(dict.fromkeys(seq for s in methods.values() for seq in s["sequences"]))
     _grouped_bars(per_sequence, sequences,

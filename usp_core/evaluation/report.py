@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import math
 
-COLUMNS = (
+METRIC_COLUMNS = (
     ("Rep.", lambda s: s["repeatability"], "{:.3f}"),
     ("Loc. err. (px)", lambda s: s["localization_error"], "{:.3f}"),
     ("HA@1", lambda s: s["homography_accuracy"]["1"], "{:.3f}"),
     ("HA@3", lambda s: s["homography_accuracy"]["3"], "{:.3f}"),
     ("HA@5", lambda s: s["homography_accuracy"]["5"], "{:.3f}"),
     ("M-score", lambda s: s["matching_score"], "{:.3f}"),
+    ("M-score mutual", lambda s: s["matching_score_mutual"], "{:.3f}"),
+)
+COST_COLUMNS = (
     ("kp/image", lambda s: s["keypoints_per_image"], "{:.0f}"),
     ("ms/image", lambda s: s["ms_per_image"], "{:.1f}"),
 )
@@ -29,18 +32,19 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def overall_table(methods: dict[str, dict]) -> str:
-    """One row per method with every overall metric."""
-    header = ["Method", *(name for name, _, _ in COLUMNS)]
-    rows = [[method, *(_cell(get(s), fmt) for _, get, fmt in COLUMNS)] for method, s in methods.items()]
+    """One row per method with every overall metric, keypoint count and time."""
+    columns = METRIC_COLUMNS + COST_COLUMNS
+    header = ["Method", *(name for name, _, _ in columns)]
+    rows = [[method, *(_cell(get(s), fmt) for _, get, fmt in columns)] for method, s in methods.items()]
     return _markdown(header, rows)
 
 
 def sequence_table(methods: dict[str, dict]) -> str:
-    """One row per sequence and method with the main metrics."""
-    header = ["Sequence", "Method", *(name for name, _, _ in COLUMNS[:6])]
+    """One row per sequence and method with every metric."""
+    header = ["Sequence", "Method", *(name for name, _, _ in METRIC_COLUMNS)]
     sequences = list(dict.fromkeys(seq for s in methods.values() for seq in s["sequences"]))
     rows = [
-        [seq, method, *(_cell(get(s["sequences"][seq]), fmt) for _, get, fmt in COLUMNS[:6])]
+        [seq, method, *(_cell(get(s["sequences"][seq]), fmt) for _, get, fmt in METRIC_COLUMNS)]
         for seq in sequences
         for method, s in methods.items()
         if seq in s["sequences"]

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 
 from usp_core.evaluation.dataset import EvalPair
-from usp_core.evaluation.match import match_descriptors
+from usp_core.evaluation.match import mutual_matches, nearest_neighbour_matches
 from usp_core.evaluation.methods import Extraction, Method
 from usp_core.evaluation.metrics import (
-    CORRECT_DISTANCE,
     corner_error,
     homography_accuracy,
     matching_score,
+    mutual_matching_score,
     repeatability,
 )
 from usp_core.matching import estimate_homography
@@ -30,7 +30,11 @@ RANSAC_SEED = 0  # OpenCV RNG seed set before each RANSAC, so a run is reproduci
 
 @dataclass(frozen=True)
 class PairResult:
-    """Metrics of one pair (image 1, image k) of a sequence; NaN where undefined (see metrics.py)."""
+    """Metrics of one pair (image 1, image k) of a sequence; NaN where undefined (see metrics.py).
+
+    matching_score: the published protocol (plain nearest neighbours); matching_score_mutual: over
+    the mutual matches, which num_matches counts and the homography is estimated from.
+    """
 
     sequence: str
     index: int
@@ -38,6 +42,7 @@ class PairResult:
     localization_error: float
     corner_error: float
     matching_score: float
+    matching_score_mutual: float
     num_matches: int
     num_inliers: int
 
@@ -79,8 +84,8 @@ def evaluate_pair(
     """All metrics of one pair from both images' extractions (binary: Hamming matching)."""
     size_a, size_b = pair.image_a.shape[:2], pair.image_b.shape[:2]
     points_a, points_b = extraction_a.keypoints, extraction_b.keypoints
-    rep = repeatability(points_a, points_b, pair.homography, size_a, size_b, CORRECT_DISTANCE)
-    matches = match_descriptors(extraction_a.descriptors, extraction_b.descriptors, binary)
+    rep = repeatability(points_a, points_b, pair.homography, size_a, size_b)
+    matches = mutual_matches(extraction_a.descriptors, extraction_b.descriptors, binary)
     estimate_h, inliers = None, np.zeros(len(matches), dtype=bool)
     if len(matches) >= 4:
         cv2.setRNGSeed(RANSAC_SEED)
@@ -88,10 +93,11 @@ def evaluate_pair(
                                        threshold=RANSAC_THRESHOLD, min_inliers=4)
         estimate_h, inliers = estimate.homography, np.asarray(estimate.inlier_mask, dtype=bool).reshape(-1)
     error = corner_error(estimate_h, pair.homography, size_a)
-    score = matching_score(points_a, points_b, matches, pair.homography, size_a, size_b, CORRECT_DISTANCE)
-    result = PairResult(
-        pair.sequence, pair.index, rep.rate, rep.localization_error, error, score, len(matches), int(inliers.sum())
-    )
+    matches_ab, matches_ba = nearest_neighbour_matches(extraction_a.descriptors, extraction_b.descriptors, binary)
+    score = matching_score(points_a, points_b, matches_ab, matches_ba, pair.homography, size_a, size_b)
+    score_mutual = mutual_matching_score(points_a, points_b, matches, pair.homography, size_a, size_b)
+    result = PairResult(pair.sequence, pair.index, rep.rate, rep.localization_error, error, score, score_mutual,
+                        len(matches), int(inliers.sum()))
     return result, MatchExample(pair, extraction_a, extraction_b, matches, inliers, error)
 
 
@@ -136,14 +142,15 @@ def _mean(values) -> float:
 def summarize(pairs: list[PairResult], images: list[ImageRecord]) -> dict:
     """Metrics averaged over pairs (and images): the JSON shape of one method or one sequence.
 
-    Repeatability, localization error and matching score are means over the pairs where they are
-    defined; homography accuracy counts a failed estimate as wrong.
+    Repeatability, localization error and both matching scores are means over the pairs where they
+    are defined; homography accuracy counts a failed estimate as wrong.
     """
     return {
         "repeatability": _mean(p.repeatability for p in pairs),
         "localization_error": _mean(p.localization_error for p in pairs),
         "homography_accuracy": homography_accuracy(np.array([p.corner_error for p in pairs], dtype=np.float64)),
         "matching_score": _mean(p.matching_score for p in pairs),
+        "matching_score_mutual": _mean(p.matching_score_mutual for p in pairs),
         "keypoints_per_image": _mean(i.keypoints for i in images),
         "ms_per_image": _mean(i.milliseconds for i in images),
     }
