@@ -69,6 +69,7 @@ class TrainConfig:
     val_interval: int = 500  # steps between validations (and best.pt updates)
     val_batches: int = 8  # batches per validation (a fixed set, the same every time)
     checkpoint_interval: int = 500  # steps between writes of last.pt
+    snapshot_interval: int = 0  # steps between weight snapshots (snapshots/step_N.pt) kept for selection by usp-eval; 0 = none
     log_interval: int = 50  # steps between loss logs
     seed: int = 0  # seeds model init, data split, sampling and augmentation
     amp: str = "auto"  # "auto" (bf16 when CUDA supports it, fp16 otherwise; off on CPU), "none", "bf16", "fp16"
@@ -93,6 +94,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.snapshot_interval < 0:
+            raise ConfigError(f"snapshot_interval must be >= 0, got {self.snapshot_interval}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.optimizer.lr <= 0:

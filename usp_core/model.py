@@ -45,7 +45,7 @@ BACKBONE_WIDTHS = {  # default widths per backbone
 class ModelConfig:
     """Architecture of :class:`UnsuperPoint`."""
 
-    backbone: str = "vgg"  # "vgg": the paper's 8 conv3x3 with 3 max-pools; "fast": strided convs, thin at full resolution, 1/16 context
+    backbone: str = "vgg"  # "vgg": the paper's 8 conv3x3 with 3 max-pools; "fast": one thin conv at full resolution, 1/16 context
     widths: tuple[int, ...] = ()  # vgg: 8 conv3x3 widths (a max-pool after the 2nd, 4th, 6th); fast: 5 widths at 1, 1/2, 1/4, 1/8, 1/16 scale; () = the backbone's default
     descriptor_dim: int = 256  # D, length of each descriptor
     in_channels: int = 1  # grey input; colour is converted by the inference wrapper
@@ -75,10 +75,10 @@ class DenseOutput(NamedTuple):
     descriptors: torch.Tensor
 
 
-def _conv_block(in_channels: int, out_channels: int, negative_slope: float, stride: int = 1) -> nn.Sequential:
-    """conv3x3 (same padding, no bias) + BatchNorm + LeakyReLU; stride 2 halves the size (rounding up)."""
+def _conv_block(in_channels: int, out_channels: int, negative_slope: float) -> nn.Sequential:
+    """conv3x3 (stride 1, same padding, no bias) + BatchNorm + LeakyReLU."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.LeakyReLU(negative_slope),
     )
@@ -110,11 +110,13 @@ def vgg_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
 class FastBackbone(nn.Module):
     """A backbone cheap on a CPU (the XFeat/ALIKE pattern): thin at full resolution, depth at 1/8.
 
-    widths (w1, w2, w4, w8, w16): one conv3x3 at full resolution, then per scale 1/2, 1/4, 1/8 and 1/16
-    a stride-2 conv3x3 block and a conv3x3 block. The 1/16 map (context: a wider receptive field for
-    the descriptors) is projected to w8 by a 1x1 conv, upsampled bilinearly and added to the 1/8 map;
-    so is a 1x1 projection of the input's 8x8 pixel blocks (``pixel_unshuffle``), which hands the
-    heads every pixel of the cell for sub-pixel placement.
+    widths (w1, w2, w4, w8, w16): one conv3x3 block at full resolution, then per scale 1/2, 1/4, 1/8
+    and 1/16 a 2x2 max-pool and two conv3x3 blocks (max-pools, as in the paper's VGG, keep each 1/8
+    cell centred on its 8x8 pixels; stride-2 convolutions centre it on its top-left pixel and did not
+    learn positions). The 1/16 map (context: a wider receptive field for the descriptors) is
+    projected to w8 by a 1x1 conv, upsampled bilinearly and added to the 1/8 map. (A 1x1 projection
+    of each cell's raw 8x8 pixels added there too let the network satisfy L_uni_xy with
+    pixel-noise offsets, and positions stopped improving.)
     Input (B, C, H, W), H and W multiples of 8 -> (B, w8, H/8, W/8).
     """
 
@@ -123,11 +125,11 @@ class FastBackbone(nn.Module):
         slope, widths = config.negative_slope, config.widths
         stages: list[nn.Module] = [_conv_block(config.in_channels, widths[0], slope)]
         for low, high in zip(widths[:-1], widths[1:]):
-            stages.append(nn.Sequential(_conv_block(low, high, slope, stride=2), _conv_block(high, high, slope)))
+            stages.append(nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),
+                                        _conv_block(low, high, slope), _conv_block(high, high, slope)))
         self.to_eighth = nn.Sequential(*stages[:4])
         self.to_sixteenth = stages[4]
         self.context = nn.Conv2d(widths[4], widths[3], kernel_size=1)
-        self.pixels = nn.Conv2d(config.in_channels * 64, widths[3], kernel_size=1)
         self.out_channels = widths[3]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -135,7 +137,7 @@ class FastBackbone(nn.Module):
         eighth = self.to_eighth(images)
         context = self.context(self.to_sixteenth(eighth))
         context = F.interpolate(context, size=eighth.shape[-2:], mode="bilinear", align_corners=False)
-        return eighth + context + self.pixels(F.pixel_unshuffle(images, 8))
+        return eighth + context
 
 
 def cell_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

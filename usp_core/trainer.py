@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 VALIDATION_SEED_OFFSET = 7919  # validation pairs use seed + this, so they never coincide with training pairs
 CONFIG_KEYS_FREE_ON_RESUME = ("data_dir", "num_workers", "steps", "val_interval", "checkpoint_interval",
-                              "log_interval")
+                              "snapshot_interval", "log_interval")
 
 
 def setup_distributed(device: str = "auto") -> str:
@@ -266,6 +266,18 @@ class Trainer:
             return None
         return save_checkpoint(self.out_dir / name, self.state_dict())
 
+    def save_snapshot(self) -> Path | None:
+        """Write the model weights of this step to out_dir/snapshots/step_N.pt (rank 0; None elsewhere).
+
+        A snapshot holds ``model``, ``config``, ``step`` and ``seed``: what ``usp-eval --weights`` and
+        ``KeypointDetector.from_pretrained`` read, so checkpoints can be chosen by evaluation.
+        """
+        if not self.is_main:
+            return None
+        state = {"model": self.model.state_dict(), "config": to_dict(self.config), "step": self.step,
+                 "seed": self.config.seed}
+        return save_checkpoint(self.out_dir / "snapshots" / f"step_{self.step:06d}.pt", state)
+
     def resume(self, path: str | Path) -> int:
         """Restore a checkpoint written by ``save``; training continues at its step, which is returned."""
         state = load_checkpoint(path, map_location="cpu")
@@ -320,8 +332,9 @@ class Trainer:
         """Train until ``config.steps`` (or ``max_steps`` total steps, or ``time_limit`` seconds of this call).
 
         Logs every ``log_interval`` steps (also to out_dir/metrics.jsonl, one JSON object per line),
-        validates every ``val_interval`` (keeping ``best.pt``) and writes ``last.pt`` every
-        ``checkpoint_interval`` steps and on exit. Returns the last validation metrics (empty when none ran).
+        validates every ``val_interval`` (keeping ``best.pt``), writes ``last.pt`` every
+        ``checkpoint_interval`` steps and on exit, and a weight snapshot every ``snapshot_interval``.
+        Returns the last validation metrics (empty when none ran).
         """
         target = min(self.config.steps, max_steps) if max_steps is not None else self.config.steps
         if self.is_main:
@@ -349,6 +362,8 @@ class Trainer:
                 if self.step % self.config.checkpoint_interval == 0:
                     self.save("last.pt")
                     saved_step = self.step
+                if self.config.snapshot_interval and self.step % self.config.snapshot_interval == 0:
+                    self.save_snapshot()
                 if timed_out:
                     if self.is_main:
                         logger.info("time limit of %g s reached at step %d", time_limit, self.step)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from usp_core.config import TrainConfig, from_dict
+from usp_core.inference import KeypointDetector
 from usp_core.trainer import Trainer, lr_factor
 
 STEPS = 24
@@ -94,6 +95,20 @@ def test_resume_continues_at_saved_step_with_identical_losses(full_run, tiny_con
     final = torch.load(tmp_path / "second" / "last.pt", weights_only=True)["model"]
     reference = uninterrupted.model.state_dict()
     assert all(torch.equal(final[k], reference[k]) for k in reference)
+
+
+def test_snapshots_load_as_detectors_with_the_weights_of_their_step(tiny_config, tmp_path):
+    config = dataclasses.replace(tiny_config, snapshot_interval=5)
+    trainer = Trainer(config, tmp_path, device="cpu", progress=False)
+    trainer.train(max_steps=10)
+    names = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert names == ["step_000005.pt", "step_000010.pt"]
+    early = torch.load(tmp_path / "snapshots" / names[0], weights_only=True)
+    assert early["step"] == 5 and from_dict(early["config"]) == config
+    detector = KeypointDetector.from_pretrained(tmp_path / "snapshots" / names[1])
+    final = trainer.model.state_dict()
+    assert all(torch.equal(detector.model.state_dict()[k], final[k]) for k in final)
+    assert not all(torch.equal(early["model"][k], final[k]) for k in final)
 
 
 def test_time_limit_stops_early_and_saves(tiny_config, tmp_path):
