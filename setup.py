@@ -16,12 +16,14 @@ setup(
         "torch>=2.3",  # install torch==2.13.0 (CPU) first; this range then installs nothing more
         "numpy>=1.24",
         "opencv-contrib-python-headless>=4.8",  # contrib: AKAZE and BRISK, evaluation anchors (OpenCV 5 moved them)
+        "openvino>=2026.4",  # the default CPU inference backend (usp_core.backends): +59 MB download, +180 MB installed
         "pyyaml>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
     extras_require={
-        "onnx": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],  # usp-export --format onnx
+        # usp-export --format onnx, and the onnxruntime inference backend (onnxruntime alone: +28 MB download, +82 MB)
+        "onnx": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
         "tensorboard": ["tensorboard"],  # usp-train writes TensorBoard events when installed
         "test": ["pytest>=7", "onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
     },

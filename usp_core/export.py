@@ -11,11 +11,14 @@ the fields of ``DenseOutput``; top-k selection stays in the caller (``usp_core.i
   ``onnxruntime`` (or any ONNX runtime).
 - Weights: ``{"model", "config": {"model": ...}, "step", "seed"}`` with float tensors in fp16 by
   default, the form the package ships and ``KeypointDetector.from_pretrained`` reads.
+- ``export_program``: the ``torch.export`` program with the same dynamic shapes, which the
+  inference backends (usp_core.backends) convert to their runtime.
 
 Every export is checked against the eager model on the example input before it is reported done.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import warnings
@@ -25,12 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from usp_core.checkpoint import load_checkpoint, save_checkpoint
+from usp_core.checkpoint import first_line, load_checkpoint, save_checkpoint
 from usp_core.config import ConfigError, from_dict
 from usp_core.model import UnsuperPoint
 
 __all__ = ["ExportError", "DenseTuple", "load_model", "export_torchscript", "export_onnx", "export_weights",
-           "onnx_session", "FORMATS", "OUTPUT_NAMES"]
+           "export_program", "onnx_session", "quiet_pytree_deprecation", "FORMATS", "OUTPUT_NAMES"]
 
 FORMATS = ("torchscript", "onnx", "weights")
 OUTPUT_NAMES = ("score", "position", "descriptors")
@@ -79,12 +82,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Un
     return model.float().eval().to(device), state
 
 
-def _example(model: nn.Module, height: int, width: int) -> torch.Tensor:
+def _example(wrapper: DenseTuple, height: int, width: int, batch: int = 1) -> torch.Tensor:
+    """A seeded (batch, C, height, width) input for the wrapped model (C from its config, else 1)."""
     if height % 8 or width % 8 or height <= 0 or width <= 0:
         raise ExportError(f"export size must be positive multiples of 8, got {height}x{width}")
-    device = next(model.parameters()).device
+    device = next(wrapper.parameters()).device
+    channels = int(getattr(getattr(wrapper.model, "config", None), "in_channels", 1))
     generator = torch.Generator().manual_seed(0)
-    return torch.rand(1, 1, height, width, generator=generator).to(device)
+    return torch.rand(batch, channels, height, width, generator=generator).to(device)
+
+
+def _dynamic_shapes(cell: int = 8) -> dict:
+    """torch.export dynamic shapes of the input "images": any batch, height and width multiples of ``cell``."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    rows = torch.export.Dim("rows", min=1, max=1024)
+    cols = torch.export.Dim("cols", min=1, max=1024)
+    return {"images": {0: batch, 2: cell * rows, 3: cell * cols}}
 
 
 def _check(exported: tuple, reference: tuple, what: str) -> None:
@@ -121,19 +134,41 @@ def export_onnx(model: UnsuperPoint, path: str | Path, height: int = 240, width:
     path = Path(path)
     wrapper = DenseTuple(copy.deepcopy(model).cpu()).eval()
     example = _example(wrapper, height, width)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    rows = torch.export.Dim("rows", min=1, max=1024)
-    cols = torch.export.Dim("cols", min=1, max=1024)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(wrapper, (example,), str(path), dynamo=True, opset_version=opset,
+    with torch.no_grad(), quiet_pytree_deprecation():
+        torch.onnx.export(wrapper, (example,), str(path), dynamo=True, opset_version=opset, verbose=False,
                           input_names=["images"], output_names=list(OUTPUT_NAMES),
-                          dynamic_shapes={"images": {0: batch, 2: 8 * rows, 3: 8 * cols}})
+                          dynamic_shapes=_dynamic_shapes())
         reference = wrapper(example)
     session = onnx_session(path)
     if session is not None:
         _check(tuple(session.run(None, {"images": example.numpy()})), reference, "ONNX")
     return path
+
+
+def export_program(model: nn.Module, height: int = 64, width: int = 96) -> torch.export.ExportedProgram:
+    """``torch.export`` of DenseTuple(model), float32 on the CPU, with dynamic batch, height and width.
+
+    Heights and widths are multiples of ``model.cell`` (8 when absent). The example batch holds 2
+    images, since torch.export fixes a dimension it sees at size 1. Raises ExportError (one line)
+    when the model does not export.
+    """
+    wrapper = DenseTuple(copy.deepcopy(model).float().cpu()).eval()
+    example = _example(wrapper, height, width, batch=2)
+    try:
+        with torch.no_grad():
+            return torch.export.export(wrapper, (example,), dynamic_shapes=_dynamic_shapes(getattr(model, "cell", 8)))
+    except Exception as error:  # torch.export raises many types (UserError, RuntimeError, ...)
+        raise ExportError(f"torch.export cannot export {type(model).__name__}: {first_line(error)}") from error
+
+
+@contextlib.contextmanager
+def quiet_pytree_deprecation():
+    """Silence torch 2.13's FutureWarning about ``isinstance(treespec, LeafSpec)``, raised inside torch's
+    own pytree code whenever an exported program is copied (by the ONNX exporter, openvino.convert_model)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated", category=FutureWarning)
+        yield
 
 
 def onnx_session(path: str | Path):

@@ -1,10 +1,13 @@
 """Inference wrapper: images in, per-image keypoints, scores and descriptors out.
 
 :class:`KeypointDetector` turns arrays or tensors of any size into the model's input (grey, float in
-[0, 1], a multiple of 8 in size), runs the dense model under ``torch.inference_mode`` and selects
-points per image: border removal, score threshold and top-k by score. Keypoints are returned in the
-pixels of the given image (OpenCV convention, centre of the top-left pixel at (0, 0)), so nothing
-needs to be undone by the caller. Batches return a list, since the counts differ between images.
+[0, 1], a multiple of 8 in size), runs the dense model in one of the backends of
+:mod:`usp_core.backends` (eager torch, OpenVINO, ONNX Runtime; ``auto`` picks the fastest here) and
+selects points per image with the shared code of :mod:`usp_core.selection`: border removal, score
+threshold, optional radius NMS and top-k by score, so every backend yields the same points. Keypoints
+are returned in the pixels of the given image (OpenCV convention, centre of the top-left pixel at
+(0, 0)), so nothing needs to be undone by the caller. Batches return a list, since the counts differ
+between images.
 """
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backends import BACKENDS, Runner, make_runner
 from .checkpoint import CheckpointError, first_line, load_checkpoint, model_weights
 from .homography import scaling_matrix, warp_points
 from .model import ModelConfig, UnsuperPoint
+from .selection import select_points
 
 __all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS"]
 
@@ -66,6 +71,7 @@ class DetectorConfig:
     max_keypoints: int | None = 1000  # keep at most this many points per image, best scores first; None keeps all
     score_threshold: float = 0.0  # keep points with score >= this
     border: int = 4  # drop points closer than this many pixels to the edge of the (padded: original; cropped: kept) image
+    nms_radius: int = 0  # optional: drop points with a higher-scoring kept point within this many pixels (greedy); 0 = off
     size_policy: str = "pad"  # "pad": replicate-pad bottom/right up to a multiple of 8; "crop": drop the bottom/right remainder
     half: bool = False  # run the model under float16 autocast on CUDA; ignored on CPU
     channel_order: str = "rgb"  # channel order of 3-channel inputs: "rgb", or "bgr" for cv2.imread images
@@ -79,6 +85,8 @@ class DetectorConfig:
             raise ValueError(f"max_keypoints must be positive or None, got {self.max_keypoints}")
         if self.border < 0:
             raise ValueError(f"border must be >= 0, got {self.border}")
+        if self.nms_radius < 0:
+            raise ValueError(f"nms_radius must be >= 0, got {self.nms_radius}")
 
 
 def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -113,9 +121,9 @@ def _group_by_size(images: ImageInput) -> list[torch.Tensor]:
 def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 -> /255, uint16 -> /65535, floats kept (assumed in [0, 1]); returns float32."""
     if images.dtype == torch.uint8:
-        return images.float() / 255.0
+        return images.float().div_(255.0)
     if images.dtype == torch.uint16:
-        return images.float() / 65535.0
+        return images.float().div_(65535.0)
     if images.is_floating_point():
         return images.float()
     raise TypeError(f"images must be uint8, uint16 or float, got {images.dtype}")
@@ -182,32 +190,70 @@ class KeypointDetector:
     The model is put in eval mode (BatchNorm uses its running statistics). Inputs: a numpy image
     (H, W) or (H, W, 3) uint8/uint16/float, a list of them (sizes may differ), or a tensor
     (B, C, H, W) / (C, H, W) / (H, W); floats are taken to be in [0, 1]; colour becomes grey.
+
+    ``backend``: "auto" (torch on CUDA; on the CPU openvino, else onnxruntime, else torch), "torch",
+    "onnxruntime" or "openvino". Backends other than torch run a graph exported from the model's
+    weights at first use (cached on disk under ``cache_dir``, see usp_core.graph_cache): build a new
+    detector after changing the weights. ``num_threads`` > 0 caps the CPU threads of every backend.
     """
 
-    def __init__(self, model: UnsuperPoint, config: DetectorConfig | None = None) -> None:
+    def __init__(self, model: UnsuperPoint, config: DetectorConfig | None = None, backend: str = "auto",
+                 num_threads: int = 0, cache_dir: str | Path | None = None) -> None:
+        if num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.model = model.eval()
         self.config = config if config is not None else DetectorConfig()
+        self.requested_backend = backend
+        self.num_threads = num_threads
+        self.cache_dir = cache_dir
+        self._runner: Runner | None = None
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path | None = None, device: str | torch.device = "cpu",
-                        config: DetectorConfig | None = None) -> KeypointDetector:
+                        config: DetectorConfig | None = None, backend: str = "auto", num_threads: int = 0,
+                        cache_dir: str | Path | None = None) -> KeypointDetector:
         """Detector from a checkpoint dict with "model" (state dict) and "config" (with a "model" section).
 
         ``None`` loads the bundled weights (usp_core/weights/unsuperpoint.pt). Raises CheckpointError
-        with a one-line message when the file is missing, corrupt or does not fit the model.
+        with a one-line message when the file is missing, corrupt or does not fit the model. The
+        backend is prepared at the first detect (or by :meth:`prepare`).
         """
         path = _resolve_weights(path_or_name)
         if path_or_name is None and not path.is_file():
             raise CheckpointError(f"cannot load checkpoint {path}: no bundled weights in this install; "
                                   "pass a checkpoint written by usp-train")
         model = _model_from_checkpoint(load_checkpoint(path, map_location="cpu"), path)
-        return cls(model.to(device), config)
+        return cls(model.to(device), config, backend, num_threads, cache_dir)
 
     @property
     def device(self) -> torch.device:
         """The device of the model's weights."""
         tensor = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
         return tensor.device if tensor is not None else torch.device("cpu")
+
+    def prepare(self) -> str:
+        """Make the backend ready now (export or load its cached graph) and return its name.
+
+        Raises ValueError or usp_core.backends.BackendError (one line) when the requested backend
+        cannot run here; "auto" falls back to torch instead.
+        """
+        if self._runner is None:
+            self._runner = make_runner(self.requested_backend, self.model, self.device, self.num_threads,
+                                       self.cache_dir)
+        return self._runner.name
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend that runs the network ("torch", "onnxruntime", "openvino"); prepares it if needed."""
+        return self.prepare()
+
+    def to(self, device: str | torch.device) -> KeypointDetector:
+        """Move the model to ``device``; the backend is chosen again at the next use. Returns self."""
+        self.model.to(device)
+        self._runner = None
+        return self
 
     def detect(self, images: ImageInput) -> list[Features]:
         """Detect in one image, a batch tensor or a list of images: a list with one Features per image."""
@@ -240,28 +286,19 @@ class KeypointDetector:
         return Features(warp_points(features.keypoints, back), features.scores, features.descriptors)
 
     def _detect_batch(self, batch: torch.Tensor) -> list[Features]:
-        """(B, C, H, W) of one size -> B Features."""
-        images = _to_unit_float(batch.to(self.device))
+        """(B, C, H, W) of one size -> B Features, on the model's device."""
+        device = self.device
+        self.prepare()
+        images = _to_unit_float(batch.to(device))
         images = _to_channels(images, self.model.config.in_channels, self.config.channel_order)
         images, valid_size = _fit_to_cells(images, self.model.cell, self.config.size_policy)
-        use_half = self.config.half and self.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=torch.float16,
-                                                    enabled=use_half):
-            dense = self.model(images)
-            keypoints = dense.position.flatten(2).transpose(1, 2).float()
-            scores = dense.score.flatten(1).float()
-            descriptors = dense.descriptors.flatten(2).transpose(1, 2).float()
-            return [self._select(keypoints[i], scores[i], descriptors[i], valid_size) for i in range(len(scores))]
-
-    def _select(self, keypoints: torch.Tensor, scores: torch.Tensor, descriptors: torch.Tensor,
-                valid_size: tuple[int, int]) -> Features:
-        """Border, threshold and top-k on one image's (L, 2), (L,), (L, D) cell predictions."""
-        height, width = valid_size
-        border = self.config.border
-        x, y = keypoints[:, 0], keypoints[:, 1]
-        keep = ((x >= border) & (x <= width - 1 - border) & (y >= border) & (y <= height - 1 - border)
-                & (scores >= self.config.score_threshold))
-        keypoints, scores, descriptors = keypoints[keep], scores[keep], descriptors[keep]
-        count = len(scores) if self.config.max_keypoints is None else min(len(scores), self.config.max_keypoints)
-        order = torch.topk(scores, count, sorted=True).indices
-        return Features(keypoints[order], scores[order], descriptors[order])
+        score, position, descriptors = self._runner(images.contiguous(), self.config.half)
+        config = self.config
+        results = []
+        for index in range(len(score)):
+            selected = select_points(score[index, 0], position[index], descriptors[index], valid_size,
+                                     cell=self.model.cell, border=config.border,
+                                     score_threshold=config.score_threshold, nms_radius=config.nms_radius,
+                                     max_keypoints=config.max_keypoints)
+            results.append(Features(*(torch.from_numpy(array).to(device) for array in selected)))
+        return results

@@ -1,4 +1,5 @@
-"""Tests of usp_core.inference: input handling, point selection, resizing, checkpoints."""
+"""Tests of usp_core.inference: input handling, point selection, resizing, checkpoints (torch backend;
+the other backends are compared with it in test_backends.py)."""
 import dataclasses
 
 import cv2
@@ -16,7 +17,7 @@ SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
 
 def _detector(**config) -> KeypointDetector:
     torch.manual_seed(0)
-    return KeypointDetector(UnsuperPoint(SMALL), DetectorConfig(**config))
+    return KeypointDetector(UnsuperPoint(SMALL), DetectorConfig(**config), backend="torch")
 
 
 def _image(height: int = 50, width: int = 70, seed: int = 0) -> np.ndarray:
@@ -148,7 +149,7 @@ def test_batches_return_lists_matching_single_images():
 
 def test_inference_is_eval_mode_and_without_gradients():
     model = UnsuperPoint(SMALL).train()
-    detector = KeypointDetector(model)
+    detector = KeypointDetector(model, backend="torch")
     assert not model.training
     found = detector.detect(_image())[0]
     assert not found.descriptors.requires_grad
@@ -160,14 +161,14 @@ def _blob(height: int, width: int, centre: tuple[float, float], sigma: float = 4
 
 
 def test_hand_made_model_finds_blob_centre():
-    detector = KeypointDetector(CentroidModel(), DetectorConfig(max_keypoints=1, border=0))
+    detector = KeypointDetector(CentroidModel(), DetectorConfig(max_keypoints=1, border=0), backend="torch")
     found = detector.detect(_blob(64, 96, (37.3, 21.6)))[0]
     assert torch.allclose(found.keypoints[0], torch.tensor([37.3, 21.6]), atol=0.05)
 
 
 @pytest.mark.parametrize("size", [(32, 48), (48, 40), (128, 192)])
 def test_detect_resized_maps_points_back_to_original_pixels(size):
-    detector = KeypointDetector(CentroidModel(), DetectorConfig(max_keypoints=1, border=0))
+    detector = KeypointDetector(CentroidModel(), DetectorConfig(max_keypoints=1, border=0), backend="torch")
     centre = (41.3, 29.6)
     image = _blob(64, 96, centre)
     found = detector.detect_resized(image, size)
@@ -190,9 +191,9 @@ def test_from_pretrained_round_trip(tmp_path):
     path = tmp_path / "run.pt"
     torch.save(_checkpoint(model), path)
     config = DetectorConfig(max_keypoints=25)
-    loaded = KeypointDetector.from_pretrained(path, device="cpu", config=config)
+    loaded = KeypointDetector.from_pretrained(path, device="cpu", config=config, backend="torch")
     assert loaded.device.type == "cpu" and loaded.model.config == model.config
-    expected = KeypointDetector(model, config).detect(_image())[0]
+    expected = KeypointDetector(model, config, backend="torch").detect(_image())[0]
     actual = loaded.detect(_image())[0]
     assert torch.equal(expected.keypoints, actual.keypoints) and torch.equal(expected.descriptors, actual.descriptors)
 

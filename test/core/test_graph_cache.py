@@ -1,0 +1,113 @@
+"""Tests of usp_core.graph_cache: keys follow what changes a graph, entries are verified before use."""
+import json
+import logging
+
+import pytest
+import torch
+
+from usp_core.graph_cache import MANIFEST, GraphCache, describe_graph, weights_digest
+from usp_core.model import ModelConfig, UnsuperPoint
+
+SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
+
+
+def _description(model=None, runtime_version="1.0"):
+    torch.manual_seed(0)
+    model = model if model is not None else UnsuperPoint(SMALL)
+    return describe_graph(model, "runtime", runtime_version, inputs="dynamic", precision="f32")
+
+
+def _builder(files):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return dict(files)
+    return build, calls
+
+
+def test_description_changes_with_weights_config_and_runtime_version():
+    torch.manual_seed(0)
+    model = UnsuperPoint(SMALL)
+    base = describe_graph(model, "runtime", "1.0", inputs="dynamic", precision="f32")
+    assert describe_graph(model, "runtime", "1.0", inputs="dynamic", precision="f32") == base
+    assert describe_graph(model, "runtime", "1.1", inputs="dynamic", precision="f32") != base
+    with torch.no_grad():
+        model.score_head[1].bias += 1e-3
+    assert describe_graph(model, "runtime", "1.0", inputs="dynamic", precision="f32")["weights"] != base["weights"]
+    torch.manual_seed(0)
+    other = UnsuperPoint(ModelConfig(widths=SMALL.widths, descriptor_dim=8, negative_slope=0.2))
+    changed = describe_graph(other, "runtime", "1.0", inputs="dynamic", precision="f32")
+    assert changed["weights"] == base["weights"] and changed["model_config"] != base["model_config"]
+    assert base["model_source"] and base["model_class"] == "usp_core.model.UnsuperPoint"
+
+
+def test_weights_digest_covers_every_dtype():
+    model = torch.nn.Linear(2, 2).to(torch.bfloat16)
+    assert len(weights_digest(model)) == 64
+
+
+def test_entry_is_built_once_then_read_back(tmp_path):
+    cache = GraphCache(tmp_path)
+    build, calls = _builder({"model.bin": b"weights", "model.xml": b"<graph/>"})
+    assert cache.get_or_build(_description(), build) == {"model.bin": b"weights", "model.xml": b"<graph/>"}
+    assert cache.get_or_build(_description(), build) == {"model.bin": b"weights", "model.xml": b"<graph/>"}
+    assert len(calls) == 1
+    build_new, calls_new = _builder({"model.bin": b"other"})
+    cache.get_or_build(_description(runtime_version="2.0"), build_new)
+    assert len(calls_new) == 1 and len(list(cache.root.iterdir())) == 2
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest", "foreign"])
+def test_damaged_entries_are_rebuilt_not_trusted(tmp_path, caplog, damage):
+    cache = GraphCache(tmp_path)
+    description = _description()
+    folder = cache.store(description, {"model.bin": b"0123456789", "model.xml": b"<graph/>"})
+    if damage == "flip":
+        (folder / "model.bin").write_bytes(b"0123456780")
+    elif damage == "truncate":
+        (folder / "model.bin").write_bytes(b"01234")
+    elif damage == "delete":
+        (folder / "model.xml").unlink()
+    elif damage == "manifest":
+        (folder / MANIFEST).write_bytes(b'{"files": ')
+    else:  # a manifest that vouches for another graph
+        manifest = json.loads((folder / MANIFEST).read_bytes())
+        manifest["description"]["weights"] = "0" * 64
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+    build, calls = _builder({"model.bin": b"rebuilt", "model.xml": b"<graph/>"})
+    with caplog.at_level(logging.WARNING, logger="usp_core.graph_cache"):
+        assert cache.get_or_build(description, build)["model.bin"] == b"rebuilt"
+    assert len(calls) == 1 and "is invalid" in caplog.text and str(folder) in caplog.text
+    assert cache.load(description)["model.bin"] == b"rebuilt"  # replaced on disk, and verified
+
+
+def test_manifest_cannot_point_outside_its_entry(tmp_path):
+    cache = GraphCache(tmp_path)
+    description = _description()
+    (tmp_path / "secret").write_bytes(b"x")
+    folder = cache.store(description, {"model.bin": b"x"})
+    manifest = json.loads((folder / MANIFEST).read_bytes())
+    manifest["files"] = {"../../secret": manifest["files"]["model.bin"]}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert cache.load(description) is None
+    with pytest.raises(ValueError, match="plain file name"):
+        cache.store(description, {"../escape": b"x"})
+
+
+def test_unwritable_cache_still_returns_the_built_graph(tmp_path, caplog):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_bytes(b"")
+    cache = GraphCache(blocker)
+    build, calls = _builder({"model.bin": b"x"})
+    with caplog.at_level(logging.WARNING, logger="usp_core.graph_cache"):
+        assert cache.get_or_build(_description(), build) == {"model.bin": b"x"}
+    assert "cannot write the graph cache" in caplog.text
+
+
+def test_default_root_honours_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("USP_ROS_CACHE_DIR", str(tmp_path / "mine"))
+    assert GraphCache().root == tmp_path / "mine" / "graphs"
+    monkeypatch.delenv("USP_ROS_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert GraphCache().root == tmp_path / "xdg" / "usp_ros" / "graphs"

@@ -1,0 +1,153 @@
+"""On-disk cache of exported network graphs, keyed by everything that changes the graph, verified on every read.
+
+An entry is a folder ``<root>/<digest>/`` holding the graph's files and ``manifest.json``. The digest
+is the SHA-256 of a description of the graph: the runtime and its version, torch's version, the
+model's class, the source of the module that defines it, its config, the SHA-256 of its weights, the
+input shapes and the precision, and ``GRAPH_FORMAT`` (bumped when the export code changes). The
+manifest repeats that description and lists the SHA-256 and size of each file. Every file is
+written atomically, the manifest last; a read loads the files into memory and hands them out only
+when the manifest matches the description and every file matches its hash, so a truncated,
+corrupt or foreign file is rebuilt, never trusted.
+
+Root: the ``cache_dir`` argument, else ``$USP_ROS_CACHE_DIR``, else ``$XDG_CACHE_HOME/usp_ros``
+(``~/.cache/usp_ros``), plus ``graphs/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from usp_core.atomic import write_bytes_atomic
+from usp_core.checkpoint import first_line
+
+__all__ = ["GRAPH_FORMAT", "GraphCache", "default_cache_root", "describe_graph", "weights_digest"]
+
+logger = logging.getLogger(__name__)
+
+GRAPH_FORMAT = 1  # bump when the export code changes the graphs it writes
+MANIFEST = "manifest.json"
+
+
+def default_cache_root() -> Path:
+    """$USP_ROS_CACHE_DIR, else $XDG_CACHE_HOME/usp_ros, else ~/.cache/usp_ros."""
+    if os.environ.get("USP_ROS_CACHE_DIR"):
+        return Path(os.environ["USP_ROS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "usp_ros"
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 over the model's state dict: every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(data.tobytes())
+    return digest.hexdigest()
+
+
+def describe_graph(model: nn.Module, runtime: str, runtime_version: str, inputs: str, precision: str) -> dict:
+    """What the exported graph of ``model`` depends on, as a JSON-able dict (see the module docstring)."""
+    config = getattr(model, "config", None)
+    return {
+        "graph_format": GRAPH_FORMAT,
+        "runtime": f"{runtime} {runtime_version}",
+        "torch": torch.__version__,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "model_source": _source_digest(type(model)),
+        "model_config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config),
+        "weights": weights_digest(model),
+        "inputs": inputs,
+        "precision": precision,
+    }
+
+
+def _source_digest(cls: type) -> str:
+    """SHA-256 of the source file that defines ``cls``, or "" when it cannot be read."""
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(cls)).read_bytes()).hexdigest()
+    except (TypeError, OSError):
+        return ""
+
+
+class GraphCache:
+    """Exported graphs on disk: ``get_or_build(description, build)`` returns verified file contents."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = (Path(root) if root is not None else default_cache_root()) / "graphs"
+
+    def folder(self, description: dict) -> Path:
+        """The entry folder of a description: root/<SHA-256 of its canonical JSON>."""
+        return self.root / hashlib.sha256(_canonical(description)).hexdigest()
+
+    def get_or_build(self, description: dict, build: Callable[[], dict[str, bytes]]) -> dict[str, bytes]:
+        """Files {name: bytes} from a verified entry, else from ``build()`` (then stored; a write failure is logged)."""
+        files = self.load(description)
+        if files is not None:
+            return files
+        files = build()
+        try:
+            self.store(description, files)
+        except OSError as error:
+            logger.warning("cannot write the graph cache in %s (%s); the graph is rebuilt next time",
+                           self.root, first_line(error))
+        return files
+
+    def load(self, description: dict) -> dict[str, bytes] | None:
+        """The entry's files when its manifest matches ``description`` and each file its hash; else None."""
+        folder = self.folder(description)
+        if not (folder / MANIFEST).is_file():
+            return None
+        try:
+            manifest = json.loads((folder / MANIFEST).read_bytes())
+            problem = self._problem(manifest, description)
+            files = {} if problem else {name: (folder / name).read_bytes() for name in manifest["files"]}
+            problem = problem or next((f"{name} does not match its SHA-256" for name, data in files.items()
+                                       if hashlib.sha256(data).hexdigest() != manifest["files"][name]["sha256"]),
+                                      None)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            problem = f"unreadable ({first_line(error)})"
+        if problem:
+            logger.warning("graph cache entry %s is invalid: %s; rebuilding it", folder, problem)
+            return None
+        return files
+
+    @staticmethod
+    def _problem(manifest: Any, description: dict) -> str | None:
+        """Why a manifest cannot vouch for this description's files, or None."""
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            return "the manifest is not a dict with a 'files' dict"
+        if _canonical(manifest.get("description")) != _canonical(description):
+            return "the manifest describes another graph"
+        unsafe = [name for name in manifest["files"] if not _plain_name(name)]
+        return f"the manifest names files outside the entry: {unsafe}" if unsafe else None
+
+    def store(self, description: dict, files: dict[str, bytes]) -> Path:
+        """Write the files, then the manifest, each atomically; returns the entry folder."""
+        folder = self.folder(description)
+        for name, data in files.items():
+            if not _plain_name(name):
+                raise ValueError(f"graph file name {name!r} must be a plain file name")
+            write_bytes_atomic(folder / name, data)
+        manifest = {"description": description,
+                    "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                              for name, data in files.items()}}
+        write_bytes_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        return folder
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, default=str).encode()
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..", MANIFEST) and Path(name).name == name
