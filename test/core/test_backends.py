@@ -19,7 +19,7 @@ from matplotlib import cbook
 from usp_core.backends import BackendError, make_runner
 from usp_core.graph_cache import MANIFEST
 from usp_core.inference import DetectorConfig, KeypointDetector
-from usp_core.model import ModelConfig, UnsuperPoint
+from usp_core.model import BACKBONE_WIDTHS, ModelConfig, UnsuperPoint
 
 SETTINGS = ((240, 320, 300), (480, 640, 1000))  # (height, width, top-k) of the evaluation protocol
 CPU_BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(module) is None,
@@ -131,6 +131,14 @@ def test_graph_rebuilt_when_weights_change_and_replaced_when_corrupt(tiny_cache,
     assert "model.bin does not match its SHA-256" in caplog.text
     assert _dense_gap(runner, model) < 1e-4 and weights.read_bytes() != bytes(damaged)
     assert set(_entries(cache)) == set(before) | {new_entry}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+@pytest.mark.parametrize("backbone", [name for name in BACKBONE_WIDTHS if name != TINY.backbone])
+def test_openvino_runs_every_backbone(backbone, tmp_path):
+    torch.manual_seed(0)
+    model = UnsuperPoint(ModelConfig(backbone=backbone, descriptor_dim=16)).eval()
+    assert _dense_gap(make_runner("openvino", model, torch.device("cpu"), cache_dir=tmp_path), model) < 1e-4
 
 
 @pytest.mark.parametrize("backend, blocked, package", [("openvino", "openvino", "openvino"),
