@@ -5,6 +5,9 @@ compressed``; publishes ``features`` (usp_ros/Features, the input header copied,
 input image's pixels) and, only while someone subscribes, ``features/debug_image`` (the input with
 the keypoints drawn, coloured by score). Diagnostics go to ``/diagnostics`` once a second.
 
+The network runs in the ``backend`` parameter's runtime (usp_core.backends; ``auto``: OpenVINO on a
+CPU, torch on CUDA), prepared at start so that the start log line and the diagnostics name it.
+
 The executor thread only queues incoming messages; a worker thread converts, runs the model and
 publishes, behind a drop-oldest queue of depth 1 (``queue_policy``/``queue_depth``), so a slow model
 drops frames instead of building a backlog. Bad frames are logged (throttled), counted and skipped.
@@ -32,6 +35,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from usp_core.backends import BACKENDS, BackendError
 from usp_core.checkpoint import CheckpointError
 from usp_core.device import resolve_device
 from usp_core.inference import DetectorConfig, KeypointDetector
@@ -70,8 +74,11 @@ PARAMETERS: dict[str, _Spec] = {
     "model_path": _Spec("", "Checkpoint written by usp-train; empty = the bundled weights", read_only=True),
     "device": _Spec("auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda or cuda:N",
                     choices=("auto", "cpu", "cuda", "cuda:N")),
-    "num_threads": _Spec(0, "CPU threads torch may use for inference; 0 = torch's default (one per core)",
-                         read_only=True, integer_range=(0, 256, 1)),
+    "backend": _Spec("auto", "Inference runtime: auto (openvino on a CPU, else onnxruntime, else torch; torch on "
+                             "CUDA), torch, onnxruntime or openvino (these two run on the CPU)",
+                     read_only=True, choices=BACKENDS),
+    "num_threads": _Spec(0, "CPU threads for inference, honoured by every backend; 0 = the runtime's default "
+                            "(one per core)", read_only=True, integer_range=(0, 256, 1)),
     "half": _Spec(False, "Half precision (float16 autocast) on CUDA; ignored on cpu"),
     "inference_width": _Spec(0, "Width the network runs at (multiple of 8); 0 = the input's (or kept aspect "
                                 "when only inference_height is set). Keypoints are always in input pixels",
@@ -83,6 +90,8 @@ PARAMETERS: dict[str, _Spec] = {
     "score_threshold": _Spec(0.0, "Keep keypoints with score >= this", float_range=(0.0, 1.0)),
     "border": _Spec(4, "Drop keypoints closer than this many pixels (of the network input) to the image edge",
                     integer_range=(0, 256, 1)),
+    "nms_radius": _Spec(0, "Optional: drop keypoints that have a higher-scoring kept keypoint within this many "
+                           "pixels (of the network input); 0 = off", integer_range=(0, 64, 1)),
     "input_transport": _Spec("raw", "raw: subscribe to image (sensor_msgs/Image); compressed: image/compressed",
                              read_only=True, choices=TRANSPORTS),
     "input_qos": _Spec("auto", "Input reliability: auto (match the image publishers, best_effort until one "
@@ -172,7 +181,9 @@ class DetectorNode(Node):
         if values["num_threads"]:
             torch.set_num_threads(values["num_threads"])
         self._detector = KeypointDetector.from_pretrained(values["model_path"] or None, self._device,
-                                                          _detector_config(values))
+                                                          _detector_config(values), backend=values["backend"],
+                                                          num_threads=values["num_threads"])
+        self._backend = self._detector.prepare()
         self._values = values
         self._lock = threading.Lock()  # the model, its config and the inference size change under it
         self._stats = _Stats()
@@ -192,8 +203,8 @@ class DetectorNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.get_logger().info(
-            f"ready: {self._subscription.topic_name} -> {self._features_pub.topic_name} on {self._device}, model "
-            f"{values['model_path'] or 'bundled weights'}, max_keypoints {values['max_keypoints']}")
+            f"ready: {self._subscription.topic_name} -> {self._features_pub.topic_name} on {self._device} with backend "
+            f"{self._backend}, model {values['model_path'] or 'bundled weights'}, max_keypoints {values['max_keypoints']}")
 
     # ---- input -------------------------------------------------------------------------------------
 
@@ -275,7 +286,10 @@ class DetectorNode(Node):
         values = dict(self._values, **{p.name: p.value for p in parameters})
         try:
             _check_choices(values)
-            resolve_device(values["device"])
+            device = resolve_device(values["device"])
+            if values["backend"] not in ("auto", "torch") and device.type != "cpu":
+                raise ValueError(f"backend {values['backend']} runs on the CPU; device {values['device']} needs "
+                                 "backend auto or torch")
             _detector_config(values)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
@@ -286,7 +300,7 @@ class DetectorNode(Node):
         with self._lock:
             if values["device"] != self._values["device"]:
                 self._device = resolve_device(values["device"])
-                self._detector.model.to(self._device)
+                self._backend = self._detector.to(self._device).prepare()
             self._detector.config = _detector_config(values)
             self._values = values
         changed = ", ".join(f"{p.name}={p.value}" for p in parameters)
@@ -314,6 +328,7 @@ class DetectorNode(Node):
             "bad frames": self._stats.bad,
             "debug images": self._stats.debug_images,
             "device": str(self._device),
+            "backend": self._backend,
             "half": self._values["half"] and self._device.type == "cuda",
             "input topic": self._subscription.topic_name,
             "input QoS": reliability_name(self._input_reliability),
@@ -337,7 +352,8 @@ def _check_choices(values: dict) -> None:
 def _detector_config(values: dict) -> DetectorConfig:
     """DetectorConfig from parameter values; ValueError (from the config's own checks) when invalid."""
     return DetectorConfig(max_keypoints=values["max_keypoints"], score_threshold=values["score_threshold"],
-                          border=values["border"], half=values["half"], channel_order="bgr")
+                          border=values["border"], nms_radius=values["nms_radius"], half=values["half"],
+                          channel_order="bgr")
 
 
 def main(args: list[str] | None = None) -> int:
@@ -345,7 +361,7 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = DetectorNode()
-    except (CheckpointError, ValueError, ParameterException) as error:
+    except (CheckpointError, BackendError, ValueError, ParameterException) as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
         rclpy.try_shutdown()
         return 1

@@ -154,6 +154,7 @@ def test_encodings_and_sizes_over_dds(ros_node, spawn, wait, tiny_model):
     values = detector.latest_diagnostics(lambda v: v["frames published"] == "10")
     assert values["input QoS"] == "reliable", "auto QoS must match the reliable publisher that appeared late"
     assert values["bad frames"] == "0" and values["device"] == "cpu" and values["debug images"] == "0"
+    assert values["backend"] == reference.backend, "backend auto picks the same runtime as the library"
     assert float(values["inference (ms)"]) > 0
 
 
@@ -241,12 +242,21 @@ def test_runtime_parameter_changes(ros_node, spawn, wait, tiny_model):
     assert count <= 40 * 30, "the network ran at 320x240: at most one keypoint per 8x8 cell"
     assert largest_x > 560, "keypoints of the resized run are mapped back to the 640x480 input"
 
+    assert all(result.successful for result in detector.set_parameters(nms_radius=20))
+    header = detector.header()
+    thinned = check_features(detector.send(numpy_to_image(grey, "mono8", header)), header, 640, 480).keypoints
+    gaps = np.linalg.norm(thinned[:, None] - thinned[None], axis=2) + np.eye(len(thinned)) * 1e9
+    assert gaps.min() > 20 and len(thinned) < count, "nms_radius 20 leaves no two keypoints within 20 px"
+    assert all(result.successful for result in detector.set_parameters(nms_radius=0))
+
     refused = {
         "max_keypoints": 0,  # below the declared range
         "score_threshold": 1.5,  # above the declared range
         "inference_width": 100,  # not a multiple of 8
         "device": "gpu",  # not a device name
         "model_path": "/tmp/other.pt",  # read-only
+        "backend": "torch",  # read-only
+        "nms_radius": -1,  # below the declared range
         "border": "wide",  # wrong type
     }
     for name, value in refused.items():
@@ -271,6 +281,24 @@ def test_missing_or_corrupt_model_fails_start_up_with_one_line(spawn, wait, tmp_
     lines = (tmp_path / "failing.log").read_text().strip().splitlines()
     assert len(lines) == 1, lines
     assert "FATAL" in lines[0] and f"cannot load checkpoint {model}" in lines[0]
+
+
+def test_backend_parameter_is_logged_at_start_and_in_diagnostics(ros_node, spawn, wait, tiny_model, tmp_path):
+    detector = Detector(ros_node, spawn, wait, tiny_model, "backend:=torch")
+    header = detector.header()
+    check_features(detector.send(numpy_to_image(textured(240, 320), "mono8", header)), header, 320, 240)
+    assert detector.latest_diagnostics(lambda v: v["frames published"] == "1")["backend"] == "torch"
+    start = [line for line in (tmp_path / "detector.log").read_text().splitlines() if "ready:" in line]
+    assert len(start) == 1 and "with backend torch" in start[0]
+
+
+def test_unknown_backend_fails_start_up_with_one_line(spawn, wait, tmp_path, tiny_model):
+    child = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", f"model_path:={tiny_model}",
+                  "-p", "backend:=tensorrt", name="failing")
+    assert wait(lambda: child.poll() is not None, timeout=30)
+    lines = (tmp_path / "failing.log").read_text().strip().splitlines()
+    assert child.returncode != 0 and len(lines) == 1, lines
+    assert "FATAL" in lines[0] and "backend must be one of auto, torch, onnxruntime, openvino" in lines[0]
 
 
 def test_inference_size():
