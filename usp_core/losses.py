@@ -120,7 +120,8 @@ def usp_loss(score_a: torch.Tensor, score_b: torch.Tensor, correspondences: Corr
 
     score_a (B, N), score_b (B, M) flattened score maps. Sums over the K matched pairs of each image
     pair, mean over the batch; an image pair without matches contributes 0. Returns the scalar
-    terms "position", "score", "repeatability" (unweighted) and "usp" (weighted sum).
+    terms "position", "score", "repeatability" (unweighted) and "usp" (weighted sum), and two
+    detached diagnostics: "matched" (pairs per image pair) and "matched_distance" (their mean d, px).
     """
     matched = correspondences.matched
     weight = matched.to(torch.float32)
@@ -134,6 +135,8 @@ def usp_loss(score_a: torch.Tensor, score_b: torch.Tensor, correspondences: Corr
     repeatability = ((s_a + s_b) / 2.0 * (d - mean_d) * weight).sum(1)
     terms = {"position": position.mean(), "score": score.mean(), "repeatability": repeatability.mean()}
     terms["usp"] = a_pos * terms["position"] + a_score * terms["score"] + terms["repeatability"]
+    terms["matched"] = weight.sum(1).mean().detach()
+    terms["matched_distance"] = (d.sum() / weight.sum().clamp(min=1.0)).detach()
     return terms
 
 
@@ -241,7 +244,8 @@ def unsuperpoint_loss(out_a: DenseOutput, out_b: DenseOutput, homography_ab: tor
     out_a, out_b: model outputs for A and B images of size image_size = (H, W); homography_ab (B, 3, 3)
     maps A pixels to B pixels. Returns scalar tensors "total", "usp", "position", "score",
     "repeatability", "uni_xy", "desc", "decorr" (terms unweighted, "usp" weighted inside by a_pos
-    and a_score); total = a_usp usp + a_uni_xy uni_xy + a_desc desc + a_decorr decorr.
+    and a_score), total = a_usp usp + a_uni_xy uni_xy + a_desc desc + a_decorr decorr, and the
+    diagnostics "matched" and "matched_distance" of :func:`usp_loss`.
     """
     config = config if config is not None else LossConfig()
     with _autocast_off(out_a.position.device):

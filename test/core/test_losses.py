@@ -57,6 +57,7 @@ def test_usp_loss_hand_computed():
     assert math.isclose(terms["score"].item(), 0.2 ** 2 + 0.2 ** 2, rel_tol=1e-5)
     assert math.isclose(terms["repeatability"].item(), 0.7 * (1 - 1.5) + 0.3 * (2 - 1.5), rel_tol=1e-5)
     assert math.isclose(terms["usp"].item(), 3.0 + 2 * 0.08 - 0.2, rel_tol=1e-5)
+    assert terms["matched"].item() == 2 and math.isclose(terms["matched_distance"].item(), 1.5, rel_tol=1e-6)
 
 
 def test_usp_loss_is_zero_without_matches_and_averages_the_batch():
@@ -206,7 +207,8 @@ def test_unsuperpoint_loss_combines_weighted_terms():
     model, images_a, images_b, homography = _siamese_batch()
     config = LossConfig(a_usp=0.5, a_uni_xy=3.0, a_desc=0.01, a_decorr=0.2)
     terms = unsuperpoint_loss(model(images_a), model(images_b), homography, (32, 48), config)
-    assert set(terms) == {"total", "usp", "position", "score", "repeatability", "uni_xy", "desc", "decorr"}
+    assert set(terms) == {"total", "usp", "position", "score", "repeatability", "uni_xy", "desc", "decorr",
+                          "matched", "matched_distance"}
     assert all(value.dim() == 0 and torch.isfinite(value) for value in terms.values())
     expected = 0.5 * terms["usp"] + 3.0 * terms["uni_xy"] + 0.01 * terms["desc"] + 0.2 * terms["decorr"]
     assert torch.allclose(terms["total"], expected)
