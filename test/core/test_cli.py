@@ -120,9 +120,9 @@ def test_export_errors_are_one_line(tmp_path: Path, capsys):
 
 
 def test_bench_table_and_image_fallback(tmp_path: Path, capsys):
-    table = bench.format_table([bench.Row("cpu", "inference ms/image", "240x320", 20.0, 10.0, 4.0)])
+    table = bench.format_table([bench.Row("cpu", "openvino", "inference ms/image", "240x320", 20.0, 10.0, 4.0)])
     header, row = table.splitlines()
-    assert header.split()[:3] == ["device", "measure", "size"]
+    assert header.split()[:4] == ["device", "backend", "measure", "size"]
     assert row.split()[-2:] == ["2.00", "5.00"]
     (tmp_path / "none").mkdir()
     images, source = bench.load_images(tmp_path / "none")

@@ -1,18 +1,24 @@
 """``usp-bench``: training and inference speed of UnsuperPoint beside OpenCV SIFT and ORB, in one run.
 
-    usp-bench [--images DIR] [--device cpu|cuda|all] [--iterations N] [--train-steps N] [--batch-size N]
+    usp-bench [--images DIR] [--weights CKPT] [--device cpu|cuda|all] [--backends torch,openvino,...]
+              [--threads N] [--iterations N] [--train-steps N] [--batch-size N]
 
-Inference is ``KeypointDetector.detect`` on one grey uint8 image (network, top-k, descriptors),
-at 240x320 with 300 points and 480x640 with 1000, beside ``detectAndCompute`` of SIFT and ORB
-asked for the same number of points, on the same images resized the same way. Training is full
-``Trainer.train_step``s (both branches, loss, backward, AdamW) on siamese pairs at 240x320;
-its SIFT/ORB columns give, for scale, how many images per second each extracts at that size.
-OpenCV always runs on the CPU. Images: --images, else ../shared/data/eval when present, else a
-generated texture. Weights are random (speed does not depend on them).
+Inference is ``KeypointDetector.detect`` on one grey uint8 image (network, point selection,
+descriptors), at 240x320 with 300 points and 480x640 with 1000, in each inference backend available
+on the device (usp_core.backends; default: all), beside ``detectAndCompute`` of SIFT and ORB asked
+for the same number of points, on the same images resized the same way. The methods are timed in
+turns, one pass over the images each, so that a change of machine load hits all of them alike; the
+ratios to SIFT and ORB are the figures to compare between machines. Weights: --weights, else the
+bundled ones (the default path of the detector node and of ``KeypointDetector.from_pretrained``).
+Training is full ``Trainer.train_step``s of the default (full-width) model, random weights (both
+branches, loss, backward, AdamW) on siamese pairs at 240x320; its SIFT/ORB columns give, for scale,
+how many images per second each extracts at that size. OpenCV always runs on the CPU. Images:
+--images, else ../shared/data/eval when present, else a generated texture.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -24,12 +30,13 @@ import cv2
 import numpy as np
 import torch
 
+from usp_core.backends import BACKENDS, BackendError
+from usp_core.checkpoint import CheckpointError
 from usp_core.cli.train import OneLineParser
 from usp_core.config import TrainConfig
 from usp_core.data import IMAGE_EXTENSIONS, PhotometricConfig, apply_photometric
 from usp_core.homography import sample_homography, warp_image
 from usp_core.inference import DetectorConfig, KeypointDetector
-from usp_core.model import UnsuperPoint
 from usp_core.trainer import Trainer
 
 SIZES = ((240, 320, 300), (480, 640, 1000))  # (height, width, keypoints), the evaluation settings
@@ -42,6 +49,7 @@ class Row:
     """One line of the table: the model's figure beside SIFT's and ORB's, in the same unit."""
 
     device: str
+    backend: str
     task: str
     size: str
     model: float
@@ -82,41 +90,60 @@ def _texture(height: int = 480, width: int = 640) -> np.ndarray:
     return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
 
 
-def _per_call_seconds(function: Callable[[np.ndarray], object], images: list[np.ndarray], iterations: int,
-                      sync: Callable[[], None] = lambda: None) -> float:
-    """Mean seconds per call over ``iterations`` passes of ``images``, after one untimed warm-up call."""
-    function(images[0])
+def timed_in_turns(methods: dict[str, Callable[[np.ndarray], object]], images: list[np.ndarray], passes: int,
+                   sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Mean seconds per image of each method: ``passes`` rounds, each timing one pass over ``images`` per
+    method in turn (after one untimed warm-up call each); ``sync`` ends every timed pass (CUDA)."""
+    for method in methods.values():
+        method(images[0])
     sync()
-    start = time.perf_counter()
-    for _ in range(iterations):
-        for image in images:
-            function(image)
-    sync()
-    return (time.perf_counter() - start) / (iterations * len(images))
+    totals = dict.fromkeys(methods, 0.0)
+    for _ in range(passes):
+        for name, method in methods.items():
+            start = time.perf_counter()
+            for image in images:
+                method(image)
+            sync()
+            totals[name] += time.perf_counter() - start
+    return {name: total / (passes * len(images)) for name, total in totals.items()}
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-def opencv_seconds(images: list[np.ndarray], keypoints: int, iterations: int) -> tuple[float, float]:
-    """Seconds per image of SIFT and ORB detectAndCompute, asked for ``keypoints`` points."""
+def opencv_methods(keypoints: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """SIFT and ORB detectAndCompute, asked for ``keypoints`` points."""
     sift = cv2.SIFT_create(nfeatures=keypoints)
     orb = cv2.ORB_create(nfeatures=keypoints)
-    return (_per_call_seconds(lambda im: sift.detectAndCompute(im, None), images, iterations),
-            _per_call_seconds(lambda im: orb.detectAndCompute(im, None), images, iterations))
+    return {"sift": lambda im: sift.detectAndCompute(im, None), "orb": lambda im: orb.detectAndCompute(im, None)}
 
 
-def inference_rows(images: list[np.ndarray], device: torch.device, iterations: int) -> list[Row]:
-    """ms/image of the detector at each evaluation size, beside SIFT and ORB."""
+def inference_rows(images: list[np.ndarray], device: torch.device, backends: list[str], weights: Path | None,
+                   threads: int, passes: int) -> list[Row]:
+    """ms/image of the detector in each backend at each evaluation size, beside SIFT and ORB (timed in turns).
+
+    Backends that cannot run on ``device`` (the CPU-only ones on CUDA) or are not installed are skipped.
+    """
     rows = []
     for height, width, keypoints in SIZES:
         resized = [cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in images]
-        detector = KeypointDetector(UnsuperPoint().to(device), DetectorConfig(max_keypoints=keypoints))
-        model = _per_call_seconds(detector.detect, resized, iterations, _sync(device))
-        sift, orb = opencv_seconds(resized, keypoints, iterations)
-        rows.append(Row(device.type, f"inference ms/image (top-{keypoints})", f"{height}x{width}",
-                        model * 1e3, sift * 1e3, orb * 1e3))
+        methods = opencv_methods(keypoints)
+        for backend in backends:
+            detector = KeypointDetector.from_pretrained(weights, device, DetectorConfig(max_keypoints=keypoints),
+                                                        backend=backend, num_threads=threads)
+            start = time.perf_counter()
+            try:
+                detector.prepare()
+            except BackendError as error:
+                print(f"usp-bench: skipping backend {backend}: {error}", flush=True)
+                continue
+            print(f"usp-bench: {backend} ready in {time.perf_counter() - start:.1f} s at {height}x{width}", flush=True)
+            methods[backend] = detector.detect
+        seconds = timed_in_turns(methods, resized, passes, _sync(device))
+        for backend in (name for name in backends if name in seconds):
+            rows.append(Row(device.type, backend, f"inference ms/image (top-{keypoints})", f"{height}x{width}",
+                            seconds[backend] * 1e3, seconds["sift"] * 1e3, seconds["orb"] * 1e3))
     return rows
 
 
@@ -149,15 +176,15 @@ def training_row(images: list[np.ndarray], device: torch.device, steps: int, bat
         _sync(device)()
         seconds = time.perf_counter() - start
     resized = [cv2.resize(im, TRAIN_SIZE[::-1], interpolation=cv2.INTER_AREA) for im in images]
-    sift, orb = opencv_seconds(resized, SIZES[0][2], 1)
-    return Row(device.type, f"training samples/s (batch {batch_size})", "x".join(map(str, TRAIN_SIZE)),
-               steps * batch_size / seconds, 1 / sift, 1 / orb)
+    opencv = timed_in_turns(opencv_methods(SIZES[0][2]), resized, 1)
+    return Row(device.type, "torch", f"training samples/s (batch {batch_size})", "x".join(map(str, TRAIN_SIZE)),
+               steps * batch_size / seconds, 1 / opencv["sift"], 1 / opencv["orb"])
 
 
 def format_table(rows: list[Row]) -> str:
     """The rows as an aligned text table with model/SIFT and model/ORB ratios."""
-    header = ("device", "measure", "size", "UnsuperPoint", "SIFT", "ORB", "USP/SIFT", "USP/ORB")
-    lines = [header] + [(r.device, r.task, r.size, f"{r.model:.1f}", f"{r.sift:.1f}", f"{r.orb:.1f}",
+    header = ("device", "backend", "measure", "size", "UnsuperPoint", "SIFT", "ORB", "USP/SIFT", "USP/ORB")
+    lines = [header] + [(r.device, r.backend, r.task, r.size, f"{r.model:.1f}", f"{r.sift:.1f}", f"{r.orb:.1f}",
                          f"{r.model / r.sift:.2f}", f"{r.model / r.orb:.2f}") for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
@@ -166,12 +193,26 @@ def format_table(rows: list[Row]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="usp-bench", description="UnsuperPoint speed beside OpenCV SIFT and ORB.")
     parser.add_argument("--images", type=Path, help="folder of photos (default: ../shared/data/eval when present)")
+    parser.add_argument("--weights", type=Path, help="checkpoint to time (default: the bundled weights)")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
                         help="where to run the model (default: all = cpu, plus cuda when available)")
-    parser.add_argument("--iterations", type=int, default=1, help="timed passes over the images (default 1)")
+    parser.add_argument("--backends", type=_backends, default=list(BACKENDS[1:]),
+                        help="comma-separated inference backends (default: every one available on the device)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads of every backend (default 0: each runtime's default, one per core)")
+    parser.add_argument("--iterations", type=int, default=3, help="timed passes over the images (default 3)")
     parser.add_argument("--train-steps", type=int, default=2, help="timed CPU training steps (default 2; x10 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=4, help="CPU training batch (default 4; 16 on CUDA)")
     return parser
+
+
+def _backends(text: str) -> list[str]:
+    names = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [name for name in names if name not in BACKENDS[1:]]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown backend {', '.join(unknown) or repr(text)}; "
+                                         f"choose from {', '.join(BACKENDS[1:])}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,19 +223,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("usp-bench: error: CUDA was requested but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
+    if args.weights is not None and not args.weights.is_file():
+        print(f"usp-bench: error: no checkpoint at {args.weights}", file=sys.stderr)
+        return 2
     images, source = load_images(args.images)
     devices = [torch.device("cpu")] if args.device != "cuda" else []
     if args.device != "cpu" and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    print(f"usp-bench: {source}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} threads"
-          + (f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    gpu = f"; GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    print(f"usp-bench: {source}; weights {args.weights or 'bundled'}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads, backend threads {args.threads or 'default'}, "
+          f"OpenCV {cv2.__version__} with {cv2.getNumThreads()} threads, {os.cpu_count()} CPU cores, "
+          f"load average {os.getloadavg()[0]:.1f}{gpu}", flush=True)
     rows = []
-    for device in devices:
-        cuda = device.type == "cuda"
-        rows.extend(inference_rows(images, device, args.iterations * (10 if cuda else 1)))
-        rows.append(training_row(images, device, args.train_steps * (10 if cuda else 1),
-                                 16 if cuda else args.batch_size))
+    try:
+        for device in devices:
+            cuda = device.type == "cuda"
+            backends = [name for name in args.backends if name == "torch" or not cuda]
+            rows.extend(inference_rows(images, device, backends, args.weights, args.threads,
+                                       args.iterations * (10 if cuda else 1)))
+            rows.append(training_row(images, device, args.train_steps * (10 if cuda else 1),
+                                     16 if cuda else args.batch_size))
+    except (CheckpointError, BackendError, ValueError) as error:
+        print(f"usp-bench: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
     print(format_table(rows))
     print("SIFT/ORB: OpenCV on the CPU. Training row: SIFT/ORB give images/s extracted at that size, for scale.")
     return 0
