@@ -55,7 +55,10 @@ def select_points(score: np.ndarray, position: np.ndarray, descriptors: np.ndarr
 
 
 def _best_first(scores: np.ndarray, index: np.ndarray, count: int | None) -> np.ndarray:
-    """The (at most ``count``) entries of ``index`` with the highest ``scores``, best first (equal scores in index order)."""
+    """The (at most ``count``) entries of ``index`` with the highest ``scores``, best first.
+
+    Equal scores come in index order.
+    """
     values = -scores[index]
     if count is not None and count < len(index):
         kept = np.sort(np.argpartition(values, count - 1)[:count])  # 10x faster than sorting all 4800 cells of 480x640

@@ -204,7 +204,8 @@ class DetectorNode(Node):
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.get_logger().info(
             f"ready: {self._subscription.topic_name} -> {self._features_pub.topic_name} on {self._device} with backend "
-            f"{self._backend}, model {values['model_path'] or 'bundled weights'}, max_keypoints {values['max_keypoints']}")
+            f"{self._backend}, model {values['model_path'] or 'bundled weights'}, "
+            f"max_keypoints {values['max_keypoints']}")
 
     # ---- input -------------------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ def test_backend_matches_torch_on_real_photos(backend, photos):
             reference, found = torch_detector.detect(image)[0], detector.detect(image)[0]
             same, descriptor_gap = _same_points(reference, found)
             assert len(found) == len(reference) == top_k
-            assert same >= 0.99 and descriptor_gap <= 1e-4, f"{backend} at {height}x{width}: {same:.3f}, {descriptor_gap}"
+            assert same >= 0.99 and descriptor_gap <= 1e-4, (backend, height, width, same, descriptor_gap)
 
 
 def _tiny_model() -> UnsuperPoint:

@@ -99,7 +99,8 @@ def test_detector_nms_leaves_no_two_points_within_the_radius():
     rng = np.random.default_rng(0)
     image = (rng.random((96, 128)) * 255).astype(np.uint8)
     plain = KeypointDetector(model, DetectorConfig(max_keypoints=None), backend="torch").detect(image)[0]
-    thinned = KeypointDetector(model, DetectorConfig(max_keypoints=None, nms_radius=10), backend="torch").detect(image)[0]
+    config = DetectorConfig(max_keypoints=None, nms_radius=10)
+    thinned = KeypointDetector(model, config, backend="torch").detect(image)[0]
     gaps = torch.cdist(thinned.keypoints, thinned.keypoints) + torch.eye(len(thinned)) * 1e9
     assert gaps.min() > 10 and 0 < len(thinned) < len(plain)
     assert torch.equal(thinned.keypoints[0], plain.keypoints[0])  # the best point always survives
