@@ -248,3 +248,19 @@ def test_half_is_ignored_on_cpu():
 
 def test_features_dataclass_fields():
     assert [f.name for f in dataclasses.fields(Features)] == ["keypoints", "scores", "descriptors"]
+
+
+def test_cpu_input_steps_give_torchs_values():
+    # On the CPU the input steps run in numpy (one thread); they must give what the torch ops give.
+    from usp_core.inference import _fit_to_cells, _to_channels, _to_unit_float
+
+    rng = np.random.default_rng(5)
+    colour = torch.from_numpy(rng.integers(0, 256, (2, 3, 50, 70), dtype=np.uint8))
+    unit = _to_unit_float(colour)
+    assert unit.dtype == torch.float32 and torch.equal(unit, colour.float() / 255.0)
+    deep = torch.from_numpy(rng.integers(0, 65536, (1, 1, 9, 9), dtype=np.uint16))
+    assert torch.equal(_to_unit_float(deep), deep.float() / 65535.0)
+    grey = _to_channels(unit, 1, "bgr")
+    assert torch.equal(grey, (unit * torch.tensor([0.114, 0.587, 0.299]).view(1, 3, 1, 1)).sum(1, keepdim=True))
+    padded, valid = _fit_to_cells(grey, 8, "pad")
+    assert valid == (50, 70) and torch.equal(padded, torch.nn.functional.pad(grey, (0, 2, 0, 6), mode="replicate"))

@@ -2,7 +2,8 @@
 
 A runner takes the network input ``images (B, C, H, W)`` float32 in [0, 1] (H, W multiples of the
 cell) on the model's device and returns the dense maps as float32 numpy arrays ``(score (B, 1, h, w),
-position (B, 2, h, w), descriptors (B, D, h, w))``; point selection is shared (usp_core.selection).
+position (B, 2, h, w), descriptors (B, D, h, w))``, valid until its next call (they may be views into
+the runtime's buffers); point selection is shared (usp_core.selection) and copies what it keeps.
 
 - ``torch``: the eager module (any device, float16 autocast on CUDA when asked).
 - ``openvino``: the module exported with ``torch.export`` and converted by ``openvino.convert_model``,

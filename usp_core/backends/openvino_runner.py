@@ -45,9 +45,12 @@ class OpenVinoRunner:
         self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
     def __call__(self, images: torch.Tensor, half: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """images (B, C, H, W) float32 on the CPU -> dense maps as numpy float32 (B, ., h, w); ``half`` is ignored."""
+        """images (B, C, H, W) float32 on the CPU -> dense maps as numpy float32 (B, ., h, w); ``half`` is ignored.
+
+        The maps are views into the compiled model's output buffers (no copy): valid until the next call.
+        """
         array = np.ascontiguousarray(images.detach().numpy(), dtype=np.float32)
-        outputs = self._request(array.shape).infer([array])
+        outputs = self._request(array.shape).infer([array], share_inputs=True, share_outputs=True)
         return tuple(outputs[index] for index in range(len(OUTPUT_NAMES)))
 
     def _request(self, shape: tuple[int, ...]):
