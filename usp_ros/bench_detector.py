@@ -10,12 +10,14 @@ Starts the detector node as its own process and talks to it over DDS from this o
   loaded CPU the model time itself varies by tens of ms between runs, more than the overhead, so the
   overhead is also measured directly with a near-zero-cost probe network (1 channel per layer, same
   1000 keypoints x 256-dim descriptors, so the same messages and conversions);
-- frames dropped at a 30 Hz input (the depth-1 drop-oldest queue at work), and frames answered;
+- frames dropped at a 30 Hz input (the depth-1 drop-oldest queue at work), frames answered, and the
+  end-to-end rate: Features received per second while the input ran;
 - the node's resident memory after 100 and after 1000 input frames (no growth expected).
 
-Model: by default a random-initialised SMALL network (widths 8..64, 256-dim descriptors): compute cost is
-what matters here and the full network takes seconds per 640x480 frame on a small CPU. `--model full`
-uses the full architecture (random weights, same cost as trained ones), `--model-path` a checkpoint.
+Model: by default the bundled weights (the node's default). `--model small` is a random-initialised
+small network (widths 8..64, 256-dim descriptors), `--model full` the full architecture (random weights,
+same cost as trained ones), `--model-path` a checkpoint. `--backend` picks the inference backend, in the
+node and in this process alike (default auto, as the node).
 """
 from __future__ import annotations
 
@@ -41,8 +43,9 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from usp_core.backends import BACKENDS
 from usp_core.checkpoint import save_checkpoint
-from usp_core.inference import DetectorConfig, KeypointDetector
+from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, KeypointDetector
 from usp_core.model import ModelConfig, UnsuperPoint
 from usp_ros.conversions import numpy_to_image
 from usp_ros.image_source import default_photo
@@ -148,7 +151,7 @@ def detector_process(harness: Harness, model_path: Path, args: argparse.Namespac
     command = [sys.executable, "-m", "usp_ros.detector_node", "--ros-args", "-r", f"__ns:={NAMESPACE}",
                "-p", f"model_path:={model_path}", "-p", f"device:={args.device}",
                "-p", f"half:={str(args.half).lower()}", "-p", f"num_threads:={args.threads}",
-               "-p", "max_keypoints:=1000"]
+               "-p", f"backend:={args.backend}", "-p", "max_keypoints:=1000"]
     with open(folder / f"{model_path.stem}.log", "w") as log:
         process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
         harness.process, harness.diagnostics = process, []
@@ -213,24 +216,28 @@ def measure_stream(harness: Harness, messages, count: int, rate: float) -> dict:
         if index + 1 in MEMORY_CHECKPOINTS:
             memory[index + 1] = (rss_mib(harness.process.pid), harness.answered(keys))
     elapsed = time.perf_counter() - start
+    answered_in_time = harness.answered(keys)
     harness.wait_for(keys[-1], timeout=30.0)
     time.sleep(2.5)  # one more diagnostics period
     return {"published": count, "rate": count / elapsed, "answered": harness.answered(keys), "memory": memory,
+            "output_rate": answered_in_time / elapsed,
             "queue_dropped": int(harness.diagnostics[-1]["dropped frames"]) - dropped_before}
 
 
 def run(harness: Harness, model_path: Path, args: argparse.Namespace, folder: Path, frames, latency_frames: int,
         stream: bool) -> dict:
     """Latency (and, with ``stream``, the 30 Hz run) of one detector process with ``model_path``."""
-    detector = KeypointDetector.from_pretrained(model_path, args.device,
-                                                DetectorConfig(max_keypoints=1000, half=args.half))
+    config = DetectorConfig(max_keypoints=1000, half=args.half)
+    detector = KeypointDetector.from_pretrained(model_path, args.device, config, backend=args.backend,
+                                                num_threads=args.threads)
+    result = {"backend": detector.prepare()}
     messages = [numpy_to_image(frame, "bgr8") for frame in frames]
     greys = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in frames]
     with detector_process(harness, model_path, args, folder):
         wait_until_serving(harness, messages[0], timeout=180.0)
         first = len(harness.diagnostics)
         latency = measure_latency(harness, detector, messages, greys, latency_frames)
-        result = {"frames": latency_frames, "latency": latency}
+        result.update(frames=latency_frames, latency=latency)
         time.sleep(1.5)
         inference = [float(d["inference (ms)"]) for d in harness.diagnostics[first:] if float(d["output rate (Hz)"])]
         result["node_inference"] = statistics.mean(inference) if inference else float("nan")
@@ -254,6 +261,8 @@ def print_table(setup: str, main_run: dict, probe: dict) -> None:
          f"target <= 5 ms; median per-frame difference {probe_latency['paired']:.1f} ms"),
         (f"frames at {stream['rate']:.1f} Hz: published / answered", f"{stream['published']} / {stream['answered']}",
          f"{stream['published'] - stream['answered']} not answered"),
+        ("end-to-end rate (Features/s during the input)", f"{stream['output_rate']:.1f} Hz",
+         f"backend {main_run['backend']}"),
         ("  of which dropped by the node's queue", f"{stream['queue_dropped']}", "drop-oldest, depth 1"),
     ]
     for frames, (rss, answered) in sorted(stream["memory"].items()):
@@ -266,11 +275,14 @@ def print_table(setup: str, main_run: dict, probe: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("small", "full"), default="small", help="random-initialised architecture")
+    parser.add_argument("--model", choices=("bundled", "small", "full"), default="bundled",
+                        help="bundled weights (default) or a random-initialised architecture")
     parser.add_argument("--model-path", type=Path, help="a checkpoint instead (usp-train output)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, in the node and here")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default auto)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads of the backend, in the node and here (default 0: the runtime's default)")
     parser.add_argument("--latency-frames", type=int, default=30)
     parser.add_argument("--probe-frames", type=int, default=100, help="latency frames of the overhead probe")
     parser.add_argument("--stream-frames", type=int, default=1000)
@@ -281,23 +293,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_path is not None and not args.model_path.is_file():
         print(f"bench_detector: no checkpoint at {args.model_path}", file=sys.stderr)
         return 2
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     frames = bench_frames(30, args.width, args.height)
     rclpy.init()
     harness = Harness()
     try:
         with tempfile.TemporaryDirectory(prefix="bench_detector_") as name:
             folder = Path(name)
-            model_path = args.model_path or save_random_model(args.model, folder)
+            model_path = args.model_path or (BUNDLED_WEIGHTS if args.model == "bundled"
+                                             else save_random_model(args.model, folder))
             main_run = run(harness, model_path, args, folder, frames, args.latency_frames, stream=True)
             probe = run(harness, save_random_model("probe", folder), args, folder, frames, args.probe_frames,
                         stream=False)
     finally:
         harness.close()
         rclpy.try_shutdown()
-    model = str(args.model_path) if args.model_path else f"random-initialised {args.model} model"
-    print_table(f"detector node, {args.width}x{args.height} bgr8, {model}, device {args.device}"
-                f"{' fp16' if args.half else ''}, {args.threads} torch thread(s), {os.cpu_count()} CPU cores, "
+    model = str(args.model_path) if args.model_path else (
+        "bundled weights" if args.model == "bundled" else f"random-initialised {args.model} model")
+    print_table(f"detector node, {args.width}x{args.height} bgr8, {model}, device {args.device}, backend "
+                f"{main_run['backend']}{' fp16' if args.half else ''}, {args.threads or 'default'} thread(s), "
+                f"{os.cpu_count()} CPU cores, "
                 f"load average {os.getloadavg()[0]:.1f}; latency over {args.latency_frames} frames", main_run, probe)
     return 0
 

@@ -1,7 +1,7 @@
 """The whole front-end in one command: image source -> detector -> matcher as ROS 2 processes over DDS.
 
-    python -m usp_ros.frontend [--video FILE] [--model-path CKPT] [--device auto] [--duration 20 | --frames N]
-                               [--out frontend_matches.mp4]
+    python -m usp_ros.frontend [--video FILE] [--model-path CKPT] [--device auto] [--backend auto]
+                               [--duration 20 | --frames N] [--out frontend_matches.mp4]
 
 Starts three child processes, the same nodes `ros2 launch usp_ros frontend.launch.py` starts:
 ``image_source`` (a virtual camera flying over matplotlib's sample photo, or ``--video FILE``),
@@ -36,6 +36,7 @@ from rclpy.qos import ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 
+from usp_core.backends import BACKENDS
 from usp_core.evaluation.metrics import corner_error
 from usp_core.inference import BUNDLED_WEIGHTS
 from usp_ros.conversions import ConversionError, homography_from_msg, image_to_numpy, to_bgr8
@@ -69,6 +70,7 @@ class Options:
     width: int = 0  # image width; 0 = the source's own (virtual camera: 640; video: its frames')
     height: int = 0  # image height; 0 = the source's own (virtual camera: 480)
     keyframes: bool = False  # matcher keyframe mode
+    backend: str = "auto"  # the detector's inference backend (usp_core.backends)
 
 
 def parse_args(argv=None) -> Options:
@@ -76,6 +78,8 @@ def parse_args(argv=None) -> Options:
     parser.add_argument("--video", type=Path, help="video file to play instead of the virtual camera")
     parser.add_argument("--model-path", type=Path, help="detector checkpoint (default: the bundled weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--backend", choices=BACKENDS, default=Options.backend,
+                        help="the detector's inference backend (default auto: openvino on a CPU, torch on CUDA)")
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--duration", type=float, help="seconds to run (default 20)")
     stop.add_argument("--frames", type=int, help="stop after this many matched frames")
@@ -101,7 +105,7 @@ def parse_args(argv=None) -> Options:
     duration = args.duration if args.duration is not None or args.frames is not None else Options.duration
     resolve = (lambda p: p.resolve() if p is not None else None)
     return Options(resolve(args.video), resolve(args.model_path), args.device, duration, args.frames,
-                   args.out.resolve(), args.rate, args.width, args.height, args.keyframes)
+                   args.out.resolve(), args.rate, args.width, args.height, args.keyframes, args.backend)
 
 
 def compose_ground_truth(steps: dict, reference, current, limit: int = GROUND_TRUTH_HISTORY) -> np.ndarray | None:
@@ -197,7 +201,8 @@ def child_commands(options: Options, share: Path) -> dict[str, list[str]]:
     model = dict(model_path=str(options.model_path)) if options.model_path else {}
     return {
         "matcher_node": node("matcher_node", "matcher.yaml", device=options.device, keyframe_mode=options.keyframes),
-        "detector_node": node("detector_node", "detector.yaml", device=options.device, **model),
+        "detector_node": node("detector_node", "detector.yaml", device=options.device, backend=options.backend,
+                              **model),
         "image_source": node("image_source", "image_source.yaml", rate=float(options.rate), width=options.width,
                              height=options.height, **source),
     }

@@ -75,6 +75,10 @@ def test_options_and_child_commands(tmp_path):
     assert "/share/config/matcher.yaml" in matcher
     assert "source:=virtual" in " ".join(commands["image_source"])
     assert "model_path" not in " ".join(commands["detector_node"])  # the detector's default: bundled weights
+    assert "backend:=auto" in commands["detector_node"]
+    assert "backend:=torch" in child_commands(parse_args(["--backend", "torch"]), Path("/share"))["detector_node"]
+    with pytest.raises(SystemExit):
+        parse_args(["--backend", "tensorrt"])
     checkpoint = tmp_path / "model.pt"
     checkpoint.touch()
     video = tmp_path / "clip.mp4"
