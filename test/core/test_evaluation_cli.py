@@ -69,6 +69,7 @@ def run_main(capsys, argv):
         ("seq", ["--top-k", "many"], "invalid int"),
         ("seq", ["--methods", "usp", "--weights", "{tmp}/absent.pt"], "absent.pt"),
         ("seq", ["--methods", "usp", "--weights", "{tmp}/garbage.pt"], "garbage.pt"),
+        ("seq", ["--methods", "usp", "--backend", "tensorrt"], "invalid choice: 'tensorrt'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, synthetic_sequence, capsys, case, extra, message):

@@ -1,4 +1,6 @@
 """OpenCV baselines behind the method interface, and fair descriptor matching (Hamming for binary)."""
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -28,6 +30,13 @@ def test_available_methods_follow_the_installed_opencv():
     contrib = getattr(cv2, "xfeatures2d", None)
     assert ("akaze" in names) == (hasattr(cv2, "AKAZE_create") or hasattr(contrib, "AKAZE_create"))
     assert ("brisk" in names) == (hasattr(cv2, "BRISK_create") or hasattr(contrib, "BRISK_create"))
+
+
+def test_usp_runs_in_the_chosen_backend_and_a_missing_runtime_is_a_method_error(monkeypatch):
+    assert build_method("usp", 20, backend="torch").detector.backend == "torch"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes "import openvino" fail
+    with pytest.raises(MethodError, match="pip install openvino"):
+        build_method("usp", 20, backend="openvino")
 
 
 @pytest.mark.parametrize("name,binary,width,dtype", [

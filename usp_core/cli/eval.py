@@ -1,7 +1,7 @@
 """usp-eval: HPatches-protocol evaluation of UnsuperPoint and OpenCV baselines on sequence folders.
 
     usp-eval DATA_DIR [--methods usp,orb,sift,akaze,brisk] [--weights CKPT] [--resolution 240x320]
-             [--top-k 300] [--device D] [--json FILE] [--plot FILE.png] [--visualize DIR]
+             [--top-k 300] [--device D] [--backend auto] [--json FILE] [--plot FILE.png] [--visualize DIR]
 
 --methods defaults to every method the installed OpenCV offers (usp, orb, sift, akaze, brisk with
 opencv-contrib). Tables, JSON and plot carry two matching scores: "M-score", the published protocol
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from usp_core.backends import BACKENDS
 from usp_core.checkpoint import CheckpointError
 from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
 from usp_core.evaluation.methods import MethodError, available_methods, build_method
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resolution", default="240x320", help="evaluation size HxW (default 240x320)")
     parser.add_argument("--top-k", type=int, default=300, help="keypoints kept per image (default 300)")
     parser.add_argument("--device", default=None, help="torch device for usp (default: cuda if available, else cpu)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="inference backend for usp (default auto: openvino on a CPU, torch on CUDA)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
     parser.add_argument("--plot", type=Path, default=None, help="write a summary figure to this PNG file")
     parser.add_argument("--visualize", type=Path, default=None,
@@ -98,12 +101,12 @@ def _pick_examples(sequences, count: int) -> set[tuple[str, int]]:
     return {pairs[i] for i in np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)}
 
 
-def _build_methods(names: list[str], top_k: int, weights: str | None, device: str) -> list:
+def _build_methods(names: list[str], top_k: int, weights: str | None, device: str, backend: str) -> list:
     """Build every method, turning load failures into UsageError."""
     methods = []
     for name in names:
         try:
-            methods.append(build_method(name, top_k, weights=weights, device=device))
+            methods.append(build_method(name, top_k, weights=weights, device=device, backend=backend))
         except (CheckpointError, MethodError, OSError) as error:
             raise UsageError(str(error).splitlines()[0] if str(error) else repr(error)) from None
     return methods
@@ -120,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         sequences = [list(load_sequence(folder, size)) for folder in find_sequences(args.data_dir)]
     except DatasetError as error:
         raise UsageError(str(error)) from None
-    methods = _build_methods(names, args.top_k, args.weights, device)
+    methods = _build_methods(names, args.top_k, args.weights, device, args.backend)
+    backend = next((method.detector.backend for method in methods if method.name == "usp"), None)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     examples = _pick_examples(sequences, VISUALIZED_PAIRS) if args.visualize else set()
@@ -131,21 +135,22 @@ def run(args: argparse.Namespace) -> int:
 
     num_pairs = sum(len(s) for s in sequences)
     title = f"{Path(args.data_dir).resolve().name}: {num_pairs} pairs at {size[0]}x{size[1]}, top-{args.top_k}"
-    print(f"{title} (device {device})\n")
+    print(f"{title} (device {device}{f', backend {backend}' if backend else ''})\n")
     print(overall_table(summaries))
     print("\nPer sequence:\n")
     print(sequence_table(summaries))
-    _write_outputs(args, summaries, picked, title, _settings(args, sequences, size, device, names))
+    _write_outputs(args, summaries, picked, title, _settings(args, sequences, size, device, backend, names))
     return 0
 
 
-def _settings(args, sequences, size, device, names) -> dict:
+def _settings(args, sequences, size, device, backend, names) -> dict:
     """How the run was made, stored beside the numbers in the JSON."""
     return {
         "data_dir": str(Path(args.data_dir).resolve()),
         "resolution": list(size),
         "top_k": args.top_k,
         "device": device,
+        "backend": backend,
         "weights": (args.weights or "bundled") if "usp" in names else None,
         "pairs": {s[0].sequence: len(s) for s in sequences if s},
         "opencv": cv2.__version__,

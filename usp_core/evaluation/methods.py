@@ -120,19 +120,28 @@ def available_methods() -> tuple[str, ...]:
     return ("usp", *_opencv_builders())
 
 
-def build_method(name: str, top_k_points: int, weights: str | Path | None = None, device: str = "cpu") -> Method:
+def build_method(name: str, top_k_points: int, weights: str | Path | None = None, device: str = "cpu",
+                 backend: str = "auto") -> Method:
     """The method called name keeping top_k_points keypoints per image.
 
-    usp loads weights (None = the bundled checkpoint) on device; it raises
-    usp_core.checkpoint.CheckpointError when they cannot be loaded. Unknown names raise MethodError.
+    usp loads weights (None = the bundled checkpoint) on device and prepares its inference backend
+    (usp_core.backends); it raises usp_core.checkpoint.CheckpointError when the weights cannot be
+    loaded, MethodError when the backend cannot run. Unknown names raise MethodError.
     """
     if top_k_points < 1:
         raise MethodError(f"top-k must be positive, got {top_k_points}")
     if name == "usp":
+        from usp_core.backends import BackendError
+        from usp_core.checkpoint import first_line
         from usp_core.inference import DetectorConfig, KeypointDetector
 
         config = DetectorConfig(max_keypoints=top_k_points)
-        return UspMethod(KeypointDetector.from_pretrained(weights, device=device, config=config))
+        try:
+            detector = KeypointDetector.from_pretrained(weights, device=device, config=config, backend=backend)
+            detector.prepare()
+        except (BackendError, ValueError) as error:  # a backend that cannot run here, or a bad name
+            raise MethodError(f"usp: {first_line(error)}") from error
+        return UspMethod(detector)
     builders = _opencv_builders()
     if name not in builders:
         raise MethodError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
