@@ -80,7 +80,7 @@ def _source_digest(cls: type) -> str:
 
 
 class GraphCache:
-    """Exported graphs on disk: ``get_or_build(description, build)`` returns verified file contents."""
+    """Exported graphs on disk: ``get_or_build(description, names, build)`` returns verified file contents."""
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = (Path(root) if root is not None else default_cache_root()) / "graphs"
@@ -89,9 +89,13 @@ class GraphCache:
         """The entry folder of a description: root/<SHA-256 of its canonical JSON>."""
         return self.root / hashlib.sha256(_canonical(description)).hexdigest()
 
-    def get_or_build(self, description: dict, build: Callable[[], dict[str, bytes]]) -> dict[str, bytes]:
-        """Files {name: bytes} from a verified entry, else from ``build()`` (then stored; a write failure is logged)."""
-        files = self.load(description)
+    def get_or_build(self, description: dict, names: tuple[str, ...],
+                     build: Callable[[], dict[str, bytes]]) -> dict[str, bytes]:
+        """Files {name: bytes} (exactly ``names``) from a verified entry, else from ``build()``.
+
+        Built files are stored; a write failure is logged, and the built files are returned all the same.
+        """
+        files = self.load(description, names)
         if files is not None:
             return files
         files = build()
@@ -102,14 +106,14 @@ class GraphCache:
                            self.root, first_line(error))
         return files
 
-    def load(self, description: dict) -> dict[str, bytes] | None:
-        """The entry's files when its manifest matches ``description`` and each file its hash; else None."""
+    def load(self, description: dict, names: tuple[str, ...]) -> dict[str, bytes] | None:
+        """The entry's files when its manifest matches ``description``, lists ``names`` and each file its hash."""
         folder = self.folder(description)
         if not (folder / MANIFEST).is_file():
             return None
         try:
             manifest = json.loads((folder / MANIFEST).read_bytes())
-            problem = self._problem(manifest, description)
+            problem = self._problem(manifest, description, names)
             files = {} if problem else {name: (folder / name).read_bytes() for name in manifest["files"]}
             problem = problem or next((f"{name} does not match its SHA-256" for name, data in files.items()
                                        if hashlib.sha256(data).hexdigest() != manifest["files"][name]["sha256"]),
@@ -122,14 +126,15 @@ class GraphCache:
         return files
 
     @staticmethod
-    def _problem(manifest: Any, description: dict) -> str | None:
+    def _problem(manifest: Any, description: dict, names: tuple[str, ...]) -> str | None:
         """Why a manifest cannot vouch for this description's files, or None."""
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
             return "the manifest is not a dict with a 'files' dict"
         if _canonical(manifest.get("description")) != _canonical(description):
             return "the manifest describes another graph"
-        unsafe = [name for name in manifest["files"] if not _plain_name(name)]
-        return f"the manifest names files outside the entry: {unsafe}" if unsafe else None
+        if sorted(manifest["files"]) != sorted(names):
+            return f"the manifest lists {sorted(manifest['files'])}, not {sorted(names)}"
+        return None
 
     def store(self, description: dict, files: dict[str, bytes]) -> Path:
         """Write the files, then the manifest, each atomically; returns the entry folder."""

@@ -47,18 +47,21 @@ def test_weights_digest_covers_every_dtype():
     assert len(weights_digest(model)) == 64
 
 
+NAMES = ("model.bin", "model.xml")
+
+
 def test_entry_is_built_once_then_read_back(tmp_path):
     cache = GraphCache(tmp_path)
     build, calls = _builder({"model.bin": b"weights", "model.xml": b"<graph/>"})
-    assert cache.get_or_build(_description(), build) == {"model.bin": b"weights", "model.xml": b"<graph/>"}
-    assert cache.get_or_build(_description(), build) == {"model.bin": b"weights", "model.xml": b"<graph/>"}
+    assert cache.get_or_build(_description(), NAMES, build) == {"model.bin": b"weights", "model.xml": b"<graph/>"}
+    assert cache.get_or_build(_description(), NAMES, build) == {"model.bin": b"weights", "model.xml": b"<graph/>"}
     assert len(calls) == 1
-    build_new, calls_new = _builder({"model.bin": b"other"})
-    cache.get_or_build(_description(runtime_version="2.0"), build_new)
+    build_new, calls_new = _builder({"model.bin": b"other", "model.xml": b"<graph/>"})
+    cache.get_or_build(_description(runtime_version="2.0"), NAMES, build_new)
     assert len(calls_new) == 1 and len(list(cache.root.iterdir())) == 2
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest", "foreign"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest", "foreign", "unlisted"])
 def test_damaged_entries_are_rebuilt_not_trusted(tmp_path, caplog, damage):
     cache = GraphCache(tmp_path)
     description = _description()
@@ -71,15 +74,19 @@ def test_damaged_entries_are_rebuilt_not_trusted(tmp_path, caplog, damage):
         (folder / "model.xml").unlink()
     elif damage == "manifest":
         (folder / MANIFEST).write_bytes(b'{"files": ')
-    else:  # a manifest that vouches for another graph
+    elif damage == "foreign":  # a manifest that vouches for another graph
         manifest = json.loads((folder / MANIFEST).read_bytes())
         manifest["description"]["weights"] = "0" * 64
         (folder / MANIFEST).write_text(json.dumps(manifest))
+    else:  # a manifest that leaves a file out
+        manifest = json.loads((folder / MANIFEST).read_bytes())
+        del manifest["files"]["model.xml"]
+        (folder / MANIFEST).write_text(json.dumps(manifest))
     build, calls = _builder({"model.bin": b"rebuilt", "model.xml": b"<graph/>"})
     with caplog.at_level(logging.WARNING, logger="usp_core.graph_cache"):
-        assert cache.get_or_build(description, build)["model.bin"] == b"rebuilt"
+        assert cache.get_or_build(description, NAMES, build)["model.bin"] == b"rebuilt"
     assert len(calls) == 1 and "is invalid" in caplog.text and str(folder) in caplog.text
-    assert cache.load(description)["model.bin"] == b"rebuilt"  # replaced on disk, and verified
+    assert cache.load(description, NAMES)["model.bin"] == b"rebuilt"  # replaced on disk, and verified
 
 
 def test_manifest_cannot_point_outside_its_entry(tmp_path):
@@ -90,7 +97,7 @@ def test_manifest_cannot_point_outside_its_entry(tmp_path):
     manifest = json.loads((folder / MANIFEST).read_bytes())
     manifest["files"] = {"../../secret": manifest["files"]["model.bin"]}
     (folder / MANIFEST).write_text(json.dumps(manifest))
-    assert cache.load(description) is None
+    assert cache.load(description, ("model.bin",)) is None
     with pytest.raises(ValueError, match="plain file name"):
         cache.store(description, {"../escape": b"x"})
 
@@ -101,7 +108,7 @@ def test_unwritable_cache_still_returns_the_built_graph(tmp_path, caplog):
     cache = GraphCache(blocker)
     build, calls = _builder({"model.bin": b"x"})
     with caplog.at_level(logging.WARNING, logger="usp_core.graph_cache"):
-        assert cache.get_or_build(_description(), build) == {"model.bin": b"x"}
+        assert cache.get_or_build(_description(), ("model.bin",), build) == {"model.bin": b"x"}
     assert "cannot write the graph cache" in caplog.text
 
 

@@ -32,7 +32,7 @@ class OnnxRuntimeRunner:
         versions = f"{ort.__version__} (onnx {onnx.__version__}, onnxscript {onnxscript.__version__})"
         description = describe_graph(model, "onnxruntime", versions,
                                      inputs="images (batch, C, height, width), all but C dynamic", precision="f32")
-        files = cache.get_or_build(description, lambda: {FILE: _export(model, onnx)})
+        files = cache.get_or_build(description, (FILE,), lambda: {FILE: _export(model, onnx)})
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1

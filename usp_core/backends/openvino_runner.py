@@ -37,7 +37,7 @@ class OpenVinoRunner:
         self._core = self._ov.Core()
         description = describe_graph(model, "openvino", self._ov.__version__,
                                      inputs="images (batch, C, height, width), all but C dynamic", precision="f32")
-        files = cache.get_or_build(description, lambda: self._convert(model))
+        files = cache.get_or_build(description, FILES, lambda: self._convert(model))
         self._model = self._core.read_model(files["model.xml"], files["model.bin"])
         self._properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if num_threads:
