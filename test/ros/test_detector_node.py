@@ -32,7 +32,9 @@ def tiny_model(tmp_path):
     """A random-initialised narrow UnsuperPoint checkpoint, as usp-train writes it."""
     torch.manual_seed(0)
     model = UnsuperPoint(ModelConfig(**TINY))
-    return save_checkpoint(tmp_path / "tiny.pt", {"model": model.state_dict(), "config": {"model": TINY}})
+    path = save_checkpoint(tmp_path / "tiny.pt", {"model": model.state_dict(), "config": {"model": TINY}})
+    KeypointDetector.from_pretrained(path).prepare()  # exports the default backend's graph (once) off the nodes' clocks
+    return path
 
 
 def textured(height, width, seed=0):

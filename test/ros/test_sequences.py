@@ -14,7 +14,7 @@ from builtin_interfaces.msg import Time
 from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Header
 
-from usp_core.inference import BUNDLED_WEIGHTS
+from usp_core.inference import BUNDLED_WEIGHTS, KeypointDetector
 from usp_ros.conversions import numpy_to_image
 from usp_ros.msg import Features, FrameMatch
 from usp_ros.qos import input_qos, output_qos
@@ -39,6 +39,7 @@ def test_consecutive_frames_match(sequence, shared_data, ros_node, spawn, wait, 
                                  input_qos(ReliabilityPolicy.RELIABLE, depth=FRAMES))
     ros_node.create_subscription(FrameMatch, "matches", matches.append, output_qos(depth=FRAMES))
     spawn("-m", "usp_ros.matcher_node", "--ros-args", "-p", "device:=cpu", name="matcher")
+    KeypointDetector.from_pretrained(None).prepare()  # exports the default backend's graph (once) off the start clock
     detector = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", "device:=cpu", name="detector")
     assert wait(lambda: (detector_listens_reliably(ros_node) and ros_node.count_subscribers("features") >= 2
                          and ros_node.count_publishers("matches") >= 1)
