@@ -163,9 +163,14 @@ def test_auto_falls_back_to_torch_with_a_log_line(monkeypatch, tmp_path, caplog)
     assert len(detector.detect(np.zeros((64, 80), np.uint8))[0]) == 20
 
 
-def test_auto_prefers_openvino_on_the_cpu(tiny_cache):
+def test_auto_prefers_openvino_on_the_cpu_then_onnxruntime(tiny_cache, monkeypatch, caplog):
     pytest.importorskip("openvino")
     assert KeypointDetector(_tiny_model(), cache_dir=tiny_cache).backend == "openvino"
+    pytest.importorskip("onnxscript")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with caplog.at_level(logging.WARNING, logger="usp_core.backends"):
+        assert KeypointDetector(_tiny_model(), cache_dir=tiny_cache).backend == "onnxruntime"
+    assert "running the network in onnxruntime" in caplog.text and "pip install openvino" in caplog.text
 
 
 def test_bad_backend_choices_are_refused():

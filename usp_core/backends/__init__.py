@@ -83,9 +83,13 @@ def make_runner(backend: str, model: nn.Module, device: torch.device, num_thread
     reasons = []
     for candidate in CPU_PREFERENCE:
         try:
-            return _cpu_runner(candidate, model, num_threads, cache_dir)
+            runner = _cpu_runner(candidate, model, num_threads, cache_dir)
         except BackendError as error:
             reasons.append(first_line(error))
+            continue
+        if reasons:
+            logger.warning("backend auto: running the network in %s (%s)", candidate, "; ".join(reasons))
+        return runner
     logger.warning("backend auto: running the network in torch (%s)", "; ".join(reasons))
     return _torch(model, num_threads)
 

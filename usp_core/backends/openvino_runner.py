@@ -67,7 +67,7 @@ class OpenVinoRunner:
         return request
 
     def _convert(self, model: nn.Module) -> dict[str, bytes]:
-        """IR files of ``model`` (float32 weights), checked against the eager model; ExportError on failure."""
+        """IR files of ``model`` (float32 weights), checked against the exported program; ExportError on failure."""
         program = export_program(model)
         try:
             with quiet_pytree_deprecation():
@@ -89,4 +89,4 @@ class OpenVinoRunner:
             want = program.module()(example)
         for index, name in enumerate(OUTPUT_NAMES):
             if not np.allclose(got[index], want[index].numpy(), atol=TOLERANCE, rtol=TOLERANCE):
-                raise ExportError(f"the OpenVINO graph's output '{name}' differs from the eager model")
+                raise ExportError(f"the OpenVINO graph's output '{name}' differs from the exported model")
