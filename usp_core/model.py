@@ -111,13 +111,13 @@ class FastBackbone(nn.Module):
     """A backbone cheap on a CPU (the XFeat/ALIKE pattern): thin at full resolution, depth at 1/8.
 
     widths (w1, w2, w4, w8, w16): one conv3x3 block at full resolution, then per scale 1/2, 1/4, 1/8
-    and 1/16 a 2x2 max-pool and two conv3x3 blocks (max-pools, as in the paper's VGG, keep each 1/8
-    cell centred on its 8x8 pixels; stride-2 convolutions centre it on its top-left pixel and did not
-    learn positions). The 1/16 map (context: a wider receptive field for the descriptors) is
-    projected to w8 by a 1x1 conv, upsampled bilinearly and added to the 1/8 map. (A 1x1 projection
-    of each cell's raw 8x8 pixels added there too let the network satisfy L_uni_xy with
-    pixel-noise offsets, and positions stopped improving.)
-    Input (B, C, H, W), H and W multiples of 8 -> (B, w8, H/8, W/8).
+    and 1/16 a 2x2 max-pool and two conv3x3 blocks. Max-pools, as in the paper's VGG, keep each 1/8
+    cell centred on its 8x8 pixels (stride-2 convolutions centre it on its top-left pixel, and
+    positions did not learn). The 1/16 map (context: a wider receptive field) is projected to w8 by
+    a 1x1 conv, upsampled bilinearly and added to the 1/8 map for the DESCRIPTOR head only: added to
+    the map of the score and position heads, the upsampling's cell-parity pattern let the network
+    satisfy L_uni_xy with offsets that ignore the image, and positions stopped improving.
+    Input (B, C, H, W), H and W multiples of 8 -> (detection (B, w8, H/8, W/8), description (B, w8, H/8, W/8)).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -132,12 +132,12 @@ class FastBackbone(nn.Module):
         self.context = nn.Conv2d(widths[4], widths[3], kernel_size=1)
         self.out_channels = widths[3]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, C, H, W) -> features (B, w8, H/8, W/8)."""
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, C, H, W) -> (detection features, description features), each (B, w8, H/8, W/8)."""
         eighth = self.to_eighth(images)
         context = self.context(self.to_sixteenth(eighth))
         context = F.interpolate(context, size=eighth.shape[-2:], mode="bilinear", align_corners=False)
-        return eighth + context
+        return eighth, eighth + context
 
 
 def cell_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -174,11 +174,12 @@ class UnsuperPoint(nn.Module):
     def forward(self, images: torch.Tensor) -> DenseOutput:
         """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8)."""
         features = self.backbone(images)
-        score = torch.sigmoid(self.score_head(features))
-        offset = torch.sigmoid(self.position_head(features).float())
+        detection, description = features if isinstance(features, tuple) else (features, features)
+        score = torch.sigmoid(self.score_head(detection))
+        offset = torch.sigmoid(self.position_head(detection).float())
         grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
         position = (grid + offset) * self.cell
-        raw = self.descriptor_head(features)
+        raw = self.descriptor_head(description)
         descriptors = sample_descriptors(raw, position, self.cell)
         return DenseOutput(score, position, descriptors)
 

@@ -130,6 +130,17 @@ def test_fast_backbone_shapes(size):
     assert torch.allclose(out.descriptors.norm(dim=1), torch.ones(2, *cells), atol=1e-5)
 
 
+def test_fast_backbone_context_feeds_the_descriptors_only():
+    model = _model(FAST)
+    images = torch.rand(1, 1, 48, 64)
+    before = model(images)
+    with torch.no_grad():
+        model.backbone.context.bias.add_(1.0)
+    after = model(images)
+    assert torch.equal(before.score, after.score) and torch.equal(before.position, after.position)
+    assert not torch.allclose(before.descriptors, after.descriptors)
+
+
 def test_fast_backbone_costs_under_60_percent_of_the_light_vgg():
     vgg = ModelConfig(widths=(16, 16, 32, 32, 64, 64, 128, 128), descriptor_dim=128)
     fast = ModelConfig(backbone="fast", widths=(8, 24, 48, 96, 128), descriptor_dim=128)
