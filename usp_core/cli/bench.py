@@ -123,7 +123,7 @@ def inference_rows(images: list[np.ndarray], device: torch.device, backends: lis
                    threads: int, passes: int) -> list[Row]:
     """ms/image of the detector in each backend at each evaluation size, beside SIFT and ORB (timed in turns).
 
-    Backends that cannot run on ``device`` (the CPU-only ones on CUDA) or are not installed are skipped.
+    A backend whose runtime is not installed is skipped, with a line saying so.
     """
     rows = []
     for height, width, keypoints in SIZES:
