@@ -37,6 +37,23 @@ def model_weights(state: dict[str, Any], path: str | Path) -> dict[str, torch.Te
     return {key.removeprefix("module."): value for key, value in state["model"].items()}
 
 
+def model_from_checkpoint(state: dict[str, Any], path: str | Path):
+    """The UnsuperPoint described by a checkpoint dict ("config" with a "model" section), weights loaded.
+
+    Raises CheckpointError when the config or the weights do not make a model.
+    """
+    from usp_core.model import ModelConfig, UnsuperPoint  # the model module does not need this one
+
+    weights = model_weights(state, path)
+    section = (state.get("config") or {}).get("model") or {}
+    try:
+        model = UnsuperPoint(ModelConfig(**section))
+        model.load_state_dict(weights)
+    except (TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise CheckpointError(f"cannot load checkpoint {path}: {first_line(error)}") from error
+    return model
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (see usp_core.atomic) and return the path."""
     return atomic_write(path, lambda handle: torch.save(state, handle))

@@ -18,7 +18,7 @@ import yaml
 
 from usp_core.data import CropConfig, PhotometricConfig
 from usp_core.homography import HomographyConfig
-from usp_core.losses import LossConfig
+from usp_core.losses import DistillConfig, LossConfig
 from usp_core.model import ModelConfig
 
 __all__ = [
@@ -76,6 +76,7 @@ class TrainConfig:
     num_workers: int = 4  # DataLoader worker processes
     model: ModelConfig = field(default_factory=ModelConfig)  # network widths and descriptor size
     loss: LossConfig = field(default_factory=LossConfig)  # loss weights and radii
+    distill: DistillConfig = field(default_factory=DistillConfig)  # optional teacher whose dense maps are also learned
     crop: CropConfig = field(default_factory=CropConfig)  # how photos are scaled before cropping
     homography: HomographyConfig = field(default_factory=HomographyConfig)  # random warp ranges for branch B
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)  # per-branch photometric noise

@@ -15,7 +15,7 @@ import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from .backends import BACKENDS, Runner, make_runner
-from .checkpoint import CheckpointError, first_line, load_checkpoint, model_weights
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .homography import scaling_matrix, warp_points
-from .model import ModelConfig, UnsuperPoint
+from .model import UnsuperPoint
 from .selection import select_points
 
 __all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS"]
@@ -184,18 +184,6 @@ def _resolve_weights(path_or_name: str | Path | None) -> Path:
     return path
 
 
-def _model_from_checkpoint(state: dict[str, Any], path: Path) -> UnsuperPoint:
-    """Build the model described by a checkpoint dict and load its weights; CheckpointError when unusable."""
-    weights = model_weights(state, path)
-    section = (state.get("config") or {}).get("model") or {}
-    try:
-        model = UnsuperPoint(ModelConfig(**section))
-        model.load_state_dict(weights)
-    except (TypeError, ValueError, RuntimeError, AttributeError) as error:
-        raise CheckpointError(f"cannot load checkpoint {path}: {first_line(error)}") from error
-    return model
-
-
 class KeypointDetector:
     """UnsuperPoint keypoints and descriptors for images of any size, one :class:`Features` per image.
 
@@ -236,7 +224,7 @@ class KeypointDetector:
         if path_or_name is None and not path.is_file():
             raise CheckpointError(f"cannot load checkpoint {path}: no bundled weights in this install; "
                                   "pass a checkpoint written by usp-train")
-        model = _model_from_checkpoint(load_checkpoint(path, map_location="cpu"), path)
+        model = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), path)
         return cls(model.to(device), config, backend, num_threads, cache_dir)
 
     @property

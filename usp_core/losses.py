@@ -36,6 +36,8 @@ __all__ = [
     "triplet_descriptor_loss",
     "decorrelation_loss",
     "unsuperpoint_loss",
+    "DistillConfig",
+    "distillation_loss",
 ]
 
 
@@ -60,6 +62,20 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.descriptor_loss not in ("hinge", "triplet"):
             raise ValueError(f"descriptor_loss must be 'hinge' or 'triplet', got {self.descriptor_loss!r}")
+
+
+@dataclass
+class DistillConfig:
+    """Distillation: the model also learns to reproduce a trained teacher's dense maps (off by default).
+
+    A new architecture (the fast backbone, say) reaches its teacher's quality in far fewer steps
+    from these per-cell targets than from the self-supervised losses alone, which still apply.
+    """
+
+    teacher: str = ""  # checkpoint of the teacher ("bundled": the shipped weights); "" = no distillation
+    a_position: float = 1.0  # weight of sum |p - p_teacher| (px) over cells
+    a_score: float = 10.0  # weight of sum (s - s_teacher)^2 over cells
+    a_descriptor: float = 1.0  # weight of sum (1 - f . f_teacher) over cells
 
 
 class Correspondences(NamedTuple):
@@ -265,4 +281,23 @@ def unsuperpoint_loss(out_a: DenseOutput, out_b: DenseOutput, homography_ab: tor
         terms["decorr"] = decorrelation_loss(desc_a) + decorrelation_loss(desc_b)
         terms["total"] = (config.a_usp * terms["usp"] + config.a_uni_xy * terms["uni_xy"]
                           + config.a_desc * terms["desc"] + config.a_decorr * terms["decorr"])
+    return terms
+
+
+def distillation_loss(student: DenseOutput, teacher: DenseOutput, config: DistillConfig) -> dict[str, torch.Tensor]:
+    """Per-cell distance of the student's dense maps to the teacher's, each term a sum over cells, mean over the batch.
+
+    student, teacher: outputs of the same images, maps (B, ., h, w); the teacher's are treated as
+    constants. Returns "distill_position" (sum of L1 pixel distances), "distill_score" (sum of
+    squared differences), "distill_descriptor" (sum of 1 - cosine) and "distill" (their weighted sum).
+    """
+    with _autocast_off(student.position.device):
+        position = (_float32(student.position) - _float32(teacher.position).detach()).abs().sum(1)
+        score = (_float32(student.score) - _float32(teacher.score).detach()).square().sum(1)
+        cosine = (_float32(student.descriptors) * _float32(teacher.descriptors).detach()).sum(1)
+        terms = {"distill_position": position.flatten(1).sum(1).mean(),
+                 "distill_score": score.flatten(1).sum(1).mean(),
+                 "distill_descriptor": (1.0 - cosine).flatten(1).sum(1).mean()}
+        terms["distill"] = (config.a_position * terms["distill_position"] + config.a_score * terms["distill_score"]
+                            + config.a_descriptor * terms["distill_descriptor"])
     return terms

@@ -31,11 +31,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from usp_core.checkpoint import CheckpointError, first_line, load_checkpoint, model_weights, save_checkpoint
+from usp_core.checkpoint import (CheckpointError, first_line, load_checkpoint, model_from_checkpoint, model_weights,
+                                 save_checkpoint)
 from usp_core.config import TrainConfig, save_config, to_dict
 from usp_core.data import HomographyPairDataset, ImageFolder, InfiniteSampler
 from usp_core.device import resolve_device
-from usp_core.losses import unsuperpoint_loss
+from usp_core.losses import distillation_loss, unsuperpoint_loss
 from usp_core.model import DenseOutput, UnsuperPoint
 
 __all__ = ["Trainer", "setup_distributed", "cleanup_distributed", "lr_factor"]
@@ -110,6 +111,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.model = UnsuperPoint(config.model).to(self.device)
+        self.teacher = self._load_teacher(config.distill.teacher)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.optimizer.lr, betas=tuple(config.optimizer.betas),
             weight_decay=config.optimizer.weight_decay,
@@ -125,6 +127,22 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._network = DistributedDataParallel(self.model, device_ids=ids)
         self._folders: tuple[ImageFolder, ImageFolder] | None = None
+
+    def _load_teacher(self, name: str) -> UnsuperPoint | None:
+        """The frozen eval-mode teacher of ``config.distill`` on the device, or None when distillation is off.
+
+        ``name``: a checkpoint path, or "bundled" for the shipped weights. Raises CheckpointError.
+        """
+        if not name:
+            return None
+        from usp_core.inference import BUNDLED_WEIGHTS  # inference imports the backends; only needed here
+
+        path = BUNDLED_WEIGHTS if name == "bundled" else Path(name)
+        teacher = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), path)
+        if teacher.config.descriptor_dim != self.config.model.descriptor_dim:
+            raise CheckpointError(f"the teacher {path} has {teacher.config.descriptor_dim}-d descriptors, "
+                                  f"the model {self.config.model.descriptor_dim}-d")
+        return teacher.float().eval().requires_grad_(False).to(self.device)
 
     def _amp_dtype(self) -> torch.dtype | None:
         """The autocast dtype, or None. AMP runs on CUDA only; on CPU a requested mode is ignored."""
@@ -198,6 +216,12 @@ class Trainer:
             output = self._network(torch.cat([image_a, image_b]))
         out_a, out_b = _split_branches(output, image_a.shape[0])
         losses = unsuperpoint_loss(out_a, out_b, h_ab.float(), tuple(self.config.image_size), self.config.loss)
+        if self.teacher is not None:
+            with torch.no_grad(), self._autocast():
+                target = self.teacher(torch.cat([image_a, image_b]))
+            distill = distillation_loss(DenseOutput(*(t.float() for t in output)), target, self.config.distill)
+            losses.update(distill)
+            losses["total"] = losses["total"] + distill["distill"]
         scores = torch.cat([out_a.score, out_b.score]).detach()
         losses["score_mean"] = scores.mean()
         losses["score_std"] = scores.std()

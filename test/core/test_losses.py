@@ -7,7 +7,9 @@ import torch
 
 from usp_core.homography import HomographyConfig, sample_homography, warp_image
 from usp_core.losses import (
+    DistillConfig,
     LossConfig,
+    distillation_loss,
     decorrelation_loss,
     descriptor_loss,
     point_correspondences,
@@ -254,3 +256,17 @@ def test_loss_runs_under_autocast_without_nans():
     assert all(torch.isfinite(value) and value.dtype == torch.float32 for value in terms.values())
     terms["total"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_distillation_loss_hand_computed():
+    position = torch.tensor([[[[4.0, 12.0]], [[3.0, 3.0]]]])  # (1, 2, 1, 2): two cells
+    teacher = DenseOutput(torch.tensor([[[[0.5, 0.9]]]]), position,
+                          torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]]))
+    student = DenseOutput(torch.tensor([[[[0.7, 0.9]]]]), position + torch.tensor([[[[1.0, 0.0]], [[0.0, -2.0]]]]),
+                          torch.tensor([[[[0.6, 0.0]], [[0.8, 1.0]]]]))
+    terms = distillation_loss(student, teacher, DistillConfig(a_position=1.0, a_score=10.0, a_descriptor=2.0))
+    assert math.isclose(terms["distill_position"].item(), 1.0 + 2.0, rel_tol=1e-6)
+    assert math.isclose(terms["distill_score"].item(), 0.2 ** 2, rel_tol=1e-5)
+    assert math.isclose(terms["distill_descriptor"].item(), (1 - 0.6) + (1 - 1.0), abs_tol=1e-6)
+    assert math.isclose(terms["distill"].item(), 3.0 + 10 * 0.04 + 2 * 0.4, rel_tol=1e-5)
+    assert distillation_loss(teacher, teacher, DistillConfig())["distill"].item() == 0.0

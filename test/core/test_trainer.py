@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from usp_core.config import TrainConfig, from_dict
+from usp_core.checkpoint import CheckpointError
 from usp_core.inference import KeypointDetector
+from usp_core.losses import DistillConfig
+from usp_core.model import ModelConfig
 from usp_core.trainer import Trainer, lr_factor
 
 STEPS = 24
@@ -116,6 +119,27 @@ def test_time_limit_stops_early_and_saves(tiny_config, tmp_path):
     trainer.train(time_limit=0.0)
     assert trainer.step == 1
     assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_distillation_brings_a_fast_student_towards_its_teacher(full_run, tiny_config, tmp_path):
+    _, teacher_run = full_run
+    student = dataclasses.replace(
+        tiny_config, model=ModelConfig(backbone="fast", widths=(4, 8, 16, 32, 32), descriptor_dim=32),
+        distill=DistillConfig(teacher=str(teacher_run / "last.pt")))
+    trainer = Trainer(student, tmp_path, device="cpu", progress=False)
+    trainer.train(max_steps=16)
+    distill = [h["distill"] for h in trainer.history]
+    assert {"distill_position", "distill_score", "distill_descriptor"} <= set(trainer.history[0])
+    assert np.mean(distill[-4:]) < 0.7 * np.mean(distill[:4])
+    assert all(h["total"] > h["distill"] for h in trainer.history)  # added to the self-supervised terms
+
+
+def test_a_teacher_with_other_descriptors_is_refused(full_run, tiny_config, tmp_path):
+    _, teacher_run = full_run
+    config = dataclasses.replace(tiny_config, model=ModelConfig(descriptor_dim=16),
+                                 distill=DistillConfig(teacher=str(teacher_run / "last.pt")))
+    with pytest.raises(CheckpointError, match="32-d descriptors, the model 16-d"):
+        Trainer(config, tmp_path, device="cpu", progress=False)
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
