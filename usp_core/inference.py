@@ -28,7 +28,7 @@ from .homography import scaling_matrix, warp_points
 from .model import UnsuperPoint
 from .selection import select_points
 
-__all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS"]
+__all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS", "resolve_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +174,10 @@ def _fit_to_cells(images: torch.Tensor, cell: int, policy: str) -> tuple[torch.T
     return images, (height, width)
 
 
-def _resolve_weights(path_or_name: str | Path | None) -> Path:
-    """None -> bundled weights; a bare name ("unsuperpoint") -> usp_core/weights/<name>.pt; else a path."""
-    if path_or_name is None:
+def resolve_weights(path_or_name: str | Path | None) -> Path:
+    """None or "bundled" -> the default bundled weights; a bare name of a shipped model ("unsuperpoint_vgg")
+    -> usp_core/weights/<name>.pt; else a path."""
+    if path_or_name is None or str(path_or_name) == "bundled":
         return BUNDLED_WEIGHTS
     path = Path(path_or_name)
     if not path.exists() and path.suffix == "" and len(path.parts) == 1:
@@ -220,7 +221,7 @@ class KeypointDetector:
         with a one-line message when the file is missing, corrupt or does not fit the model. The
         backend is prepared at the first detect (or by :meth:`prepare`).
         """
-        path = _resolve_weights(path_or_name)
+        path = resolve_weights(path_or_name)
         if path_or_name is None and not path.is_file():
             raise CheckpointError(f"cannot load checkpoint {path}: no bundled weights in this install; "
                                   "pass a checkpoint written by usp-train")

@@ -72,7 +72,7 @@ class DistillConfig:
     from these per-cell targets than from the self-supervised losses alone, which still apply.
     """
 
-    teacher: str = ""  # checkpoint of the teacher ("bundled": the shipped weights); "" = no distillation
+    teacher: str = ""  # checkpoint of the teacher: a path, "bundled" or a shipped model's name; "" = no distillation
     a_position: float = 1.0  # weight of sum |p - p_teacher| (px) over cells
     a_score: float = 10.0  # weight of sum (s - s_teacher)^2 over cells
     a_descriptor: float = 1.0  # weight of sum (1 - f . f_teacher) over cells

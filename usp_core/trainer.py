@@ -131,13 +131,13 @@ class Trainer:
     def _load_teacher(self, name: str) -> UnsuperPoint | None:
         """The frozen eval-mode teacher of ``config.distill`` on the device, or None when distillation is off.
 
-        ``name``: a checkpoint path, or "bundled" for the shipped weights. Raises CheckpointError.
+        ``name``: a checkpoint path, "bundled" or the name of a shipped model. Raises CheckpointError.
         """
         if not name:
             return None
-        from usp_core.inference import BUNDLED_WEIGHTS  # inference imports the backends; only needed here
+        from usp_core.inference import resolve_weights  # inference imports the backends; only needed here
 
-        path = BUNDLED_WEIGHTS if name == "bundled" else Path(name)
+        path = resolve_weights(name)
         teacher = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), path)
         if teacher.config.descriptor_dim != self.config.model.descriptor_dim:
             raise CheckpointError(f"the teacher {path} has {teacher.config.descriptor_dim}-d descriptors, "

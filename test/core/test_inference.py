@@ -1,6 +1,7 @@
 """Tests of usp_core.inference: input handling, point selection, resizing, checkpoints (torch backend;
 the other backends are compared with it in test_backends.py)."""
 import dataclasses
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from usp_core.checkpoint import CheckpointError, save_checkpoint
-from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, Features, KeypointDetector
+from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, Features, KeypointDetector, resolve_weights
 from usp_core.model import DenseOutput, ModelConfig, UnsuperPoint, cell_grid
 
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
@@ -239,6 +240,15 @@ def test_missing_bundled_weights_raise_checkpoint_error():
         KeypointDetector.from_pretrained(None)
     with pytest.raises(CheckpointError, match="no such file"):
         KeypointDetector.from_pretrained("no_such_bundled_name")
+
+
+def test_weights_resolve_by_name_path_or_bundled(tmp_path, monkeypatch):
+    assert resolve_weights(None) == resolve_weights("bundled") == BUNDLED_WEIGHTS
+    assert resolve_weights("unsuperpoint_vgg") == BUNDLED_WEIGHTS.parent / "unsuperpoint_vgg.pt"
+    assert resolve_weights(tmp_path / "mine.pt") == tmp_path / "mine.pt"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "unsuperpoint_vgg").write_bytes(b"")
+    assert resolve_weights("unsuperpoint_vgg") == Path("unsuperpoint_vgg")  # an existing file wins over a name
 
 
 def test_half_is_ignored_on_cpu():

@@ -20,7 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from usp_core.checkpoint import CheckpointError, first_line, load_checkpoint
 from usp_core.config import ConfigError, TrainConfig, from_dict, load_config
-from usp_core.inference import BUNDLED_WEIGHTS
+from usp_core.inference import resolve_weights
 from usp_core.trainer import Trainer, cleanup_distributed, setup_distributed
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", type=Path, help="checkpoint to continue from (e.g. OUT/last.pt)")
-    start.add_argument("--init", help="fine-tune: start from this checkpoint's weights ('bundled': the shipped "
-                       "weights), with a fresh optimizer and schedule")
+    start.add_argument("--init", help="fine-tune: start from this checkpoint's weights ('bundled': the default "
+                       "shipped weights; or a shipped model's name, e.g. unsuperpoint_vgg), with a fresh optimizer "
+                       "and schedule")
     parser.add_argument("--time-limit", type=float, help="stop after this many seconds, saving last.pt "
                         "(for chunked runs; resume later with --resume)")
     return parser
@@ -80,7 +81,7 @@ def _prepare(args: argparse.Namespace) -> Trainer:
     if args.resume is not None:
         trainer.resume(args.resume)
     elif args.init is not None:
-        trainer.initialize_from(BUNDLED_WEIGHTS if args.init == "bundled" else Path(args.init))
+        trainer.initialize_from(resolve_weights(args.init))
     return trainer
 
 
