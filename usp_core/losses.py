@@ -204,7 +204,7 @@ def _directed_triplet(distance: torch.Tensor, geometric: torch.Tensor, valid: to
 
 
 def triplet_descriptor_loss(desc_a: torch.Tensor, desc_b: torch.Tensor, correspondences: Correspondences,
-                            margin: float = 0.2, descriptor_radius: float = 4.0) -> torch.Tensor:
+                            margin: float = 0.2, descriptor_radius: float = 8.0) -> torch.Tensor:
     """Hardest-negative triplet loss (KP2D), both directions: sum_i max(0, m + |f_i - f_p(i)| - |f_i - f_n(i)|).
 
     desc_a (B, N, D), desc_b (B, M, D) unit descriptors. For a point of A, p(i) is the nearest point of B

@@ -9,8 +9,9 @@ centre of the top-left pixel is ``(0, 0)``.
 Design choices where the paper is silent:
 
 - Each head is ``conv3x3(C, C) + BatchNorm + LeakyReLU`` followed by a ``conv1x1`` to its output,
-  with ``C = widths[-1]`` (256 by default): the paper's intermediate 256 -> 256 layer per head. The
-  1x1 output layer (rather than a second 3x3) keeps each head's last step local to its cell.
+  with C the backbone's output width (``widths[-1]``, 256 by default, for the VGG; ``widths[3]`` for
+  the fast backbone): the paper's intermediate 256 -> 256 layer per head. The 1x1 output layer
+  (rather than a second 3x3) keeps each head's last step local to its cell.
 - Position: ``(cell index + sigmoid offset) * 8``, so cell ``j`` can place its point anywhere in
   ``[8 j, 8 j + 8]``. With pixel centres at integers that range is the cell's pixels shifted by half a
   pixel; the network learns its offsets through homography-consistent training, which absorbs that.

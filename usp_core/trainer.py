@@ -212,20 +212,24 @@ class Trainer:
     def _losses(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """Loss terms for a batch (image_a (B,1,H,W), image_b (B,1,H,W), H_ab (B,3,3)) plus score stats."""
         image_a, image_b, h_ab = (t.to(self.device, non_blocking=True) for t in batch)
+        images = torch.cat([image_a, image_b])
         with self._autocast():
-            output = self._network(torch.cat([image_a, image_b]))
+            output = self._network(images)
         out_a, out_b = _split_branches(output, image_a.shape[0])
         losses = unsuperpoint_loss(out_a, out_b, h_ab.float(), tuple(self.config.image_size), self.config.loss)
         if self.teacher is not None:
-            with torch.no_grad(), self._autocast():
-                target = self.teacher(torch.cat([image_a, image_b]))
-            distill = distillation_loss(DenseOutput(*(t.float() for t in output)), target, self.config.distill)
-            losses.update(distill)
-            losses["total"] = losses["total"] + distill["distill"]
+            losses.update(self._distillation_terms(images, output))
+            losses["total"] = losses["total"] + losses["distill"]
         scores = torch.cat([out_a.score, out_b.score]).detach()
         losses["score_mean"] = scores.mean()
         losses["score_std"] = scores.std()
         return losses
+
+    def _distillation_terms(self, images: torch.Tensor, output: DenseOutput) -> dict[str, torch.Tensor]:
+        """The distillation terms of the model's output on images (2B, C, H, W) against the frozen teacher's."""
+        with torch.no_grad(), self._autocast():
+            target = self.teacher(images)
+        return distillation_loss(DenseOutput(*(t.float() for t in output)), target, self.config.distill)
 
     def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """One optimizer step on a batch; returns the detached loss terms (tensors on the device)."""

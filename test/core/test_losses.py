@@ -109,18 +109,19 @@ def test_descriptor_loss_hand_computed():
     assert math.isclose(loss.item(), 2 * 100.0 + 2 * 0.6, rel_tol=1e-5)
 
 
-def test_descriptor_loss_ignores_points_leaving_the_image():
+@pytest.mark.parametrize("loss", [descriptor_loss, triplet_descriptor_loss])
+def test_descriptor_losses_ignore_points_leaving_the_image(loss):
     matches = _matches()
     generator = torch.Generator().manual_seed(2)
     desc_a = torch.nn.functional.normalize(torch.randn(1, 6, 4, generator=generator), dim=-1)
     desc_b = torch.nn.functional.normalize(torch.randn(1, 6, 4, generator=generator), dim=-1)
-    base = descriptor_loss(desc_a, desc_b, matches)
+    base = loss(desc_a, desc_b, matches)
     changed_a, changed_b = desc_a.clone(), desc_b.clone()
     changed_a[0, 2] = -changed_a[0, 2]  # a2 is outside B
     changed_b[0, 4] = -changed_b[0, 4]  # b4 is outside A
-    assert torch.allclose(descriptor_loss(changed_a, changed_b, matches), base)
+    assert torch.allclose(loss(changed_a, changed_b, matches), base)
     changed_a[0, 0] = -changed_a[0, 0]
-    assert not torch.allclose(descriptor_loss(changed_a, desc_b, matches), base)
+    assert not torch.allclose(loss(changed_a, desc_b, matches), base)
 
 
 def _unit_distance(u, v) -> float:
@@ -151,17 +152,6 @@ def test_triplet_loss_zero_when_negatives_are_a_margin_farther():
     desc = torch.eye(2)[None]  # positives identical (distance 0), negatives sqrt(2) apart
     assert triplet_descriptor_loss(desc, desc, matches, margin=1.0).item() == 0.0
     assert triplet_descriptor_loss(desc, desc, matches, margin=2.0).item() > 0.0
-
-
-def test_triplet_loss_ignores_points_leaving_the_image():
-    matches = _matches()
-    generator = torch.Generator().manual_seed(3)
-    desc_a = torch.nn.functional.normalize(torch.randn(1, 6, 4, generator=generator), dim=-1)
-    desc_b = torch.nn.functional.normalize(torch.randn(1, 6, 4, generator=generator), dim=-1)
-    base = triplet_descriptor_loss(desc_a, desc_b, matches)
-    changed_a = desc_a.clone()
-    changed_a[0, 2] = -changed_a[0, 2]  # a2 is outside B
-    assert torch.allclose(triplet_descriptor_loss(changed_a, desc_b, matches), base)
 
 
 def test_loss_config_switches_the_descriptor_term():
