@@ -70,6 +70,7 @@ def run_main(capsys, argv):
         ("seq", ["--methods", "usp", "--weights", "{tmp}/absent.pt"], "absent.pt"),
         ("seq", ["--methods", "usp", "--weights", "{tmp}/garbage.pt"], "garbage.pt"),
         ("seq", ["--methods", "usp", "--backend", "tensorrt"], "invalid choice: 'tensorrt'"),
+        ("seq", ["--methods", "usp", "--nms-radius", "-1"], "nms_radius must be"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, synthetic_sequence, capsys, case, extra, message):
@@ -113,6 +114,19 @@ def test_whole_command_on_a_real_pair(real_pair, random_checkpoint, tmp_path, ca
     assert sorted(p.name for p in pictures.iterdir()) == [
         f"{name}_wall_1-2.png" for name in ("akaze", "brisk", "orb", "sift", "usp")]
     assert not list(json_path.parent.glob(".*.tmp"))
+
+
+def test_nms_radius_thins_usp_points_and_is_recorded(synthetic_sequence, random_checkpoint, tmp_path, capsys):
+    counts = {}
+    for radius in (0, 12):
+        path = tmp_path / f"nms{radius}.json"
+        status, _, _ = run_main(capsys, [synthetic_sequence, "--methods", "usp", "--weights", random_checkpoint,
+                                         "--backend", "torch", "--resolution", "96x128", "--top-k", "150",
+                                         "--nms-radius", radius, "--json", path])
+        results = json.loads(path.read_text())
+        assert status == 0 and results["settings"]["nms_radius"] == radius
+        counts[radius] = results["methods"]["usp"]["keypoints_per_image"]
+    assert counts[0] == 150 and counts[12] < 100  # 12 px apart: at most about one point per 12x12 block
 
 
 def test_methods_default_to_every_available_one():

@@ -1,7 +1,8 @@
 """usp-eval: HPatches-protocol evaluation of UnsuperPoint and OpenCV baselines on sequence folders.
 
     usp-eval DATA_DIR [--methods usp,orb,sift,akaze,brisk] [--weights CKPT] [--resolution 240x320]
-             [--top-k 300] [--device D] [--backend auto] [--json FILE] [--plot FILE.png] [--visualize DIR]
+             [--top-k 300] [--device D] [--backend auto] [--nms-radius PX] [--json FILE] [--plot FILE.png]
+             [--visualize DIR]
 
 --methods defaults to every method the installed OpenCV offers (usp, orb, sift, akaze, brisk with
 opencv-contrib). Tables, JSON and plot carry two matching scores: "M-score", the published protocol
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device for usp (default: cuda if available, else cpu)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="inference backend for usp (default auto: openvino on a CPU, torch on CUDA)")
+    parser.add_argument("--nms-radius", type=int, default=None,
+                        help="usp: drop points with a better one within this many pixels (default: the detector's)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
     parser.add_argument("--plot", type=Path, default=None, help="write a summary figure to this PNG file")
     parser.add_argument("--visualize", type=Path, default=None,
@@ -101,12 +104,13 @@ def _pick_examples(sequences, count: int) -> set[tuple[str, int]]:
     return {pairs[i] for i in np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)}
 
 
-def _build_methods(names: list[str], top_k: int, weights: str | None, device: str, backend: str) -> list:
+def _build_methods(names: list[str], args: argparse.Namespace, device: str) -> list:
     """Build every method, turning load failures into UsageError."""
     methods = []
     for name in names:
         try:
-            methods.append(build_method(name, top_k, weights=weights, device=device, backend=backend))
+            methods.append(build_method(name, args.top_k, weights=args.weights, device=device, backend=args.backend,
+                                        nms_radius=args.nms_radius))
         except (CheckpointError, MethodError, OSError) as error:
             raise UsageError(str(error).splitlines()[0] if str(error) else repr(error)) from None
     return methods
@@ -123,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         sequences = [list(load_sequence(folder, size)) for folder in find_sequences(args.data_dir)]
     except DatasetError as error:
         raise UsageError(str(error)) from None
-    methods = _build_methods(names, args.top_k, args.weights, device, args.backend)
+    methods = _build_methods(names, args, device)
     backend = next((method.detector.backend for method in methods if method.name == "usp"), None)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
@@ -139,11 +143,12 @@ def run(args: argparse.Namespace) -> int:
     print(overall_table(summaries))
     print("\nPer sequence:\n")
     print(sequence_table(summaries))
-    _write_outputs(args, summaries, picked, title, _settings(args, sequences, size, device, backend, names))
+    nms = next((method.detector.config.nms_radius for method in methods if method.name == "usp"), None)
+    _write_outputs(args, summaries, picked, title, _settings(args, sequences, size, device, backend, nms, names))
     return 0
 
 
-def _settings(args, sequences, size, device, backend, names) -> dict:
+def _settings(args, sequences, size, device, backend, nms_radius, names) -> dict:
     """How the run was made, stored beside the numbers in the JSON."""
     return {
         "data_dir": str(Path(args.data_dir).resolve()),
@@ -151,6 +156,7 @@ def _settings(args, sequences, size, device, backend, names) -> dict:
         "top_k": args.top_k,
         "device": device,
         "backend": backend,
+        "nms_radius": nms_radius,
         "weights": (args.weights or "bundled") if "usp" in names else None,
         "pairs": {s[0].sequence: len(s) for s in sequences if s},
         "opencv": cv2.__version__,

@@ -121,10 +121,11 @@ def available_methods() -> tuple[str, ...]:
 
 
 def build_method(name: str, top_k_points: int, weights: str | Path | None = None, device: str = "cpu",
-                 backend: str = "auto") -> Method:
+                 backend: str = "auto", nms_radius: int | None = None) -> Method:
     """The method called name keeping top_k_points keypoints per image.
 
-    usp loads weights (None = the bundled checkpoint) on device and prepares its inference backend
+    usp loads weights (None = the bundled checkpoint) on device, selects points with ``nms_radius``
+    (None: the DetectorConfig default) and prepares its inference backend
     (usp_core.backends); it raises usp_core.checkpoint.CheckpointError when the weights cannot be
     loaded, MethodError when the backend cannot run. Unknown names raise MethodError.
     """
@@ -135,8 +136,9 @@ def build_method(name: str, top_k_points: int, weights: str | Path | None = None
         from usp_core.checkpoint import first_line
         from usp_core.inference import DetectorConfig, KeypointDetector
 
-        config = DetectorConfig(max_keypoints=top_k_points)
+        selection = {} if nms_radius is None else {"nms_radius": nms_radius}
         try:
+            config = DetectorConfig(max_keypoints=top_k_points, **selection)
             detector = KeypointDetector.from_pretrained(weights, device=device, config=config, backend=backend)
             detector.prepare()
         except (BackendError, ValueError) as error:  # a backend that cannot run here, or a bad name
