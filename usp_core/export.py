@@ -14,7 +14,9 @@ the fields of ``DenseOutput``; top-k selection stays in the caller (``usp_core.i
 - ``export_program``: the ``torch.export`` program with the same dynamic shapes, which the
   inference backends (usp_core.backends) convert to their runtime.
 
-Every export is checked against the eager model on the example input before it is reported done.
+Every file export is checked against the eager model on the example input (``check_outputs``)
+before it is reported done; ``export_program`` is not, and the backend that converts its program
+checks the converted graph against the eager model instead.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from usp_core.config import ConfigError, from_dict
 from usp_core.model import UnsuperPoint
 
 __all__ = ["ExportError", "DenseTuple", "load_model", "export_torchscript", "export_onnx", "export_weights",
-           "export_program", "onnx_session", "quiet_pytree_deprecation", "FORMATS", "OUTPUT_NAMES"]
+           "export_program", "check_outputs", "onnx_session", "quiet_pytree_deprecation", "FORMATS", "OUTPUT_NAMES"]
 
 FORMATS = ("torchscript", "onnx", "weights")
 OUTPUT_NAMES = ("score", "position", "descriptors")
@@ -100,7 +102,11 @@ def _dynamic_shapes(cell: int = 8) -> dict:
     return {"images": {0: batch, 2: cell * rows, 3: cell * cols}}
 
 
-def _check(exported: tuple, reference: tuple, what: str) -> None:
+def check_outputs(exported: tuple, reference: tuple, what: str) -> None:
+    """ExportError unless each exported output (array or tensor) has the shape of the eager model's
+    (tensor) and lies within TOLERANCE of it; ``what`` names the export in the message."""
+    if len(exported) != len(reference):
+        raise ExportError(f"{what} gives {len(exported)} outputs, not {len(reference)}")
     for name, got, want in zip(OUTPUT_NAMES, exported, reference):
         got = torch.as_tensor(got).to(want.device)
         if got.shape != want.shape or not torch.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
@@ -118,7 +124,7 @@ def export_torchscript(model: UnsuperPoint, path: str | Path, height: int = 240,
         traced = torch.jit.trace(wrapper, example)
         traced.save(str(path))
         reloaded = torch.jit.load(str(path), map_location=example.device)
-        _check(reloaded(example), wrapper(example), "TorchScript")
+        check_outputs(reloaded(example), wrapper(example), "TorchScript")
     return path
 
 
@@ -142,7 +148,7 @@ def export_onnx(model: UnsuperPoint, path: str | Path, height: int = 240, width:
         reference = wrapper(example)
     session = onnx_session(path)
     if session is not None:
-        _check(tuple(session.run(None, {"images": example.numpy()})), reference, "ONNX")
+        check_outputs(tuple(session.run(None, {"images": example.numpy()})), reference, "ONNX")
     return path
 
 

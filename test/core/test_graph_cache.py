@@ -1,6 +1,8 @@
 """Tests of usp_core.graph_cache: keys follow what changes a graph, entries are verified before use."""
+import inspect
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -11,10 +13,17 @@ from usp_core.model import ModelConfig, UnsuperPoint
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
 
 
+class Runner:
+    """Stands in for a backend's runner class: its module (this file) is part of the key."""
+
+
+def _describe(model, runtime_version="1.0", runner=Runner):
+    return describe_graph(model, "runtime", runtime_version, inputs="dynamic", precision="f32", runner=runner)
+
+
 def _description(model=None, runtime_version="1.0"):
     torch.manual_seed(0)
-    model = model if model is not None else UnsuperPoint(SMALL)
-    return describe_graph(model, "runtime", runtime_version, inputs="dynamic", precision="f32")
+    return _describe(model if model is not None else UnsuperPoint(SMALL), runtime_version)
 
 
 def _builder(files):
@@ -29,17 +38,40 @@ def _builder(files):
 def test_description_changes_with_weights_config_and_runtime_version():
     torch.manual_seed(0)
     model = UnsuperPoint(SMALL)
-    base = describe_graph(model, "runtime", "1.0", inputs="dynamic", precision="f32")
-    assert describe_graph(model, "runtime", "1.0", inputs="dynamic", precision="f32") == base
-    assert describe_graph(model, "runtime", "1.1", inputs="dynamic", precision="f32") != base
+    base = _describe(model)
+    assert _describe(model) == base
+    assert _describe(model, "1.1") != base
     with torch.no_grad():
         model.score_head[1].bias += 1e-3
-    assert describe_graph(model, "runtime", "1.0", inputs="dynamic", precision="f32")["weights"] != base["weights"]
+    assert _describe(model)["weights"] != base["weights"]
     torch.manual_seed(0)
     other = UnsuperPoint(ModelConfig(widths=SMALL.widths, descriptor_dim=8, negative_slope=0.2))
-    changed = describe_graph(other, "runtime", "1.0", inputs="dynamic", precision="f32")
+    changed = _describe(other)
     assert changed["weights"] == base["weights"] and changed["model_config"] != base["model_config"]
-    assert base["model_source"] and base["model_class"] == "usp_core.model.UnsuperPoint"
+    assert base["model_class"] == "usp_core.model.UnsuperPoint"
+
+
+def test_description_covers_the_model_export_and_runner_sources():
+    torch.manual_seed(0)
+    model = UnsuperPoint(SMALL)
+    sources = _describe(model)["sources"]
+    assert set(sources) == {"model", "export", "runner"} and all(len(digest) == 64 for digest in sources.values())
+    assert len(set(sources.values())) == 3  # three different files
+    other_runner = _describe(model, runner=GraphCache)["sources"]  # a class of another module
+    assert other_runner["runner"] != sources["runner"] and other_runner["model"] == sources["model"]
+
+
+def test_unreadable_source_means_no_caching(tmp_path, monkeypatch, caplog):
+    real = inspect.getsourcefile
+    monkeypatch.setattr(inspect, "getsourcefile", lambda owner: None if owner is Runner else real(owner))
+    with caplog.at_level(logging.WARNING, logger="usp_core.graph_cache"):
+        assert _description() is None
+    assert f"cannot read the source of {Runner.__name__}; the runtime graph is not cached" in caplog.text
+    cache = GraphCache(tmp_path)
+    build, calls = _builder({"model.bin": b"x"})
+    for _ in range(2):
+        assert cache.get_or_build(None, ("model.bin",), build) == {"model.bin": b"x"}
+    assert len(calls) == 2 and not tmp_path.joinpath("graphs").exists()
 
 
 def test_weights_digest_covers_every_dtype():
@@ -110,6 +142,26 @@ def test_unwritable_cache_still_returns_the_built_graph(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="usp_core.graph_cache"):
         assert cache.get_or_build(_description(), ("model.bin",), build) == {"model.bin": b"x"}
     assert "cannot write the graph cache" in caplog.text
+
+
+def test_least_recently_used_entries_beyond_the_cap_are_removed(tmp_path):
+    cache = GraphCache(tmp_path, max_entries=2)
+    descriptions = [_description(runtime_version=str(version)) for version in range(4)]
+    folders = []
+    for age, description in enumerate(descriptions[:2]):
+        build, _ = _builder({"model.bin": b"x"})
+        cache.get_or_build(description, ("model.bin",), build)
+        folders.append(cache.folder(description))
+        os.utime(folders[-1] / MANIFEST, ns=(age * 10**9, age * 10**9))  # entry 0 is the oldest
+    build, calls = _builder({"model.bin": b"y"})
+    cache.get_or_build(descriptions[0], ("model.bin",), build)  # a hit makes entry 0 the newest
+    assert not calls
+    cache.get_or_build(descriptions[2], ("model.bin",), build)
+    assert sorted(cache.root.iterdir()) == sorted([folders[0], cache.folder(descriptions[2])])
+    cache.get_or_build(descriptions[3], ("model.bin",), build)  # entry 2 is newer than entry 0's hit
+    assert len(list(cache.root.iterdir())) == 2 and cache.folder(descriptions[3]).is_dir()
+    with pytest.raises(ValueError, match="max_entries"):
+        GraphCache(tmp_path, max_entries=0)
 
 
 def test_default_root_honours_the_environment(monkeypatch, tmp_path):

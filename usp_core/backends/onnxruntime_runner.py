@@ -30,7 +30,7 @@ class OnnxRuntimeRunner:
     def __init__(self, model: nn.Module, num_threads: int, cache: GraphCache) -> None:
         ort, onnx, onnxscript = require("onnxruntime", "onnxruntime", "onnx", "onnxscript")
         versions = f"{ort.__version__} (onnx {onnx.__version__}, onnxscript {onnxscript.__version__})"
-        description = describe_graph(model, "onnxruntime", versions,
+        description = describe_graph(model, "onnxruntime", versions, runner=OnnxRuntimeRunner,
                                      inputs="images (batch, C, height, width), all but C dynamic", precision="f32")
         files = cache.get_or_build(description, (FILE,), lambda: {FILE: _export(model, onnx)})
         options = ort.SessionOptions()
