@@ -22,13 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backends import BACKENDS, Runner, make_runner
+from .backends import Runner, check, make_runner
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .homography import scaling_matrix, warp_points
 from .model import UnsuperPoint
 from .selection import select_points
 
-__all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS", "resolve_weights"]
+__all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS", "MAX_NMS_RADIUS", "resolve_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ ImageInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
 _GREY_WEIGHTS = {"rgb": (0.299, 0.587, 0.114), "bgr": (0.114, 0.587, 0.299)}  # ITU-R BT.601 luma
 _FULL_SCALE = {torch.uint8: 255.0, torch.uint16: 65535.0}  # integer images are divided by this
+MAX_NMS_RADIUS = 16  # px; radius NMS cost grows fast with the radius (see usp_core.selection.radius_nms)
 
 
 @dataclass
@@ -72,7 +73,7 @@ class DetectorConfig:
     max_keypoints: int | None = 1000  # keep at most this many points per image, best scores first; None keeps all
     score_threshold: float = 0.0  # keep points with score >= this
     border: int = 4  # drop points closer than this many pixels to the edge of the (padded: original; cropped: kept) image
-    nms_radius: int = 0  # optional: drop points with a higher-scoring kept point within this many pixels (greedy); 0 = off
+    nms_radius: int = 0  # drop points with a better kept point within this many pixels (greedy); 0 = off; <= MAX_NMS_RADIUS
     size_policy: str = "pad"  # "pad": replicate-pad bottom/right up to a multiple of 8; "crop": drop the bottom/right remainder
     half: bool = False  # run the model under float16 autocast on CUDA; ignored on CPU
     channel_order: str = "rgb"  # channel order of 3-channel inputs: "rgb", or "bgr" for cv2.imread images
@@ -86,8 +87,8 @@ class DetectorConfig:
             raise ValueError(f"max_keypoints must be positive or None, got {self.max_keypoints}")
         if self.border < 0:
             raise ValueError(f"border must be >= 0, got {self.border}")
-        if self.nms_radius < 0:
-            raise ValueError(f"nms_radius must be >= 0, got {self.nms_radius}")
+        if not 0 <= self.nms_radius <= MAX_NMS_RADIUS:
+            raise ValueError(f"nms_radius must be in [0, {MAX_NMS_RADIUS}], got {self.nms_radius}")
 
 
 def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -195,16 +196,19 @@ class KeypointDetector:
     ``backend``: "auto" (torch on CUDA; on the CPU openvino, else onnxruntime, else torch), "torch",
     "onnxruntime" or "openvino". Backends other than torch run a graph exported from the model's
     weights at first use (cached on disk under ``cache_dir``, see usp_core.graph_cache): build a new
-    detector after changing the weights. ``num_threads`` > 0 caps the CPU threads of every backend.
+    detector after changing the weights. ``num_threads`` > 0 caps the CPU threads of every backend
+    (the torch backend sets torch's process-wide thread count, see usp_core.backends.torch_runner).
+
+    Not thread-safe: use a detector from one thread at a time (the OpenVINO backend reuses one infer
+    request per input shape, and the dense maps it returns are views into that request's buffers).
     """
 
     def __init__(self, model: UnsuperPoint, config: DetectorConfig | None = None, backend: str = "auto",
                  num_threads: int = 0, cache_dir: str | Path | None = None) -> None:
         if num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {num_threads}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.model = model.eval()
+        check(backend, self.device)
         self.config = config if config is not None else DetectorConfig()
         self.requested_backend = backend
         self.num_threads = num_threads
@@ -217,7 +221,9 @@ class KeypointDetector:
                         cache_dir: str | Path | None = None) -> KeypointDetector:
         """Detector from a checkpoint dict with "model" (state dict) and "config" (with a "model" section).
 
-        ``None`` loads the bundled weights (usp_core/weights/unsuperpoint.pt). Raises CheckpointError
+        ``path_or_name`` as :func:`resolve_weights` takes it: ``None`` or "bundled" loads the bundled
+        weights (usp_core/weights/unsuperpoint.pt), the name of a shipped model ("unsuperpoint_vgg")
+        usp_core/weights/<name>.pt, anything else is a checkpoint path. Raises CheckpointError
         with a one-line message when the file is missing, corrupt or does not fit the model. The
         backend is prepared at the first detect (or by :meth:`prepare`).
         """

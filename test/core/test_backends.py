@@ -1,8 +1,8 @@
 """Every inference backend gives the torch backend's points; graphs are cached, verified and rebuilt.
 
-Agreement is checked with the bundled weights on real photos (../shared/data when present, and the
-photo that ships with matplotlib) at the two evaluation settings; the bundled model's graphs live in
-the default cache, as in use. Cache behaviour is checked with a tiny model in a temporary cache.
+Agreement is checked with the bundled weights on real photos (the ``real_photos`` fixture) at the
+two evaluation settings; the bundled model's graphs live in the session's cache (test/conftest.py),
+as in use. Cache behaviour is checked with a tiny model in a temporary cache.
 """
 import importlib.util
 import logging
@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from matplotlib import cbook
 
 from usp_core.backends import BackendError, make_runner
 from usp_core.graph_cache import MANIFEST
@@ -22,24 +21,20 @@ from usp_core.inference import DetectorConfig, KeypointDetector
 from usp_core.model import BACKBONE_WIDTHS, ModelConfig, UnsuperPoint
 
 SETTINGS = ((240, 320, 300), (480, 640, 1000))  # (height, width, top-k) of the evaluation protocol
-CPU_BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                                                             reason=f"{module} is not installed"))
-                for name, module in (("openvino", "openvino"), ("onnxruntime", "onnxscript"))]
+PACKAGES = {"openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx", "onnxscript")}  # what each needs
 TINY = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
 
 
-@pytest.fixture(scope="module")
-def photos(request) -> list[np.ndarray]:
-    """Grey uint8 photos: the first image of up to three shared evaluation sequences, and Grace Hopper."""
-    with cbook.get_sample_data("grace_hopper.jpg") as handle:
-        encoded = np.frombuffer(handle.read(), np.uint8)
-    images = [cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)]
-    shared = Path(request.config.rootpath).parent / "shared" / "data" / "eval"
-    for folder in sorted(shared.glob("*/*"))[:3] if shared.is_dir() else []:
-        image = cv2.imread(str(folder / "1.png"), cv2.IMREAD_GRAYSCALE)
-        if image is not None:
-            images.append(image)
-    return images
+def _missing(backend: str) -> list[str]:
+    return [package for package in PACKAGES[backend] if importlib.util.find_spec(package) is None]
+
+
+def _needs(backend: str):
+    """Skip mark for a test of ``backend`` when any package it needs is not installed."""
+    return pytest.mark.skipif(bool(_missing(backend)), reason=f"{', '.join(_missing(backend))} not installed")
+
+
+CPU_BACKENDS = [pytest.param(name, marks=_needs(name)) for name in PACKAGES]
 
 
 def _same_points(reference, other) -> tuple[float, float]:
@@ -54,13 +49,13 @@ def _same_points(reference, other) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_backend_matches_torch_on_real_photos(backend, photos):
+def test_backend_matches_torch_on_real_photos(backend, real_photos):
+    torch_detector = KeypointDetector.from_pretrained(None, backend="torch")
+    detector = KeypointDetector.from_pretrained(None, backend=backend, num_threads=2)
+    assert detector.backend == backend
     for height, width, top_k in SETTINGS:
-        config = DetectorConfig(max_keypoints=top_k)
-        torch_detector = KeypointDetector.from_pretrained(None, config=config, backend="torch")
-        detector = KeypointDetector.from_pretrained(None, config=config, backend=backend, num_threads=2)
-        assert detector.backend == backend
-        for photo in photos:
+        torch_detector.config = detector.config = DetectorConfig(max_keypoints=top_k)
+        for photo in real_photos:
             image = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
             reference, found = torch_detector.detect(image)[0], detector.detect(image)[0]
             same, descriptor_gap = _same_points(reference, found)
@@ -91,49 +86,53 @@ def _dense_gap(runner, model: UnsuperPoint) -> float:
 
 
 @pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory) -> Path:
-    """A cache folder holding the graphs of _tiny_model() for each installed CPU backend (built once)."""
-    folder = tmp_path_factory.mktemp("graph_cache")
-    for name, module in (("openvino", "openvino"), ("onnxruntime", "onnxscript")):
-        if importlib.util.find_spec(module) is not None:
-            make_runner(name, _tiny_model(), torch.device("cpu"), cache_dir=folder)
-    return folder
+def tiny_cache(tmp_path_factory):
+    """A function backend -> a cache folder holding _tiny_model()'s graph for that backend.
+
+    One folder for the module; each backend's graph is exported on the first request for it.
+    """
+    folder, built = tmp_path_factory.mktemp("graph_cache"), set()
+
+    def with_graph(backend: str) -> Path:
+        if backend not in built:
+            make_runner(backend, _tiny_model(), torch.device("cpu"), cache_dir=folder)
+            built.add(backend)
+        return folder
+    return with_graph
 
 
 def _entries(cache: Path) -> dict[Path, int]:
-    """Entry folder -> modification time of its manifest."""
-    return {folder: (folder / MANIFEST).stat().st_mtime_ns for folder in (cache / "graphs").iterdir()}
+    """Entry folder -> latest modification time of its graph files (a rebuild rewrites them; a hit does not)."""
+    return {folder: max(path.stat().st_mtime_ns for path in folder.iterdir() if path.name != MANIFEST)
+            for folder in (cache / "graphs").iterdir()}
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_cached_graph_is_reused(backend, tiny_cache):
-    before = _entries(tiny_cache)
-    runner = make_runner(backend, _tiny_model(), torch.device("cpu"), cache_dir=tiny_cache)
-    assert _dense_gap(runner, _tiny_model()) < 1e-4 and _entries(tiny_cache) == before  # nothing rebuilt
-
-
-@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
-def test_graph_rebuilt_when_weights_change_and_replaced_when_corrupt(tiny_cache, tmp_path, caplog):
-    cache, cpu = shutil.copytree(tiny_cache, tmp_path / "cache"), torch.device("cpu")
-    model = _tiny_model()
-    with torch.no_grad():
-        model.score_head[1].bias += 0.5
+    cache = tiny_cache(backend)
     before = _entries(cache)
-    assert _dense_gap(make_runner("openvino", model, cpu, cache_dir=cache), model) < 1e-4
-    (new_entry,) = set(_entries(cache)) - set(before)  # new weights, new entry; the old one stays
+    runner = make_runner(backend, _tiny_model(), torch.device("cpu"), cache_dir=cache)
+    assert _dense_gap(runner, _tiny_model()) < 1e-4 and _entries(cache) == before  # nothing rebuilt
 
-    weights = new_entry / "model.bin"
+
+@_needs("openvino")
+def test_corrupt_graph_is_replaced(tiny_cache, tmp_path, caplog):
+    """A flipped byte in a cached graph: the entry is rebuilt (one export) and the runner is right."""
+    cache = shutil.copytree(tiny_cache("openvino"), tmp_path / "cache")
+    (entry,) = [folder for folder in _entries(cache) if "openvino" in (folder / MANIFEST).read_text()]
+    weights = entry / "model.bin"
     damaged = bytearray(weights.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     weights.write_bytes(bytes(damaged))
+    before = _entries(cache)
     with caplog.at_level(logging.WARNING, logger="usp_core.graph_cache"):
-        runner = make_runner("openvino", model, cpu, cache_dir=cache)
+        runner = make_runner("openvino", _tiny_model(), torch.device("cpu"), cache_dir=cache)
     assert "model.bin does not match its SHA-256" in caplog.text
-    assert _dense_gap(runner, model) < 1e-4 and weights.read_bytes() != bytes(damaged)
-    assert set(_entries(cache)) == set(before) | {new_entry}
+    assert _dense_gap(runner, _tiny_model()) < 1e-4 and weights.read_bytes() != bytes(damaged)
+    assert set(_entries(cache)) == set(before) and _entries(cache)[entry] > before[entry]  # replaced in place
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+@_needs("openvino")
 @pytest.mark.parametrize("backbone", [name for name in BACKBONE_WIDTHS if name != TINY.backbone])
 def test_openvino_runs_every_backbone(backbone, tmp_path):
     torch.manual_seed(0)
@@ -163,29 +162,53 @@ def test_auto_falls_back_to_torch_with_a_log_line(monkeypatch, tmp_path, caplog)
     assert len(detector.detect(np.zeros((64, 80), np.uint8))[0]) == 20
 
 
+@_needs("openvino")
+@_needs("onnxruntime")
 def test_auto_prefers_openvino_on_the_cpu_then_onnxruntime(tiny_cache, monkeypatch, caplog):
-    pytest.importorskip("openvino")
-    assert KeypointDetector(_tiny_model(), cache_dir=tiny_cache).backend == "openvino"
-    pytest.importorskip("onnxscript")
+    assert KeypointDetector(_tiny_model(), cache_dir=tiny_cache("openvino")).backend == "openvino"
     monkeypatch.setitem(sys.modules, "openvino", None)
     with caplog.at_level(logging.WARNING, logger="usp_core.backends"):
-        assert KeypointDetector(_tiny_model(), cache_dir=tiny_cache).backend == "onnxruntime"
+        assert KeypointDetector(_tiny_model(), cache_dir=tiny_cache("onnxruntime")).backend == "onnxruntime"
     assert "running the network in onnxruntime" in caplog.text and "pip install openvino" in caplog.text
+
+
+def _fail(*args, **kwargs):
+    raise RuntimeError("simulated runtime failure\nsecond line")
+
+
+@pytest.mark.parametrize("backend, target, name", [
+    pytest.param("openvino", "openvino.Core", "read_model", marks=_needs("openvino")),
+    pytest.param("onnxruntime", "onnxruntime", "InferenceSession", marks=_needs("onnxruntime")),
+])
+def test_runtime_failure_while_loading_is_a_backend_error_and_auto_falls_back(backend, target, name, tiny_cache,
+                                                                               monkeypatch, caplog):
+    cache = tiny_cache(backend)
+    monkeypatch.setattr(f"{target}.{name}", _fail)
+    with pytest.raises(BackendError) as error:
+        KeypointDetector(_tiny_model(), backend=backend, cache_dir=cache).prepare()
+    assert str(error.value) == f"backend {backend!r} cannot load the model: simulated runtime failure"
+    monkeypatch.setitem(sys.modules, "openvino" if backend == "onnxruntime" else "onnxruntime", None)
+    with caplog.at_level(logging.WARNING, logger="usp_core.backends"):
+        assert KeypointDetector(_tiny_model(), cache_dir=cache).backend == "torch"
+    assert "running the network in torch" in caplog.text and "simulated runtime failure" in caplog.text
 
 
 def test_bad_backend_choices_are_refused():
     with pytest.raises(ValueError, match="backend must be one of"):
         KeypointDetector(_tiny_model(), backend="tensorrt")
-    with pytest.raises(ValueError, match="runs on the CPU"):
+    with pytest.raises(ValueError, match="backend 'openvino' runs on the CPU, not on cuda"):
         make_runner("openvino", _tiny_model(), torch.device("cuda"))
+    with pytest.raises(ValueError, match="backend 'onnxruntime' runs on the CPU, not on meta"):
+        KeypointDetector(_tiny_model().to("meta"), backend="onnxruntime")
     assert make_runner("auto", _tiny_model(), torch.device("cuda")).name == "torch"
     with pytest.raises(ValueError, match="num_threads"):
         KeypointDetector(_tiny_model(), num_threads=-1)
 
 
-def test_to_another_device_chooses_the_backend_again(tmp_path):
-    detector = KeypointDetector(_tiny_model(), backend="torch", cache_dir=tmp_path)
-    assert detector.backend == "torch"
-    runner = detector._runner
-    detector.to("cpu")
-    assert detector.backend == "torch" and detector._runner is not runner
+@_needs("openvino")
+def test_to_another_device_chooses_the_backend_again(tiny_cache):
+    """auto: openvino on the CPU; moved to a non-CPU device (meta stands in for CUDA here), torch."""
+    detector = KeypointDetector(_tiny_model(), cache_dir=tiny_cache("openvino"))
+    assert detector.backend == "openvino"
+    detector.to("meta")
+    assert detector.backend == "torch" and detector.device.type == "meta"

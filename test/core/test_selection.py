@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from usp_core.inference import DetectorConfig, KeypointDetector
+from usp_core.inference import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
 from usp_core.model import ModelConfig, UnsuperPoint
 from usp_core.selection import radius_nms, select_points
 
@@ -40,7 +40,7 @@ def test_greedy_nms_on_a_constructed_chain():
     assert selected.scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
     assert selected.descriptors[:, 0].tolist() == [8.0, 10.0, 12.0]  # cells (1,1), (1,3), (1,5)
     without = _select(score, position, descriptors, nms_radius=0, score_threshold=0.5)
-    assert len(without) == 3 and len(without.keypoints) == 4
+    assert without.keypoints.tolist() == [[15.0, 12.0], [19.0, 12.0], [24.0, 12.0], [40.0, 12.0]]
 
 
 def test_nms_distance_is_inclusive_and_works_across_rows():
@@ -91,6 +91,26 @@ def test_top_k_keeps_best_scores_in_order_and_border_counts_from_valid_size():
     selected = _select(score, position, descriptors, max_keypoints=2, border=4)
     assert selected.keypoints.tolist() == [[20.0, 12.0], [12.0, 20.0]]
     assert selected.keypoints.dtype == np.float32 and selected.descriptors.shape == (2, 1)
+
+
+def test_equal_scores_at_the_top_k_cut_come_in_cell_order():
+    # 30 cells tie at 0.5 below two better ones; top-12 keeps the two, then the first 10 tied cells by index.
+    rng = np.random.default_rng(0)
+    rows, cols = 5, 8
+    tied = np.sort(rng.choice(rows * cols, 30, replace=False))
+    points = {(int(i) // cols, int(i) % cols): ((i % cols + 0.5) * CELL, (i // cols + 0.5) * CELL, 0.5) for i in tied}
+    points.update({(4, 7): (60.0, 36.0, 0.9), (0, 0): (4.0, 4.0, 0.8)})
+    score, position, descriptors = _maps(points, rows, cols)
+    selected = _select(score, position, descriptors, max_keypoints=12)
+    expected = [39, 0] + [int(i) for i in tied if i not in (0, 39)][:10]
+    assert selected.descriptors[:, 0].astype(int).tolist() == expected
+    assert selected.scores.tolist() == pytest.approx([0.9, 0.8] + [0.5] * 10)
+
+
+def test_nms_radius_is_capped_where_its_cost_is_bounded():
+    assert DetectorConfig(nms_radius=MAX_NMS_RADIUS).nms_radius == MAX_NMS_RADIUS
+    with pytest.raises(ValueError, match=rf"nms_radius must be in \[0, {MAX_NMS_RADIUS}\], got {MAX_NMS_RADIUS + 1}"):
+        DetectorConfig(nms_radius=MAX_NMS_RADIUS + 1)
 
 
 def test_detector_nms_leaves_no_two_points_within_the_radius():

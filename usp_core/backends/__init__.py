@@ -7,8 +7,9 @@ the runtime's buffers); point selection is shared (usp_core.selection) and copie
 
 - ``torch``: the eager module (any device, float16 autocast on CUDA when asked).
 - ``openvino``: the module exported with ``torch.export`` and converted by ``openvino.convert_model``,
-  compiled for the CPU in float32 per input shape. The fastest on a CPU (bundled weights, 2 threads:
-  8.6 ms at 240x320 against 20 ms for ONNX Runtime and 53 ms for eager torch).
+  compiled for the CPU in float32 per input shape. The fastest on a CPU: with the light VGG weights
+  (unsuperpoint_vgg) at 240x320, usp-bench timed it at about 0.8x SIFT's time on 2 busy cores (run
+  usp-bench for this machine's figures).
 - ``onnxruntime``: the module exported to ONNX (dynamic shapes) and run by ONNX Runtime on the CPU.
 
 ``auto`` takes torch on a CUDA device; on the CPU the first of openvino and onnxruntime that is
@@ -29,7 +30,7 @@ from torch import nn
 
 from usp_core.checkpoint import first_line
 
-__all__ = ["BACKENDS", "BackendError", "Runner", "make_runner", "require"]
+__all__ = ["BACKENDS", "BackendError", "Runner", "check", "make_runner", "require"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +65,25 @@ def require(backend: str, *packages: str) -> list[ModuleType]:
     return modules
 
 
+def check(backend: str, device: torch.device) -> None:
+    """ValueError (one line) for a backend not in BACKENDS, or a CPU-only backend with a non-CPU ``device``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend not in ("auto", "torch") and device.type != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU, not on {device} (use backend torch or auto)")
+
+
 def make_runner(backend: str, model: nn.Module, device: torch.device, num_threads: int = 0,
                 cache_dir: str | Path | None = None) -> Runner:
     """The runner for ``backend`` (one of BACKENDS) and ``model`` (eval mode, on ``device``).
 
-    ``num_threads`` > 0 caps the CPU threads of the runtime (0: its default). Raises ValueError for
-    an unknown backend or a CPU-only backend with a model on another device, and BackendError when
-    an explicitly named backend cannot run; ``auto`` falls back instead, with a log line.
+    ``num_threads`` > 0 caps the CPU threads of the runtime (0: its default). Raises ValueError as
+    :func:`check` does, and BackendError when an explicitly named backend cannot run; ``auto`` falls
+    back instead, with a log line.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check(backend, device)
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return _torch(model, num_threads)
-    if device.type != "cpu":
-        raise ValueError(f"backend {backend!r} runs on the CPU; the model is on {device} (use backend torch or auto)")
     if backend != "auto":
         return _cpu_runner(backend, model, num_threads, cache_dir)
     reasons = []
@@ -101,7 +107,8 @@ def _torch(model: nn.Module, num_threads: int) -> Runner:
 
 
 def _cpu_runner(backend: str, model: nn.Module, num_threads: int, cache_dir: str | Path | None) -> Runner:
-    """An openvino or onnxruntime runner; export failures become BackendError."""
+    """An openvino or onnxruntime runner; export and runtime failures (reading, compiling, loading the
+    graph) become BackendError, so that ``auto`` falls back."""
     from usp_core.export import ExportError
     from usp_core.graph_cache import GraphCache
 
@@ -111,5 +118,9 @@ def _cpu_runner(backend: str, model: nn.Module, num_threads: int, cache_dir: str
         from usp_core.backends.onnxruntime_runner import OnnxRuntimeRunner as runner_class
     try:
         return runner_class(model, num_threads, GraphCache(cache_dir))
+    except BackendError:
+        raise
     except ExportError as error:
         raise BackendError(f"backend {backend!r} cannot convert the model: {first_line(error)}") from error
+    except Exception as error:  # the runtimes raise their own types (openvino RuntimeError, onnxruntime Fail, ...)
+        raise BackendError(f"backend {backend!r} cannot load the model: {first_line(error)}") from error

@@ -11,8 +11,9 @@ __all__ = ["TorchRunner"]
 class TorchRunner:
     """Runs ``model`` itself, so later changes to its weights or device take effect at once.
 
-    torch's CPU thread count is process-wide: with ``num_threads`` > 0 it is set before each call
-    that finds it different.
+    ``num_threads`` > 0: torch's CPU thread count, which is process-wide, is set to it before each
+    call that finds it different. This is the one place a detector's ``num_threads`` reaches torch:
+    the detector node and the benchmarks pass it to KeypointDetector and do not set torch's count.
     """
 
     name = "torch"
