@@ -1,6 +1,7 @@
 """Start the UnsuperPoint detector on a camera topic, and optionally the frame-to-frame matcher.
 
     ros2 launch usp_ros detector.launch.py camera_topic:=/camera/image_raw device:=cuda with_matcher:=true
+    ros2 launch usp_ros detector.launch.py backend:=onnxruntime
 
 The detector subscribes to ``camera_topic`` (``<camera_topic>/compressed`` with input_transport
 compressed in the params file) and publishes ``features`` and ``features/debug_image`` in
@@ -28,6 +29,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="Detector parameters (ros__parameters YAML)"),
         DeclareLaunchArgument("device", default_value="auto",
                               description="Inference device: auto, cpu, cuda or cuda:N (overrides params_file)"),
+        DeclareLaunchArgument("backend", default_value="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
+                              description="Inference runtime of the detector (overrides params_file)"),
         DeclareLaunchArgument("with_matcher", default_value="false", choices=["true", "false"],
                               description="Also start the matcher node (frame-to-frame homographies)"),
         DeclareLaunchArgument("matcher_params_file",
@@ -40,7 +43,8 @@ def generate_launch_description() -> LaunchDescription:
                             default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"])))
     detector = Node(
         package="usp_ros", executable="detector_node", name="detector", namespace=namespace,
-        parameters=[LaunchConfiguration("params_file"), {"device": LaunchConfiguration("device")}],
+        parameters=[LaunchConfiguration("params_file"),
+                    {"device": LaunchConfiguration("device"), "backend": LaunchConfiguration("backend")}],
         remappings=[("image", camera_topic), ("image/compressed", [camera_topic, "/compressed"])],
         output="screen", emulate_tty=True)
     matcher = Node(

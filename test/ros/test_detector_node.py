@@ -5,6 +5,7 @@ import itertools
 import cv2
 import numpy as np
 import pytest
+import rclpy
 import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
@@ -14,11 +15,14 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from usp_core import inference
+from usp_core.backends import BackendError
 from usp_core.checkpoint import save_checkpoint
-from usp_core.inference import DetectorConfig, KeypointDetector
+from usp_core.inference import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
 from usp_core.model import ModelConfig, UnsuperPoint
+from usp_ros import detector_node
 from usp_ros.conversions import msg_to_features, numpy_to_compressed, numpy_to_image
-from usp_ros.detector_node import inference_size
+from usp_ros.detector_node import DetectorNode, inference_size
 from usp_ros.drawing import draw_keypoints, draw_matches, score_colours
 from usp_ros.image_source import bgr_to_encoding
 from usp_ros.msg import Features
@@ -244,24 +248,25 @@ def test_runtime_parameter_changes(ros_node, spawn, wait, tiny_model):
     assert count <= 40 * 30, "the network ran at 320x240: at most one keypoint per 8x8 cell"
     assert largest_x > 560, "keypoints of the resized run are mapped back to the 640x480 input"
 
-    assert all(result.successful for result in detector.set_parameters(nms_radius=20))
+    assert all(result.successful for result in detector.set_parameters(nms_radius=MAX_NMS_RADIUS))
     header = detector.header()
     thinned = check_features(detector.send(numpy_to_image(grey, "mono8", header)), header, 640, 480).keypoints
     gaps = np.linalg.norm(thinned[:, None] - thinned[None], axis=2) + np.eye(len(thinned)) * 1e9
-    assert gaps.min() > 20 and len(thinned) < count, "nms_radius 20 leaves no two keypoints within 20 px"
+    assert gaps.min() > MAX_NMS_RADIUS and len(thinned) < count, "no two keypoints within nms_radius"
     assert all(result.successful for result in detector.set_parameters(nms_radius=0))
 
-    refused = {
-        "max_keypoints": 0,  # below the declared range
-        "score_threshold": 1.5,  # above the declared range
-        "inference_width": 100,  # not a multiple of 8
-        "device": "gpu",  # not a device name
-        "model_path": "/tmp/other.pt",  # read-only
-        "backend": "torch",  # read-only
-        "nms_radius": -1,  # below the declared range
-        "border": "wide",  # wrong type
-    }
-    for name, value in refused.items():
+    refused = [
+        ("max_keypoints", 0),  # below the declared range
+        ("score_threshold", 1.5),  # above the declared range
+        ("inference_width", 100),  # not a multiple of 8
+        ("device", "gpu"),  # not a device name
+        ("model_path", "/tmp/other.pt"),  # read-only
+        ("backend", "torch"),  # read-only
+        ("nms_radius", -1),  # below the declared range
+        ("nms_radius", MAX_NMS_RADIUS + 1),  # above it: radius NMS cost grows fast with the radius
+        ("border", "wide"),  # wrong type
+    ]
+    for name, value in refused:
         (result,) = detector.set_parameters(**{name: value})
         assert not result.successful, f"{name}={value!r} must be refused"
         assert result.reason, f"refusing {name}={value!r} must give a reason"
@@ -270,6 +275,42 @@ def test_runtime_parameter_changes(ros_node, spawn, wait, tiny_model):
         assert not result.successful and "CUDA is not available" in result.reason
     assert all(result.successful for result in detector.set_parameters(device="cpu", score_threshold=0.0))
     assert count_and_extent()[0] <= 40 * 30, "refused changes leave the previous values in force"
+
+
+def _fail_to_prepare(*args, **kwargs):
+    raise BackendError("backend 'torch' cannot run: simulated")
+
+
+def test_device_change_prepares_a_new_detector_and_a_refused_one_leaves_the_node_working(tiny_model, monkeypatch):
+    """In-process node. 'meta' stands in for a second device (this machine may have no CUDA)."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = DetectorNode(context=context, parameter_overrides=[
+        Parameter("model_path", value=str(tiny_model)), Parameter("backend", value="torch")])
+    try:
+        before = node._detector
+        assert node.set_parameters([Parameter("device", value="cpu")])[0].successful
+        assert node._detector is before, "auto -> cpu resolves to the same device: nothing rebuilt"
+
+        monkeypatch.setattr(detector_node, "resolve_device", lambda name: torch.device(
+            "meta" if name == "cuda" else "cpu"))
+        real_make_runner = inference.make_runner
+        monkeypatch.setattr(inference, "make_runner", _fail_to_prepare)
+        (result,) = node.set_parameters([Parameter("device", value="cuda")])
+        assert not result.successful and result.reason == "backend 'torch' cannot run: simulated"
+        assert node.get_parameter("device").value == "cpu" and node._detector is before
+        node._process(numpy_to_image(textured(240, 320), "mono8", Header()))
+        assert (node._stats.published, node._stats.bad) == (1, 0), "the refused change left the node working"
+
+        monkeypatch.setattr(inference, "make_runner", real_make_runner)
+        assert node.set_parameters([Parameter("device", value="cuda")])[0].successful
+        assert node._detector is not before and node._detector.device.type == "meta"
+        assert node._device.type == "meta" and node._backend == "torch"
+        assert before.device.type == "cpu", "the new detector has its own copy of the model"
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 @pytest.mark.parametrize("content", [None, b"this is not a torch checkpoint"])

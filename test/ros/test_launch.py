@@ -1,4 +1,4 @@
-"""launch/detector.launch.py, config/*.yaml and config/usp.rviz.
+"""launch/detector.launch.py (and frontend.launch.py's backend argument), config/*.yaml and config/usp.rviz.
 
 Without `launch` (not installable here): the launch file parses and declares its arguments, and every
 parameter of each node's params file is declared by that node (started with the file, read back
@@ -15,12 +15,14 @@ import yaml
 from rclpy.parameter import parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 
+from usp_core.backends import BACKENDS
 from usp_core.checkpoint import save_checkpoint
 from usp_core.model import ModelConfig, UnsuperPoint
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "detector.launch.py"
-ARGUMENTS = {"camera_topic", "namespace", "params_file", "device", "with_matcher", "matcher_params_file"}
+FRONTEND_LAUNCH_FILE = REPO / "launch" / "frontend.launch.py"
+ARGUMENTS = {"camera_topic", "namespace", "params_file", "device", "backend", "with_matcher", "matcher_params_file"}
 TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
 # params file -> (module of its node, the node documents all its parameters in the file)
 PARAMS_FILES = {
@@ -53,6 +55,23 @@ def test_launch_file_parses_and_declares_its_arguments():
     assert "camera_topic" in ast.dump(keyword(nodes["detector_node"], "remappings"))
     for name in ("detector.yaml", "matcher.yaml", "fastdds_large_images.xml"):
         assert f"'{name}'" in ast.dump(tree) and (REPO / "config" / name).is_file()
+
+
+def test_both_launch_files_pass_a_backend_argument_to_the_detector():
+    detector_tree = ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
+    (declared,) = [call for call in calls_named(detector_tree, "DeclareLaunchArgument")
+                   if call.args[0].value == "backend"]
+    assert keyword(declared, "default_value").value == "auto"
+    assert [choice.value for choice in keyword(declared, "choices").elts] == list(BACKENDS)
+    frontend_tree = ast.parse(FRONTEND_LAUNCH_FILE.read_text(), filename=str(FRONTEND_LAUNCH_FILE))
+    (arguments,) = [node.value for node in frontend_tree.body
+                    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "ARGUMENTS"]
+    assert "backend" in [key.value for key in arguments.keys]
+    for tree in (detector_tree, frontend_tree):
+        (detector,) = [call for call in calls_named(tree, "Node")
+                       if keyword(call, "executable").value == "detector_node"]
+        parameters = ast.dump(keyword(detector, "parameters"))
+        assert parameters.count("Constant(value='backend')") == 2, "a 'backend' key holding the backend argument"
 
 
 def test_rviz_config_shows_the_debug_images():
