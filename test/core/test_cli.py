@@ -1,4 +1,6 @@
 """usp-train / usp-export / usp-bench: a tiny run end to end, and one-line errors with exit status 2."""
+import logging
+import sys
 from pathlib import Path
 
 import cv2
@@ -8,6 +10,7 @@ import torch
 import yaml
 
 from usp_core.cli import bench, export, train
+from usp_core.model import ModelConfig, UnsuperPoint
 
 TINY_CONFIG = {
     "image_size": [32, 48], "batch_size": 2, "steps": 3, "val_interval": 2, "val_batches": 1,
@@ -117,6 +120,24 @@ def test_export_errors_are_one_line(tmp_path: Path, capsys):
         export.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path), "--format", "tflite"])
     assert info.value.code == 2
     _one_error_line(capsys, "usp-export", "unknown format tflite")
+
+
+def test_bench_loads_each_backend_once_and_logs_progress_not_prints(tmp_path: Path, monkeypatch, caplog, capsys):
+    torch.manual_seed(0)
+    model = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 8}
+    weights = tmp_path / "tiny.pt"
+    torch.save({"model": UnsuperPoint(ModelConfig(**model)).state_dict(), "config": {"model": model}}, weights)
+    loads, load = [], bench.KeypointDetector.from_pretrained
+    monkeypatch.setattr(bench.KeypointDetector, "from_pretrained",
+                        lambda *args, **kwargs: loads.append(kwargs["backend"]) or load(*args, **kwargs))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes "import openvino" fail
+    image = bench.load_images(tmp_path / "none")[0][0]
+    with caplog.at_level(logging.INFO, logger="usp_core.bench"):
+        rows = bench.inference_rows([image], torch.device("cpu"), ["torch", "openvino"], weights, 1, 1)
+    assert loads == ["torch", "openvino"], "one load per backend, not one per size"
+    assert [(row.backend, row.size) for row in rows] == [("torch", "240x320"), ("torch", "480x640")]
+    assert "skipping backend openvino: backend 'openvino' needs" in caplog.text and "torch ready in" in caplog.text
+    assert capsys.readouterr().out == ""
 
 
 def test_bench_table_and_image_fallback(tmp_path: Path, capsys):

@@ -18,6 +18,7 @@ how many images per second each extracts at that size. OpenCV always runs on the
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -38,6 +39,8 @@ from usp_core.data import IMAGE_EXTENSIONS, PhotometricConfig, apply_photometric
 from usp_core.homography import sample_homography, warp_image
 from usp_core.inference import DetectorConfig, KeypointDetector
 from usp_core.trainer import Trainer
+
+logger = logging.getLogger("usp_core.bench")
 
 SIZES = ((240, 320, 300), (480, 640, 1000))  # (height, width, keypoints), the evaluation settings
 TRAIN_SIZE = (240, 320)
@@ -123,25 +126,28 @@ def inference_rows(images: list[np.ndarray], device: torch.device, backends: lis
                    threads: int, passes: int) -> list[Row]:
     """ms/image of the detector in each backend at each evaluation size, beside SIFT and ORB (timed in turns).
 
-    A backend whose runtime is not installed is skipped, with a line saying so.
+    Each backend's detector is loaded and prepared once; a backend whose runtime is not installed is
+    skipped, with a log line saying so.
     """
+    detectors = {}
+    for backend in backends:
+        detector = KeypointDetector.from_pretrained(weights, device, backend=backend, num_threads=threads)
+        start = time.perf_counter()
+        try:
+            detector.prepare()
+        except BackendError as error:
+            logger.warning("skipping backend %s: %s", backend, error)
+            continue
+        logger.info("%s ready in %.1f s", backend, time.perf_counter() - start)
+        detectors[backend] = detector
     rows = []
     for height, width, keypoints in SIZES:
         resized = [cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in images]
-        methods = opencv_methods(keypoints)
-        for backend in backends:
-            detector = KeypointDetector.from_pretrained(weights, device, DetectorConfig(max_keypoints=keypoints),
-                                                        backend=backend, num_threads=threads)
-            start = time.perf_counter()
-            try:
-                detector.prepare()
-            except BackendError as error:
-                print(f"usp-bench: skipping backend {backend}: {error}", flush=True)
-                continue
-            print(f"usp-bench: {backend} ready in {time.perf_counter() - start:.1f} s at {height}x{width}", flush=True)
-            methods[backend] = detector.detect
+        for detector in detectors.values():
+            detector.config = DetectorConfig(max_keypoints=keypoints)
+        methods = {**opencv_methods(keypoints), **{name: d.detect for name, d in detectors.items()}}
         seconds = timed_in_turns(methods, resized, passes, _sync(device))
-        for backend in (name for name in backends if name in seconds):
+        for backend in detectors:
             rows.append(Row(device.type, backend, f"inference ms/image (top-{keypoints})", f"{height}x{width}",
                             seconds[backend] * 1e3, seconds["sift"] * 1e3, seconds["orb"] * 1e3))
     return rows
@@ -217,6 +223,7 @@ def _backends(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="usp-bench: %(message)s", stream=sys.stderr)
     if args.images is not None and not args.images.is_dir():
         print(f"usp-bench: error: image folder {args.images} does not exist", file=sys.stderr)
         return 2
