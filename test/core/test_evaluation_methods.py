@@ -9,6 +9,16 @@ from usp_core.evaluation.dataset import resize_gray
 from usp_core.evaluation.match import descriptor_vectors, mutual_matches, nearest_neighbour_matches
 from usp_core.evaluation.methods import MethodError, available_methods, build_method, top_k
 from usp_core.evaluation.metrics import matching_score, mutual_matching_score
+from usp_core.matching import mutual_nearest_neighbours
+
+
+def mutual(descriptors_a, descriptors_b, binary):
+    """Mutual nearest-neighbour matches (K, 2) as the evaluation derives them."""
+    return mutual_matches(*nearest_neighbour_matches(descriptors_a, descriptors_b, binary))
+
+
+def pair_set(matches: np.ndarray) -> set[tuple[int, int]]:
+    return {tuple(m) for m in matches.tolist()}
 
 
 def textured_image(size=(240, 320), seed=0) -> np.ndarray:
@@ -96,7 +106,7 @@ def test_hamming_matching_finds_noisy_copies():
     a = rng.integers(0, 256, (100, 32), dtype=np.uint8)
     flips = np.packbits(rng.random((100, 256)) < 0.05, axis=1)  # about 13 of 256 bits flipped per row
     order = rng.permutation(100)
-    matches = mutual_matches(a, (a ^ flips)[order], binary=True)
+    matches = mutual(a, (a ^ flips)[order], binary=True)
     assert len(matches) == 100
     np.testing.assert_array_equal(order[matches[:, 1]], matches[:, 0])
 
@@ -111,8 +121,8 @@ def test_random_descriptors_give_matching_scores_near_zero():
     for descriptors_b, low, high in ((same, 1.0, 1.0), (other, 0.0, 0.05)):
         published = matching_score(points, points, *nearest_neighbour_matches(same, descriptors_b, False),
                                     identity, size, size)
-        mutual = mutual_matching_score(points, points, mutual_matches(same, descriptors_b, False), identity, size, size)
-        assert low <= published <= high and low <= mutual <= high
+        score_mutual = mutual_matching_score(points, points, mutual(same, descriptors_b, False), identity, size, size)
+        assert low <= published <= high and low <= score_mutual <= high
 
 
 def test_orb_matches_equal_opencv_hamming_cross_check():
@@ -120,7 +130,7 @@ def test_orb_matches_equal_opencv_hamming_cross_check():
     rotation = cv2.getRotationMatrix2D((160, 120), 15, 0.9)
     method = build_method("orb", 300)
     a, b = method.extract(image), method.extract(cv2.warpAffine(image, rotation, (320, 240)))
-    ours = {tuple(m) for m in mutual_matches(a.descriptors, b.descriptors, binary=True).tolist()}
+    ours = pair_set(mutual(a.descriptors, b.descriptors, binary=True))
     reference = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a.descriptors, b.descriptors)
     assert len(ours) > 50
     assert ours == {(m.queryIdx, m.trainIdx) for m in reference}
@@ -140,6 +150,9 @@ def test_nearest_neighbours_equal_opencv_brute_force_without_cross_check(name, n
     backward = matcher.match(unit(b.descriptors), unit(a.descriptors))
     assert a_to_b.tolist() == [[m.queryIdx, m.trainIdx] for m in forward]
     assert b_to_a.tolist() == [[m.trainIdx, m.queryIdx] for m in backward]
-    mutual = {tuple(m) for m in mutual_matches(a.descriptors, b.descriptors, method.binary).tolist()}
-    assert mutual == {tuple(m) for m in a_to_b.tolist()} & {tuple(m) for m in b_to_a.tolist()}
-    assert len(mutual) < len(a_to_b)
+    both_ways = mutual_matches(a_to_b, b_to_a)
+    assert pair_set(both_ways) == pair_set(a_to_b) & pair_set(b_to_a)
+    assert both_ways[:, 0].tolist() == sorted(both_ways[:, 0].tolist()) and 0 < len(both_ways) < len(a_to_b)
+    ros_matcher = mutual_nearest_neighbours(descriptor_vectors(a.descriptors, method.binary),
+                                            descriptor_vectors(b.descriptors, method.binary))
+    np.testing.assert_array_equal(both_ways, ros_matcher.numpy())  # the pairs the ROS matcher finds

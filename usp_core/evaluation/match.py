@@ -1,8 +1,9 @@
 """Descriptor matching for the evaluation: plain and mutual nearest neighbours, per descriptor kind.
 
 Plain nearest neighbours (every point gets its nearest neighbour in the other image, each way) feed
-the published matching score; mutual nearest neighbours, from usp_core.matching (shared with the ROS
-matcher), feed homography estimation and the mutual matching score. Descriptors are first mapped to
+the published matching score; the mutual nearest neighbours, the pairs found both ways, feed
+homography estimation and the mutual matching score (the same pairs as the ROS matcher's
+usp_core.matching.mutual_nearest_neighbours, tested). Descriptors are first mapped to
 vectors of one norm per kind, so that the nearest in L2 is the right one: float descriptors are
 L2-normalised (nearest in L2 = nearest in cosine), and binary descriptors (packed uint8 bits, as
 ORB/BRISK/AKAZE give them) are unpacked to +-1, for which squared L2 distance = 4 * Hamming distance,
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from usp_core.matching import mutual_nearest_neighbours
 
 
 def descriptor_vectors(descriptors: np.ndarray, binary: bool) -> torch.Tensor:
@@ -29,15 +28,6 @@ def descriptor_vectors(descriptors: np.ndarray, binary: bool) -> torch.Tensor:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.maximum(norms, 1e-12)
     return torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-
-
-def mutual_matches(descriptors_a: np.ndarray, descriptors_b: np.ndarray, binary: bool) -> np.ndarray:
-    """Mutual nearest-neighbour matches between (N, D) and (M, D) descriptors -> (K, 2) int64 (i in a, j in b)."""
-    if len(descriptors_a) == 0 or len(descriptors_b) == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    vectors_a, vectors_b = descriptor_vectors(descriptors_a, binary), descriptor_vectors(descriptors_b, binary)
-    pairs = mutual_nearest_neighbours(vectors_a, vectors_b)
-    return np.asarray(pairs.cpu(), dtype=np.int64).reshape(-1, 2)
 
 
 def nearest_neighbour_matches(
@@ -57,3 +47,10 @@ def nearest_neighbour_matches(
     a_to_b = np.stack([rows, similarity.argmax(axis=1)], axis=1)
     b_to_a = np.stack([similarity.argmax(axis=0), columns], axis=1)
     return a_to_b.astype(np.int64), b_to_a.astype(np.int64)
+
+
+def mutual_matches(matches_ab: np.ndarray, matches_ba: np.ndarray) -> np.ndarray:
+    """Mutual nearest-neighbour matches (K, 2) int64 (i in a, j in b), ordered by i: the pairs in both
+    plain nearest-neighbour lists of :func:`nearest_neighbour_matches`, (N, 2) a->b and (M, 2) b->a."""
+    nearest_i = matches_ba[:, 0]  # for each j, its nearest i (matches_ba holds every j in order)
+    return matches_ab[nearest_i[matches_ab[:, 1]] == matches_ab[:, 0]]

@@ -101,16 +101,9 @@ def homography_accuracy(errors: np.ndarray, thresholds: tuple[float, ...] = HOMO
     }
 
 
-def matching_score(
-    points_a: np.ndarray,
-    points_b: np.ndarray,
-    matches_ab: np.ndarray,
-    matches_ba: np.ndarray,
-    homography: np.ndarray,
-    size_a: tuple[int, int],
-    size_b: tuple[int, int],
-    distance: float = CORRECT_DISTANCE,
-) -> float:
+def matching_score(points_a: np.ndarray, points_b: np.ndarray, matches_ab: np.ndarray, matches_ba: np.ndarray,
+                   homography: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int],
+                   distance: float = CORRECT_DISTANCE) -> float:
     """Matching score of the published protocol (SuperPoint's evaluation, as UnsuperPoint and KP2D report it).
 
     points_a (N, 2), points_b (M, 2); matches_ab (N, 2): every point i of a with its plain nearest
@@ -120,14 +113,18 @@ def matching_score(
     warped into b. Returns the mean of both directions; a direction with no matched point inside scores
     0 (KP2D divides by max(count, 1)).
     """
-    homography = np.asarray(homography, dtype=np.float64)
-    points_a = np.asarray(points_a, np.float64).reshape(-1, 2)
-    points_b = np.asarray(points_b, np.float64).reshape(-1, 2)
+    homography, points_a, points_b = _as_float64(homography, points_a, points_b)
     i_ab, j_ab = np.asarray(matches_ab, dtype=np.int64).reshape(-1, 2).T
     i_ba, j_ba = np.asarray(matches_ba, dtype=np.int64).reshape(-1, 2).T
     score_ab = _fraction_correct(points_a[i_ab], points_b[j_ab], np.linalg.inv(homography), size_a, distance)
     score_ba = _fraction_correct(points_b[j_ba], points_a[i_ba], homography, size_b, distance)
     return (score_ab + score_ba) / 2
+
+
+def _as_float64(homography: np.ndarray, points_a: np.ndarray, points_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The (3, 3) homography and the (N, 2) and (M, 2) points as float64 arrays."""
+    return (np.asarray(homography, np.float64), np.asarray(points_a, np.float64).reshape(-1, 2),
+            np.asarray(points_b, np.float64).reshape(-1, 2))
 
 
 def _fraction_correct(
@@ -145,15 +142,9 @@ def _fraction_correct(
     return float(correct.sum() / max(int(visible.sum()), 1))
 
 
-def mutual_matching_score(
-    points_a: np.ndarray,
-    points_b: np.ndarray,
-    matches: np.ndarray,
-    homography: np.ndarray,
-    size_a: tuple[int, int],
-    size_b: tuple[int, int],
-    distance: float = CORRECT_DISTANCE,
-) -> float:
+def mutual_matching_score(points_a: np.ndarray, points_b: np.ndarray, matches: np.ndarray, homography: np.ndarray,
+                          size_a: tuple[int, int], size_b: tuple[int, int],
+                          distance: float = CORRECT_DISTANCE) -> float:
     """Matching score of mutual nearest-neighbour matches: what the ROS matcher relies on.
 
     points_a (N, 2), points_b (M, 2); matches (K, 2): index pairs (i in a, j in b). Direction a->b:
@@ -161,10 +152,8 @@ def mutual_matching_score(
     over all points of a in the shared region; b->a likewise with the inverse homography. Returns the
     mean of both directions (NaN when no point is shared).
     """
-    homography = np.asarray(homography, dtype=np.float64)
+    homography, points_a, points_b = _as_float64(homography, points_a, points_b)
     matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
-    points_a = np.asarray(points_a, np.float64).reshape(-1, 2)
-    points_b = np.asarray(points_b, np.float64).reshape(-1, 2)
     scores = []
     for src, dst, h, size_dst, col_src, col_dst in (
         (points_a, points_b, homography, size_b, 0, 1),

@@ -85,7 +85,8 @@ def evaluate_pair(
     size_a, size_b = pair.image_a.shape[:2], pair.image_b.shape[:2]
     points_a, points_b = extraction_a.keypoints, extraction_b.keypoints
     rep = repeatability(points_a, points_b, pair.homography, size_a, size_b)
-    matches = mutual_matches(extraction_a.descriptors, extraction_b.descriptors, binary)
+    matches_ab, matches_ba = nearest_neighbour_matches(extraction_a.descriptors, extraction_b.descriptors, binary)
+    matches = mutual_matches(matches_ab, matches_ba)
     estimate_h, inliers = None, np.zeros(len(matches), dtype=bool)
     if len(matches) >= 4:
         cv2.setRNGSeed(RANSAC_SEED)
@@ -93,7 +94,6 @@ def evaluate_pair(
                                        threshold=RANSAC_THRESHOLD, min_inliers=4)
         estimate_h, inliers = estimate.homography, np.asarray(estimate.inlier_mask, dtype=bool).reshape(-1)
     error = corner_error(estimate_h, pair.homography, size_a)
-    matches_ab, matches_ba = nearest_neighbour_matches(extraction_a.descriptors, extraction_b.descriptors, binary)
     score = matching_score(points_a, points_b, matches_ab, matches_ba, pair.homography, size_a, size_b)
     score_mutual = mutual_matching_score(points_a, points_b, matches, pair.homography, size_a, size_b)
     result = PairResult(pair.sequence, pair.index, rep.rate, rep.localization_error, error, score, score_mutual,
