@@ -1,6 +1,4 @@
 """The weights shipped in usp_core/weights load by default and give sensible keypoints on real photos."""
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -12,14 +10,9 @@ from usp_core.evaluation.runner import PairResult, evaluate_pair
 from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, KeypointDetector
 
 
-def real_photos(shared_data_dir: Path) -> list[np.ndarray]:
-    """Grey photos: matplotlib's sample photo (always installed) and, when present, two evaluation images."""
-    import matplotlib
-
-    paths = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
-    paths += [shared_data_dir / "eval" / "hpatches" / "v_churchill" / "1.png",
-              shared_data_dir / "eval" / "oxford" / "boat" / "1.png"]
-    return [cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (640, 480)) for p in paths if p.is_file()]
+def _vga(photo: np.ndarray) -> np.ndarray:
+    """A grey photo resized to 640x480."""
+    return cv2.resize(photo, (640, 480), interpolation=cv2.INTER_AREA)
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +28,10 @@ def test_bundled_weights_are_small_and_carry_their_config():
 
 
 @pytest.mark.parametrize("photo_index", [0, 1, 2])
-def test_keypoints_are_spread_over_the_photo_with_varied_scores(detector, photo_index):
-    photos = real_photos(Path(__file__).resolve().parents[2].parent / "shared" / "data")
-    if photo_index >= len(photos):
+def test_keypoints_are_spread_over_the_photo_with_varied_scores(detector, real_photos, photo_index):
+    if photo_index >= len(real_photos):
         pytest.skip("../shared/data is absent")
-    features = detector.detect(photos[photo_index])[0]
+    features = detector.detect(_vga(real_photos[photo_index]))[0]
     keypoints, scores, descriptors = features.numpy()
     assert len(keypoints) == 1000
     # Not collapsed onto the borders: at most a fifth of the points within 16 px of an edge.
@@ -53,9 +45,9 @@ def test_keypoints_are_spread_over_the_photo_with_varied_scores(detector, photo_
     np.testing.assert_allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-3)
 
 
-def test_keypoints_follow_the_image_content(detector):
+def test_keypoints_follow_the_image_content(detector, real_photos):
     """A shifted photo gives keypoints shifted by the same amount (repeatability under translation)."""
-    photo = real_photos(Path("/nonexistent"))[0]
+    photo = _vga(real_photos[0])
     shift = (13, 7)
     shifted = np.roll(photo, shift=(shift[1], shift[0]), axis=(0, 1))
     first = detector.detect(photo)[0].keypoints.numpy()
@@ -72,9 +64,8 @@ def _evaluate(method_name: str, pair: EvalPair) -> PairResult:
     return evaluate_pair(pair, method.extract(pair.image_a), method.extract(pair.image_b), method.binary)[0]
 
 
-def hopper_pair() -> EvalPair:
-    """matplotlib's photo at 240x320 and a copy rotated 12 deg, zoomed 1.1x, tilted and darkened."""
-    photo = real_photos(Path("/nonexistent"))[0]
+def hopper_pair(photo: np.ndarray) -> EvalPair:
+    """A grey photo at 240x320 and a copy rotated 12 deg, zoomed 1.1x, tilted and darkened."""
     image_a = cv2.resize(photo, (320, 240), interpolation=cv2.INTER_AREA)
     cos, sin = np.cos(np.radians(12.0)), np.sin(np.radians(12.0))
     centre = np.array([[1.0, 0.0, 160.0], [0.0, 1.0, 120.0], [0.0, 0.0, 1.0]])
@@ -85,9 +76,9 @@ def hopper_pair() -> EvalPair:
     return EvalPair("hopper", 2, image_a, image_b, homography)
 
 
-def test_descriptors_recover_a_homography_on_a_real_photo():
+def test_descriptors_recover_a_homography_on_a_real_photo(real_photos):
     """Rotation, zoom, tilt and a light change: the bundled weights' matches give the homography to 3 px."""
-    pair = hopper_pair()
+    pair = hopper_pair(real_photos[0])
     usp, orb = _evaluate("usp", pair), _evaluate("orb", pair)
     assert usp.corner_error < 3.0
     assert usp.num_inliers >= 80
