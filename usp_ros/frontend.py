@@ -219,7 +219,7 @@ class Children:
     def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
         with open(self.log_dir / f"{name}.log", "w") as log:
             self.processes[name] = subprocess.Popen(command, cwd=self.log_dir, env=env, stdout=log,
-                                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                                    stderr=subprocess.STDOUT, preexec_fn=_prepare_child)
 
     def dead(self) -> str | None:
         """Name of a child that has exited, or None."""
@@ -242,8 +242,10 @@ class Children:
                 process.wait()
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to send SIGTERM when the parent dies (no-op elsewhere)."""
+def _prepare_child() -> None:
+    """In the child before exec: ask Linux to send SIGTERM when the parent dies (no-op elsewhere), and take
+    SIGINT, the stop signal, even when this process was started with it ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -413,6 +415,7 @@ def main(argv=None) -> int:
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")})
     children = Children(Path(tempfile.mkdtemp(prefix="usp_frontend_")))
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)  # also when started with SIGINT ignored (a background job)
     video, stats, code = MatchVideo(options.out, options.rate), RunStats(), 1
     print(f"starting {', '.join(CHILDREN)} (logs in {children.log_dir})", flush=True)
     try:

@@ -1,8 +1,8 @@
 """Real camera sequences (TUM RGB-D fr2, KITTI odometry) through detector -> matcher over DDS.
 
-The test publishes each sequence's 20 frames in order on `image` (each after the previous frame's
-result arrived, so no frame is dropped), the detector node turns them into Features and the matcher
-node into FrameMatch messages. Every FrameMatch must pair a frame with the one published just
+After warm-up frames that show the whole path is connected, the test publishes each sequence's 20
+frames in order on `image` (each after the previous frame's result arrived, so no frame is dropped),
+the detector node turns them into Features and the matcher node into FrameMatch messages. Every FrameMatch must pair a frame with the one published just
 before it, and most pairs must give a valid homography. The inlier counts are recorded
 (``user_properties``, shown with ``pytest -rA``). Needs ../shared/data and the trained bundled
 weights: a random-initialised network gives no meaningful matches on real images, so without the
@@ -20,6 +20,28 @@ from usp_ros.msg import Features, FrameMatch
 from usp_ros.qos import input_qos, output_qos
 
 FRAMES = 20
+FIRST_SECOND = 100  # the sequence's stamps are FIRST_SECOND + index; the warm-up frames' are below
+
+
+def connect(images, image, matches, wait, attempts: int = 10) -> None:
+    """Publish `image` (stamps 1, 2, ...) until the matcher answers with a FrameMatch.
+
+    Each pair of nodes discovers the other on its own: a Features message the detector sends before it
+    has matched the matcher's subscription is lost (volatile QoS), so only an answer shows that the
+    whole path image -> detector -> matcher -> test is connected.
+    """
+    for second in range(1, attempts + 1):
+        images.publish(numpy_to_image(image, header=Header(stamp=Time(sec=second), frame_id="warm-up")))
+        if wait(lambda: matches, 5):
+            return
+    raise AssertionError(f"no FrameMatch after {attempts} warm-up frames: detector -> matcher not connected")
+
+
+def answered(features, matches, index: int) -> bool:
+    """The sequence's frame `index` has its result: Features for the first frame, a FrameMatch for the others."""
+    if index == 0:
+        return any(stamp.sec == FIRST_SECOND for stamp in features)
+    return any(m.header.stamp.sec == FIRST_SECOND + index for m in matches)
 
 
 def detector_listens_reliably(node) -> bool:
@@ -44,13 +66,14 @@ def test_consecutive_frames_match(sequence, shared_data, ros_node, spawn, wait, 
     assert wait(lambda: (detector_listens_reliably(ros_node) and ros_node.count_subscribers("features") >= 2
                          and ros_node.count_publishers("matches") >= 1)
                 or detector.poll() is not None, 60), "detector/matcher did not start"
+    connect(images, cv2.imread(str(files[0]), cv2.IMREAD_UNCHANGED), matches, wait)
     for index, path in enumerate(files):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        images.publish(numpy_to_image(image, header=Header(stamp=Time(sec=100 + index), frame_id=sequence)))
-        done = (lambda: len(matches) >= index) if index else (lambda: len(features) >= 1)
-        assert wait(done, 30), f"no result for frame {index} ({path.name})"
+        images.publish(numpy_to_image(image, header=Header(stamp=Time(sec=FIRST_SECOND + index), frame_id=sequence)))
+        assert wait(lambda: answered(features, matches, index), 30), f"no result for frame {index} ({path.name})"
+    matches = [m for m in matches if m.header.stamp.sec > FIRST_SECOND]  # the first frame's match is to a warm-up one
     for index, match in enumerate(matches, start=1):
-        assert (match.header.stamp.sec, match.reference_stamp.sec) == (100 + index, 99 + index)
+        assert (match.header.stamp.sec, match.reference_stamp.sec) == (FIRST_SECOND + index, FIRST_SECOND + index - 1)
     inliers = [m.num_inliers for m in matches]
     record_property("inliers", inliers)
     record_property("valid", f"{sum(m.valid for m in matches)}/{len(matches)}")
