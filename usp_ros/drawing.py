@@ -13,6 +13,7 @@ __all__ = ["score_colours", "draw_keypoints", "draw_matches"]
 KEYPOINT_RADIUS = 3  # px, circle radius of a keypoint
 MATCH_COLOUR = (80, 200, 60)  # BGR green: match lines
 MATCH_POINT_COLOUR = (0, 170, 255)  # BGR orange: matched points
+MAX_MATCH_LINES = 80  # match lines drawn at most (the others' points still get their dots)
 
 
 def score_colours(scores: np.ndarray) -> np.ndarray:
@@ -43,8 +44,11 @@ def draw_keypoints(bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray) -
     return canvas
 
 
-def draw_matches(bgr_a: np.ndarray, bgr_b: np.ndarray, points_a: np.ndarray, points_b: np.ndarray) -> np.ndarray:
-    """Image a left of image b (max height, W_a + W_b, 3) uint8, a line for each match (K, 2) a[k] <-> b[k].
+def draw_matches(bgr_a: np.ndarray, bgr_b: np.ndarray, points_a: np.ndarray, points_b: np.ndarray,
+                 max_lines: int = MAX_MATCH_LINES) -> np.ndarray:
+    """Image a left of image b (max height, W_a + W_b, 3) uint8: a dot on each matched point (K, 2) a[k] <-> b[k],
+    and a line for every match while there are at most ``max_lines``, else for an evenly spaced subset of them
+    (hundreds of lines hide the images).
 
     Images may be BGR or grey; one shorter than the other is padded with black at the bottom.
     """
@@ -55,9 +59,11 @@ def draw_matches(bgr_a: np.ndarray, bgr_b: np.ndarray, points_a: np.ndarray, poi
     canvas = np.zeros((height, bgr_a.shape[1] + bgr_b.shape[1], 3), dtype=np.uint8)
     canvas[: bgr_a.shape[0], : bgr_a.shape[1]] = bgr_a
     canvas[: bgr_b.shape[0], bgr_a.shape[1]:] = bgr_b
-    offset = np.array([bgr_a.shape[1], 0.0])
-    for point_a, point_b in zip(np.asarray(points_a, np.float64), np.asarray(points_b, np.float64) + offset):
+    points_a = np.asarray(points_a, np.float64)
+    points_b = np.asarray(points_b, np.float64) + np.array([bgr_a.shape[1], 0.0])
+    step = max(1, -(-len(points_a) // max(1, max_lines)))  # ceil(K / max_lines)
+    for point_a, point_b in zip(points_a[::step], points_b[::step]):
         cv2.line(canvas, _pixel(point_a), _pixel(point_b), MATCH_COLOUR, 1, cv2.LINE_AA)
-        cv2.circle(canvas, _pixel(point_a), 2, MATCH_POINT_COLOUR, -1, cv2.LINE_AA)
-        cv2.circle(canvas, _pixel(point_b), 2, MATCH_POINT_COLOUR, -1, cv2.LINE_AA)
+    for point in np.concatenate([points_a, points_b]):
+        cv2.circle(canvas, _pixel(point), 2, MATCH_POINT_COLOUR, -1, cv2.LINE_AA)
     return canvas

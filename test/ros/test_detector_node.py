@@ -365,5 +365,9 @@ def test_drawing_colours_keypoints_by_score_and_joins_matches():
     assert pair.shape == (60, 130, 3)
     assert pair[10:21, 10:56].any(), "a line joins the two matched points"
     assert not pair[45:, 80:].any(), "the shorter image is padded with black"
+    rows = np.array([[10.0, 10.0], [10.0, 30.0], [10.0, 50.0]])
+    thinned = draw_matches(image, image, rows, rows, max_lines=2)  # lines for matches 0 and 2 only (every 2nd)
+    assert thinned[10, 20:80].any() and thinned[50, 20:80].any() and not thinned[30, 20:80].any()
+    assert thinned[30, 10].any() and thinned[30, 90].any(), "a match without a line still has its dots"
     with pytest.raises(ValueError):
         draw_matches(image, image, np.zeros((2, 2)), np.zeros((3, 2)))
