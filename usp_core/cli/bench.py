@@ -37,7 +37,7 @@ from usp_core.cli.train import OneLineParser
 from usp_core.config import TrainConfig
 from usp_core.data import IMAGE_EXTENSIONS, PhotometricConfig, apply_photometric
 from usp_core.homography import sample_homography, warp_image
-from usp_core.inference import DetectorConfig, KeypointDetector
+from usp_core.inference import DetectorConfig, KeypointDetector, resolve_weights
 from usp_core.trainer import Trainer
 
 logger = logging.getLogger("usp_core.bench")
@@ -199,7 +199,8 @@ def format_table(rows: list[Row]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="usp-bench", description="UnsuperPoint speed beside OpenCV SIFT and ORB.")
     parser.add_argument("--images", type=Path, help="folder of photos (default: ../shared/data/eval when present)")
-    parser.add_argument("--weights", type=Path, help="checkpoint to time (default: the bundled weights)")
+    parser.add_argument("--weights", type=resolve_weights,
+                        help="checkpoint or shipped model name (unsuperpoint_vgg) to time (default: the bundled weights)")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
                         help="where to run the model (default: all = cpu, plus cuda when available)")
     parser.add_argument("--backends", type=_backends, default=list(BACKENDS[1:]),
