@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 ARGS ?=
 
-.PHONY: run test setup bench
+.PHONY: run test setup bench soak
 run: setup  ## the main job: virtual camera -> detector -> matcher over DDS, live figures and an annotated video
 	@mkdir -p out && $(ENV) install/usp_ros/lib/usp_ros/frontend --out out/frontend_matches.mp4 $(ARGS)
 
@@ -15,3 +15,6 @@ setup:
 
 bench: setup  ## every benchmark: messages, model/training vs OpenCV, detector node, matcher
 	@$(ENV) cd /tmp && python -m usp_ros.bench_messages && usp-bench && python -m usp_ros.bench_detector && python -m usp_ros.bench_matcher
+
+soak: setup  ## 10 minutes of the virtual camera at 30 Hz through detector and matcher: memory, latency, drops per minute
+	@$(ENV) cd /tmp && python -m usp_ros.bench_soak $(ARGS)

@@ -391,12 +391,12 @@ def _check_model(options: Options) -> str | None:
     return f"no bundled weights at {BUNDLED_WEIGHTS}: pass --model-path CHECKPOINT (written by usp-train)"
 
 
-def _child_environment(share: Path) -> dict[str, str]:
-    """This environment, with DDS kept on this machine and the large-image profile, unless set already."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds_large_images.xml"))
-    return env
+def child_environment(share: Path) -> dict[str, str]:
+    """Keep DDS on this machine and use the large-image profile, unless set already, in this process
+    (before rclpy.init) and in the returned environment for the child nodes."""
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds_large_images.xml"))
+    return dict(os.environ, PYTHONUNBUFFERED="1")
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -411,8 +411,7 @@ def main(argv=None) -> int:
         print(f"frontend: {problem}", file=sys.stderr)
         return 2
     share = Path(get_package_share_directory("usp_ros"))
-    env = _child_environment(share)
-    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")})
+    env = child_environment(share)
     children = Children(Path(tempfile.mkdtemp(prefix="usp_frontend_")))
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)  # also when started with SIGINT ignored (a background job)
