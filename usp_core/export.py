@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from usp_core.checkpoint import first_line, load_checkpoint, save_checkpoint
+from usp_core.checkpoint import first_line, load_checkpoint, load_weights, model_weights, save_checkpoint
 from usp_core.config import ConfigError, from_dict
 from usp_core.model import UnsuperPoint
 
@@ -69,18 +69,15 @@ def _model_config(state: dict[str, Any], path: Path):
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UnsuperPoint, dict[str, Any]]:
     """An eval-mode float32 UnsuperPoint from a checkpoint, and the checkpoint dict.
 
-    Raises CheckpointError (missing/corrupt file) or ExportError (no model, wrong architecture).
+    Raises CheckpointError (missing/corrupt file, weights that do not fit the config) or ExportError (no model,
+    invalid config).
     """
     path = Path(path)
     state = load_checkpoint(path)
     if "model" not in state:
         raise ExportError(f"checkpoint {path} has no 'model' entry")
     model = UnsuperPoint(_model_config(state, path))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise ExportError(f"checkpoint {path} does not match its model config: "
-                          f"{str(error).strip().splitlines()[0]}") from error
+    load_weights(model, model_weights(state, path), path)
     return model.float().eval().to(device), state
 
 

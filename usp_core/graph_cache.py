@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from usp_core import export
-from usp_core.atomic import write_bytes_atomic
+from usp_core.atomic import remove_stale_temp_files, write_bytes_atomic
 from usp_core.checkpoint import first_line
 
 __all__ = ["GRAPH_FORMAT", "MAX_ENTRIES", "GraphCache", "default_cache_root", "describe_graph", "weights_digest"]
@@ -167,8 +167,12 @@ class GraphCache:
         return None
 
     def store(self, description: dict, files: dict[str, bytes]) -> Path:
-        """Write the files, then the manifest, each atomically; returns the entry folder."""
+        """Write the files, then the manifest, each atomically; returns the entry folder.
+
+        Temporary files that a process killed while storing this entry left in its folder are removed first.
+        """
         folder = self.folder(description)
+        remove_stale_temp_files(folder)
         for name, data in files.items():
             if not _plain_name(name):
                 raise ValueError(f"graph file name {name!r} must be a plain file name")

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
+from usp_core.atomic import remove_stale_temp_files
 from usp_core.checkpoint import (CheckpointError, first_line, load_checkpoint, model_from_checkpoint, model_weights,
                                  save_checkpoint)
 from usp_core.config import TrainConfig, save_config, to_dict
@@ -367,6 +368,8 @@ class Trainer:
         target = min(self.config.steps, max_steps) if max_steps is not None else self.config.steps
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for folder in (self.out_dir, self.out_dir / "snapshots"):  # what killed runs' checkpoint writes left
+                remove_stale_temp_files(folder)
             save_config(self.config, self.out_dir / "config.yaml")
         writer = self._summary_writer()
         batches = self._train_batches()

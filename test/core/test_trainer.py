@@ -1,6 +1,8 @@
 """A few dozen CPU training steps on a tiny generated image set: the loss falls, checkpoints, exact resume."""
 import dataclasses
 import json
+import os
+import time
 from pathlib import Path
 
 import cv2
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from usp_core.atomic import STALE_AFTER_S
 from usp_core.config import TrainConfig, from_dict
 from usp_core.checkpoint import CheckpointError
 from usp_core.inference import KeypointDetector
@@ -119,6 +122,19 @@ def test_time_limit_stops_early_and_saves(tiny_config, tmp_path):
     trainer.train(time_limit=0.0)
     assert trainer.step == 1
     assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_training_starts_by_removing_what_killed_checkpoint_writes_left(tiny_config, tmp_path):
+    stale = [tmp_path / ".last.pt.abcd1234.tmp", tmp_path / "snapshots" / ".step_000005.pt.x_y_z_01.tmp"]
+    fresh = tmp_path / ".best.pt.fresh123.tmp"  # may belong to a writer at work: kept
+    then = time.time() - 2 * STALE_AFTER_S
+    for path in [*stale, fresh]:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a checkpoint")
+    for path in stale:
+        os.utime(path, (then, then))
+    Trainer(tiny_config, tmp_path, device="cpu", progress=False).train(time_limit=0.0)
+    assert not any(path.exists() for path in stale) and fresh.exists()
 
 
 def test_distillation_brings_a_fast_student_towards_its_teacher(full_run, tiny_config, tmp_path):
