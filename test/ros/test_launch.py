@@ -116,7 +116,7 @@ def test_params_file_parameters_are_declared_by_the_node(file_name, ros_node, sp
     client = AsyncParameterClient(ros_node, f"{namespace}/{node_name}")
     assert client.wait_for_services(timeout_sec=30), f"{module} did not come up: {child.poll()}"
     listed = client.list_parameters()
-    assert wait(listed.done, timeout=10)
+    assert wait(listed.done, timeout=60)  # answered once the node spins, after its constructor (model load)
     declared = set(listed.result().result.names) - {"use_sim_time", "start_type_description_service"}
     assert set(expected) <= declared, f"{file_name} sets parameters the node does not declare: " \
                                       f"{sorted(set(expected) - declared)}"
