@@ -20,12 +20,13 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "pillow>=10",  # usp_ros: JPEG decoding (quiet on corrupt data, reduced-size decoding) and GIF output
     ],
     extras_require={
         # usp-export --format onnx, and the onnxruntime inference backend (onnxruntime alone: +28 MB download, +82 MB)
         "onnx": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
         "tensorboard": ["tensorboard"],  # usp-train writes TensorBoard events when installed
-        "test": ["pytest>=7", "onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
+        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
     },
     entry_points={
         "console_scripts": [

@@ -1,19 +1,24 @@
 """Conversions between ROS messages and numpy arrays (our cv_bridge), tested without a running node.
 
 Images: sensor_msgs/Image <-> (H, W) or (H, W, C) arrays, zero-copy views where the row layout
-allows; sensor_msgs/CompressedImage <-> arrays through OpenCV. Features and FrameMatch messages are
-filled from numpy through ``array.array`` built from bytes, the fast path of rosidl's setters
+allows; sensor_msgs/CompressedImage (JPEG or PNG, as compressed_image_transport sends) <-> arrays, with
+the size read from the header before any pixel is decoded. JPEGs are decoded by Pillow, PNGs by OpenCV:
+OpenCV's libjpeg prints its warnings ("Corrupt JPEG data: ...") straight to stderr, once per frame, and
+no OpenCV log level reaches them; Pillow's libjpeg error manager keeps them quiet (it costs about 2 ms
+more per 640x480 frame). Features and FrameMatch messages are filled from numpy through ``array.array`` built from bytes, the fast path of rosidl's setters
 (about 1 ms for 1000 keypoints x 256 floats, against 33 ms when assigning numpy arrays directly).
 Every malformed input raises ``ConversionError`` with a message naming the problem.
 """
 from __future__ import annotations
 
 import array
+import io
 import sys
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import PIL.Image
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -66,6 +71,13 @@ _COLOR_TO_BGR = {
     "bgra8": cv2.COLOR_BGRA2BGR,
 }
 _HOST_IS_BIGENDIAN = sys.byteorder == "big"
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOI = b"\xff\xd8"
+# JPEG frame headers (SOF0..SOF15 but DHT C4, JPG C8, DAC CC) and the markers that carry no length
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD9)])
+_JPEG_SCAN_MARKER = 0xDA
 
 
 class ConversionError(ValueError):
@@ -124,14 +136,37 @@ def numpy_to_image(
     return msg
 
 
-def compressed_to_numpy(msg: CompressedImage) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> (H, W) grey or (H, W, 3) BGR array."""
-    if len(msg.data) == 0:
-        raise ConversionError("compressed image has no data")
-    buffer = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
-    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+def compressed_size(msg: CompressedImage) -> tuple[int, int]:
+    """(width, height) of a JPEG or PNG CompressedImage, from its header alone (no pixel is decoded).
+
+    Raises ConversionError for other formats, truncated or garbled headers and absurd sizes.
+    """
+    data = memoryview(msg.data).cast("B")
+    if data[:8] == _PNG_SIGNATURE:
+        width, height = _png_size(data)
+    elif data[:2] == _JPEG_SOI:
+        width, height = _jpeg_size(data)
+    else:
+        raise ConversionError(f"compressed image is neither JPEG nor PNG (format '{msg.format}', "
+                              f"{len(data)} bytes)")
+    _check_size(width, height)
+    return width, height
+
+
+def compressed_to_numpy(msg: CompressedImage, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG or PNG) -> (H, W) grey, (H, W) uint16 or (H, W, 3) BGR array.
+
+    min_size (h, w): a JPEG may be decoded reduced by 2, 4 or 8 (libjpeg's DCT scaling: memory and time
+    shrink with the square of the factor) as long as both sides stay at least this large; None decodes
+    in full. PNGs always decode in full. The header is checked first (see compressed_size).
+    """
+    compressed_size(msg)
+    data = memoryview(msg.data).cast("B")
+    if data[:2] == _JPEG_SOI:
+        return _decode_jpeg(data, min_size)
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
-        raise ConversionError(f"cannot decode compressed image (format '{msg.format}', {len(msg.data)} bytes)")
+        raise ConversionError(f"cannot decode compressed image (format '{msg.format}', {len(data)} bytes)")
     if decoded.ndim == 3 and decoded.shape[2] == 4:
         decoded = cv2.cvtColor(decoded, cv2.COLOR_BGRA2BGR)
     return decoded
@@ -210,7 +245,7 @@ def features_to_msg(
     msg.keypoints.x = _float32_array(points[:, 0])
     msg.keypoints.y = _float32_array(points[:, 1])
     msg.keypoints.score = _float32_array(scores)
-    msg.descriptors = Descriptors(size=descriptors.shape[1] if count else 0)
+    msg.descriptors = Descriptors(size=descriptors.shape[1])  # D even for no keypoints
     msg.descriptors.data = _float32_array(descriptors)
     return msg
 
@@ -239,6 +274,12 @@ def msg_to_features(msg: Features) -> FeatureArrays:
     descriptors = data.reshape(count, size)
     image_size = (msg.keypoints.image_width, msg.keypoints.image_height)
     return FeatureArrays(np.stack([x, y], axis=1), scores, descriptors, image_size)
+
+
+def finite_rows(keypoints: np.ndarray, descriptors: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+    """(N,) bool: rows whose keypoint (N, 2), descriptor (N, D) and, when given, score (N,) are all finite."""
+    finite = np.isfinite(keypoints).all(axis=1) & np.isfinite(descriptors).all(axis=1)
+    return finite if scores is None else finite & np.isfinite(scores)
 
 
 def frame_match_to_msg(
@@ -292,6 +333,44 @@ def _check_size(width: int, height: int) -> None:
         raise ConversionError(f"image size {width}x{height} is empty")
     if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
         raise ConversionError(f"image size {width}x{height} is absurd (largest side allowed {MAX_IMAGE_SIDE})")
+
+
+def _png_size(data: memoryview) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, which must come first."""
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ConversionError(f"compressed image: PNG header is truncated or has no IHDR chunk ({len(data)} bytes)")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _jpeg_size(data: memoryview) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header (SOF), walking the marker segments that precede it."""
+    position = 2
+    while position + 9 <= len(data):  # a frame header needs 9 bytes from its marker on
+        if data[position] != 0xFF:
+            raise ConversionError(f"compressed image: JPEG header has no marker at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF or marker in _JPEG_STANDALONE_MARKERS:  # fill byte, or a marker without a length
+            position += 1 if marker == 0xFF else 2
+            continue
+        if marker in _JPEG_FRAME_MARKERS:
+            height = data[position + 5] << 8 | data[position + 6]
+            return data[position + 7] << 8 | data[position + 8], height
+        if marker == _JPEG_SCAN_MARKER:
+            raise ConversionError("compressed image: JPEG scan starts before any frame header (SOF)")
+        position += 2 + (data[position + 2] << 8 | data[position + 3])
+    raise ConversionError(f"compressed image: JPEG header is truncated before its frame header ({len(data)} bytes)")
+
+
+def _decode_jpeg(data: memoryview, min_size: tuple[int, int] | None) -> np.ndarray:
+    """JPEG bytes -> (H, W) grey or (H, W, 3) BGR uint8, reduced by up to 8 while at least min_size (h, w)."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as picture:
+            if min_size is not None:
+                picture.draft(picture.mode, (min_size[1], min_size[0]))
+            decoded = np.asarray(picture if picture.mode in ("L", "RGB") else picture.convert("RGB"))
+    except Exception as error:  # noqa: BLE001  Pillow raises OSError, SyntaxError, ValueError, ... on hostile bytes
+        raise ConversionError(f"cannot decode compressed image (JPEG, {len(data)} bytes): {error}") from None
+    return decoded if decoded.ndim == 2 else cv2.cvtColor(decoded, cv2.COLOR_RGB2BGR)
 
 
 def _channels(array_: np.ndarray) -> int:

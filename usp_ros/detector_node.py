@@ -15,6 +15,11 @@ The executor thread only queues incoming messages; a worker thread converts, run
 publishes, behind a drop-oldest queue of depth 1 (``queue_policy``/``queue_depth``), so a slow model
 drops frames instead of building a backlog. Bad frames are logged (throttled), counted and skipped.
 
+The work one frame can cost is bounded: the input size is read before decoding (a compressed image's
+header), frames over ``max_input_pixels`` are skipped and counted as oversized, the network runs with
+no side over ``max_inference_side``, and a JPEG larger than the network input is decoded reduced
+(libjpeg's DCT scaling). Keypoints or descriptors with NaN or inf are dropped before publishing.
+
 Run: ``ros2 run usp_ros detector_node --ros-args --params-file config/detector.yaml -r image:=/camera/image_raw``
 (compressed input: ``-p input_transport:=compressed -r image/compressed:=/camera/image_raw/compressed``;
 a remap of ``image`` does not rename ``image/compressed``).
@@ -42,8 +47,8 @@ from usp_core.backends import BACKENDS, BackendError, check
 from usp_core.checkpoint import CheckpointError, first_line
 from usp_core.device import resolve_device
 from usp_core.inference import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
-from usp_ros.conversions import (ConversionError, compressed_to_numpy, features_to_msg, image_to_numpy,
-                                 numpy_to_image, to_bgr8, to_gray)
+from usp_ros.conversions import (ConversionError, compressed_size, compressed_to_numpy, features_to_msg,
+                                 finite_rows, image_to_numpy, numpy_to_image, to_bgr8, to_gray)
 from usp_ros.drawing import draw_keypoints
 from usp_ros.frame_queue import POLICIES, FrameQueue, QueueWorker
 from usp_ros.msg import Features
@@ -51,7 +56,7 @@ from usp_ros.parameters import describe
 from usp_ros.qos import (INPUT_QOS_CHOICES, choose_input_reliability, input_qos, output_qos,
                          publisher_reliabilities, reliability_from_publishers, reliability_name)
 
-__all__ = ["DetectorNode", "inference_size", "main"]
+__all__ = ["DetectorNode", "inference_size", "main", "to_source_pixels"]
 
 NODE_NAME = "detector"
 TRANSPORTS = ("raw", "compressed")
@@ -59,6 +64,7 @@ BAD_FRAME_LOG_PERIOD_S = 5.0  # at most one "bad frame" warning per this many se
 DIAGNOSTICS_PERIOD_S = 1.0
 QOS_RECHECK_PERIOD_S = 1.0  # input_qos auto with no publisher yet: look again this often
 MAX_INFERENCE_SIDE = 8192
+MAX_INPUT_PIXELS = 80_000_000  # upper end of max_input_pixels' range (Pillow, our JPEG decoder, warns from 89 MP on)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,15 @@ PARAMETERS: dict[str, _Spec] = {
                              integer_range=(0, MAX_INFERENCE_SIDE, 8)),
     "inference_height": _Spec(0, "Height the network runs at (multiple of 8); 0 = the input's (or kept aspect "
                                  "when only inference_width is set)", integer_range=(0, MAX_INFERENCE_SIDE, 8)),
+    "max_inference_side": _Spec(1280, "Longest side the network runs at (multiple of 8): larger inputs, and "
+                                      "larger inference_width/height, are scaled down with the aspect kept; "
+                                      "0 = no limit. 1280 runs HD (1280x720) frames at full size and a 4000x3000 "
+                                      "frame at 1280x960 (about 4x the cost of 640x480) rather than at 12 MP, "
+                                      "where it took gigabytes and seconds",
+                                integer_range=(0, MAX_INFERENCE_SIDE, 8)),
+    "max_input_pixels": _Spec(50_000_000, "Frames with more pixels (width x height, read before decoding) are "
+                                          "skipped and counted as oversized; 50 MP admits 8000x6000",
+                              integer_range=(1, MAX_INPUT_PIXELS, 1)),
     "max_keypoints": _Spec(1000, "Keep at most this many keypoints per image, best scores first",
                            integer_range=(1, 100000, 1)),
     "score_threshold": _Spec(0.0, "Keep keypoints with score >= this", float_range=(0.0, 1.0)),
@@ -110,20 +125,35 @@ PARAMETERS: dict[str, _Spec] = {
 }
 
 
-def inference_size(height: int, width: int, inference_width: int, inference_height: int) -> tuple[int, int] | None:
+def inference_size(height: int, width: int, inference_width: int, inference_height: int,
+                   max_side: int = 0) -> tuple[int, int] | None:
     """(h, w) the network should run at for a height x width input, or None for the native size.
 
     0 means "as the input"; when only one side is set the other keeps the aspect ratio (rounded to a
-    multiple of 8, at least 8).
+    multiple of 8, at least 8). max_side > 0 then scales the size down, aspect kept and each side rounded
+    down to a multiple of 8 (at least 8), until no side exceeds it.
     """
     if inference_width == 0 and inference_height == 0:
-        return None
-    if inference_height == 0:
+        inference_height, inference_width = height, width
+    elif inference_height == 0:
         inference_height = max(8, int(round(height * inference_width / width / 8.0)) * 8)
-    if inference_width == 0:
+    elif inference_width == 0:
         inference_width = max(8, int(round(width * inference_height / height / 8.0)) * 8)
     size = (inference_height, inference_width)
+    if 0 < max_side < max(size):
+        size = tuple(max(8, side * max_side // max(size) // 8 * 8) for side in size)
     return None if size == (height, width) else size
+
+
+def to_source_pixels(points: np.ndarray, decoded: tuple[int, int], source: tuple[int, int]) -> np.ndarray:
+    """(N, 2) (x, y) in a decoded (h, w) image -> the same points in the source (H, W) image.
+
+    Pixel-centre convention, as for the network input: x = (x' + 0.5) W / w - 0.5.
+    """
+    if decoded == source:
+        return points
+    scale = np.array([source[1] / decoded[1], source[0] / decoded[0]], dtype=np.float32)
+    return (points + 0.5) * scale - 0.5
 
 
 class _Stats:
@@ -131,9 +161,9 @@ class _Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.received = self.published = self.bad = self.debug_images = 0
+        self.received = self.published = self.bad = self.oversized = self.non_finite = self.debug_images = 0
         self._period_start = time.monotonic()
-        self._period_received = self._period_published = self._period_bad = 0
+        self._period_received = self._period_published = self._period_bad = self._period_oversized = 0
         self._inference_s = 0.0
         self.last_inference_ms = float("nan")
 
@@ -147,6 +177,15 @@ class _Stats:
             self.bad += 1
             self._period_bad += 1
 
+    def count_oversized(self) -> None:
+        with self._lock:
+            self.oversized += 1
+            self._period_oversized += 1
+
+    def count_non_finite(self, rows: int) -> None:
+        with self._lock:
+            self.non_finite += rows
+
     def count_published(self, inference_s: float) -> None:
         with self._lock:
             self.published += 1
@@ -158,16 +197,17 @@ class _Stats:
             self.debug_images += 1
 
     def take_period(self) -> dict[str, float]:
-        """Rates (Hz) and mean inference ms since the last call, plus bad frames in that period."""
+        """Rates (Hz) and mean inference ms since the last call, plus bad and oversized frames in that period."""
         with self._lock:
             now = time.monotonic()
             elapsed = max(now - self._period_start, 1e-9)
             if self._period_published:
                 self.last_inference_ms = 1000.0 * self._inference_s / self._period_published
             period = {"input_hz": self._period_received / elapsed, "output_hz": self._period_published / elapsed,
-                      "inference_ms": self.last_inference_ms, "bad_in_period": self._period_bad}
+                      "inference_ms": self.last_inference_ms, "bad_in_period": self._period_bad,
+                      "oversized_in_period": self._period_oversized}
             self._period_start = now
-            self._period_received = self._period_published = self._period_bad = 0
+            self._period_received = self._period_published = self._period_bad = self._period_oversized = 0
             self._inference_s = 0.0
             return period
 
@@ -249,34 +289,66 @@ class DetectorNode(Node):
 
     # ---- worker thread -------------------------------------------------------------------------------
 
-    def _decode(self, msg: Image | CompressedImage) -> tuple[np.ndarray, str]:
-        """Message -> (array, encoding); ConversionError for anything unusable."""
+    def _input_size(self, msg: Image | CompressedImage) -> tuple[int, int]:
+        """(width, height) of the frame, without decoding it; ConversionError for a broken header."""
+        return compressed_size(msg) if self._compressed else (msg.width, msg.height)
+
+    def _decode(self, msg: Image | CompressedImage, size: tuple[int, int] | None) -> tuple[np.ndarray, str]:
+        """Message -> (array, encoding); a JPEG comes reduced when the network runs at ``size`` (h, w) anyway.
+
+        ConversionError for anything unusable.
+        """
         if self._compressed:
-            image = compressed_to_numpy(msg)
+            image = compressed_to_numpy(msg, min_size=size)
             return image, "bgr8" if image.ndim == 3 else ("mono16" if image.dtype == np.uint16 else "mono8")
         return image_to_numpy(msg), msg.encoding
 
     def _process(self, msg: Image | CompressedImage) -> None:
-        """Worker: convert, detect, publish Features (and the debug image when subscribed)."""
+        """Worker: check the size, convert, detect, publish Features (and the debug image when subscribed)."""
+        values = self._values
         try:
-            image, encoding = self._decode(msg)
+            width, height = self._input_size(msg)
+            if width * height > values["max_input_pixels"]:
+                self._skip_oversized_frame(width, height, values["max_input_pixels"])
+                return
+            size = inference_size(height, width, values["inference_width"], values["inference_height"],
+                                  values["max_inference_side"])
+            image, encoding = self._decode(msg, size)
             grey = to_gray(image, encoding)
         except (ConversionError, cv2.error) as error:
             self._skip_bad_frame(str(error).strip().splitlines()[0])
             return
-        height, width = grey.shape[:2]
         start = time.perf_counter()
-        with self._lock:
-            size = inference_size(height, width, self._values["inference_width"], self._values["inference_height"])
-            features = self._detector.detect(grey)[0] if size is None else self._detector.detect_resized(grey, size)
-        keypoints, scores, descriptors = features.numpy()
+        keypoints, scores, descriptors = self._detect(grey, size)
         elapsed = time.perf_counter() - start
-        self._features_pub.publish(features_to_msg(msg.header, (width, height), keypoints, scores, descriptors))
+        source_points = to_source_pixels(keypoints, grey.shape[:2], (height, width))
+        self._features_pub.publish(features_to_msg(msg.header, (width, height), source_points, scores, descriptors))
         self._stats.count_published(elapsed)
-        if self._debug_pub.get_subscription_count() > 0:
+        if self._debug_pub.get_subscription_count() > 0:  # drawn on the decoded image, which a JPEG may have reduced
             debug = draw_keypoints(to_bgr8(image, encoding), keypoints, scores)
             self._debug_pub.publish(numpy_to_image(debug, "bgr8", msg.header))
             self._stats.count_debug_image()
+
+    def _detect(self, grey: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(H, W) grey -> keypoints (N, 2) in its pixels, scores (N,), descriptors (N, D); non-finite rows dropped."""
+        with self._lock:
+            if size is None or size == grey.shape[:2]:
+                features = self._detector.detect(grey)[0]
+            else:
+                features = self._detector.detect_resized(grey, size)
+        keypoints, scores, descriptors = features.numpy()
+        finite = finite_rows(keypoints, descriptors, scores)
+        if finite.all():
+            return keypoints, scores, descriptors
+        self._stats.count_non_finite(len(finite) - int(finite.sum()))
+        self.get_logger().warning(f"dropped keypoints with NaN or inf ({self._stats.non_finite} so far)",
+                                  throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S)
+        return keypoints[finite], scores[finite], descriptors[finite]
+
+    def _skip_oversized_frame(self, width: int, height: int, limit: int) -> None:
+        self._stats.count_oversized()
+        self.get_logger().warning(f"skipping oversized frame ({self._stats.oversized} so far): {width}x{height} is "
+                                  f"over max_input_pixels {limit}", throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S)
 
     def _skip_bad_frame(self, reason: str) -> None:
         self._stats.count_bad()
@@ -332,8 +404,10 @@ class DetectorNode(Node):
         period = self._stats.take_period()
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: keypoint detector",
                                   hardware_id=str(self._device))
-        if period["bad_in_period"]:
-            status.level, status.message = DiagnosticStatus.WARN, f"{period['bad_in_period']} bad frame(s) skipped"
+        skipped = [f"{period[key]} {kind} frame(s) skipped" for key, kind in
+                   (("bad_in_period", "bad"), ("oversized_in_period", "oversized")) if period[key]]
+        if skipped:
+            status.level, status.message = DiagnosticStatus.WARN, ", ".join(skipped)
         elif period["input_hz"] == 0.0:
             status.level, status.message = DiagnosticStatus.OK, f"waiting for images on {self._subscription.topic_name}"
         else:
@@ -346,6 +420,8 @@ class DetectorNode(Node):
             "frames published": self._stats.published,
             "dropped frames": self._queue.dropped,
             "bad frames": self._stats.bad,
+            "oversized frames": self._stats.oversized,
+            "non-finite keypoints dropped": self._stats.non_finite,
             "debug images": self._stats.debug_images,
             "device": str(self._device),
             "backend": self._backend,

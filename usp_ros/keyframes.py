@@ -63,12 +63,19 @@ class Frame:
     """One frame's detections.
 
     stamp: an opaque identifier carried into the results (the node uses the image stamp);
-    keypoints: (N, 2) float32 (x, y) pixels; descriptors: (N, D) float tensor on the matching device.
+    keypoints: (N, 2) float32 (x, y) pixels; descriptors: (N, D) float tensor on the matching device;
+    rows: (N,) int64 row of each point in its source arrays when some rows were left out (the node drops
+    non-finite ones), None when point i is row i.
     """
 
     stamp: Any
     keypoints: np.ndarray
     descriptors: torch.Tensor
+    rows: np.ndarray | None = None
+
+    def source_rows(self, indices: np.ndarray) -> np.ndarray:
+        """Point indices (K,) -> rows (K,) of the source arrays."""
+        return indices if self.rows is None else self.rows[indices]
 
 
 @dataclass(frozen=True)

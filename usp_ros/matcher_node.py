@@ -6,7 +6,14 @@ current frame's header. ``matches/debug_image`` (the two frames side by side wit
 matches drawn) is built only while someone subscribes to it, and only then does the node subscribe
 to ``image`` (images are paired with features by header stamp). Matching runs in a worker thread
 behind a drop-oldest queue of depth 1, so the executor only enqueues. Malformed Features are logged
-(throttled), counted and skipped. Diagnostics go to /diagnostics once a second.
+(throttled), counted as bad frames and skipped. Diagnostics go to /diagnostics once a second.
+
+Non-finite values: rows (keypoints) whose x, y or descriptor hold NaN or inf are dropped before
+matching and counted ("non-finite rows dropped"). When that leaves fewer rows than ``min_inliers``
+(so no valid homography could come of the frame), the frame is rejected: logged (throttled),
+counted as a bad frame, never matched and never made the reference, so the next good frame is
+matched against the last good one. The inlier indices of a FrameMatch are rows of the Features
+messages as published, dropped rows included. Scores are not used and not checked.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -25,8 +33,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from usp_core.device import resolve_device
-from usp_ros.conversions import (ConversionError, frame_match_to_msg, image_to_numpy, msg_to_features,
-                                 numpy_to_image, to_bgr8)
+from usp_ros.conversions import (ConversionError, FeatureArrays, finite_rows, frame_match_to_msg,
+                                 image_to_numpy, msg_to_features, numpy_to_image, to_bgr8)
 from usp_ros.drawing import draw_matches
 from usp_ros.frame_queue import FrameQueue, QueueWorker
 from usp_ros.keyframes import Frame, FrameTracker, KeyframeConfig, MatchConfig, MatchResult
@@ -50,6 +58,7 @@ class Counters:
     published: int = 0
     valid: int = 0
     bad: int = 0
+    nonfinite_rows: int = 0
     match_seconds: float = 0.0
 
 
@@ -139,7 +148,7 @@ class MatcherNode(Node):
         self.get_logger().error(f"matching failed: {error!r}", throttle_duration_sec=THROTTLE_S)
 
     def _process(self, msg: Features) -> None:
-        """Worker thread: convert, match, publish."""
+        """Worker thread: convert, drop non-finite rows, match, publish."""
         try:
             arrays = msg_to_features(msg)
         except ConversionError as error:
@@ -147,10 +156,13 @@ class MatcherNode(Node):
                 self.counters.bad += 1
             self.get_logger().warning(f"skipping malformed Features: {error}", throttle_duration_sec=THROTTLE_S)
             return
-        frame = Frame(msg.header.stamp, arrays.keypoints, torch.from_numpy(arrays.descriptors).to(self.device))
+        frame = self._finite_frame(msg, arrays)
+        if frame is None:
+            return
         reference = self.tracker.reference
         if reference is not None and reference.descriptors.device != frame.descriptors.device:
             self.tracker.reset()
+            reference = None
         started = time.perf_counter()
         result = self.tracker.track(frame)
         elapsed = time.perf_counter() - started
@@ -158,14 +170,37 @@ class MatcherNode(Node):
         if result is None:
             return
         self.match_publisher.publish(frame_match_to_msg(
-            msg.header, result.reference_stamp, result.homography, result.num_matches, result.reference_indices,
-            result.current_indices, result.reference_points, result.current_points))
+            msg.header, result.reference_stamp, result.homography, result.num_matches,
+            reference.source_rows(result.reference_indices), frame.source_rows(result.current_indices),
+            result.reference_points, result.current_points))
         with self._lock:
             self.counters.published += 1
             self.counters.valid += int(result.valid)
             self.counters.match_seconds += elapsed
         if self._image_subscription is not None:
             self._publish_debug_image(msg, result)
+
+    def _finite_frame(self, msg: Features, arrays: FeatureArrays) -> Frame | None:
+        """The Frame of the rows with finite values; None (counted, logged) when fewer than min_inliers are left."""
+        rows = np.flatnonzero(finite_rows(arrays.keypoints, arrays.descriptors))
+        total = len(arrays.keypoints)
+        dropped = total - len(rows)
+        if not dropped:
+            return Frame(msg.header.stamp, arrays.keypoints, torch.from_numpy(arrays.descriptors).to(self.device))
+        min_inliers = self.tracker.match_config.min_inliers
+        rejected = len(rows) < min_inliers
+        with self._lock:
+            self.counters.nonfinite_rows += dropped
+            self.counters.bad += int(rejected)
+        if rejected:
+            self.get_logger().warning(f"skipping Features with NaN or inf in {dropped} of {total} rows: "
+                                      f"{len(rows)} left, fewer than min_inliers ({min_inliers})",
+                                      throttle_duration_sec=THROTTLE_S)
+            return None
+        self.get_logger().warning(f"dropped {dropped} of {total} Features rows holding NaN or inf",
+                                  throttle_duration_sec=THROTTLE_S)
+        return Frame(msg.header.stamp, arrays.keypoints[rows],
+                     torch.from_numpy(arrays.descriptors[rows]).to(self.device), rows)
 
     def _keep_reference_image(self, stamp) -> None:
         """Hold the reference frame's image while it is the reference (a keyframe may outlive the cache)."""
@@ -225,13 +260,14 @@ class MatcherNode(Node):
             "valid matches (last second)": now.valid - last.valid,
             "dropped frames": now.dropped,
             "bad frames": now.bad,
+            "non-finite rows dropped": now.nonfinite_rows,
             "device": self.device,
             "reference": self.tracker.policy.config.mode,
         }
-        warn = now.bad > last.bad
+        warn = now.bad > last.bad or now.nonfinite_rows > last.nonfinite_rows
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
                                   name=f"{self.get_name()}: matcher", hardware_id=str(self.device),
-                                  message="malformed Features in the last second" if warn else "ok",
+                                  message="bad Features or non-finite rows in the last second" if warn else "ok",
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         header = Header(stamp=self.get_clock().now().to_msg())
         self.diagnostics_publisher.publish(DiagnosticArray(header=header, status=[status]))

@@ -10,6 +10,7 @@ from std_msgs.msg import Header
 from usp_ros.conversions import (
     ENCODINGS,
     ConversionError,
+    compressed_size,
     compressed_to_numpy,
     features_to_msg,
     frame_match_to_msg,
@@ -162,7 +163,7 @@ def test_features_round_trip():
 def test_empty_features_round_trip():
     msg = features_to_msg(Header(), (32, 24), np.zeros((0, 2)), np.zeros(0), np.zeros((0, 256)))
     arrays = msg_to_features(msg)
-    assert arrays.keypoints.shape == (0, 2) and arrays.descriptors.shape == (0, 0)
+    assert arrays.keypoints.shape == (0, 2) and arrays.descriptors.shape == (0, 256)  # D is kept
 
 
 def test_inconsistent_features_raise():
@@ -188,3 +189,83 @@ def test_frame_match_message():
     invalid = frame_match_to_msg(Header(), Header().stamp, None, 3, [], [], np.zeros((0, 2)), np.zeros((0, 2)))
     assert not invalid.valid and invalid.num_inliers == 0
     np.testing.assert_array_equal(homography_from_msg(invalid), np.eye(3))
+
+
+def compressed(data: bytes) -> CompressedImage:
+    msg = CompressedImage(format="jpeg")
+    msg.data = array.array("B", data)
+    return msg
+
+
+def encoded(extension: str, image: np.ndarray, *flags: int) -> bytes:
+    ok, data = cv2.imencode(extension, image, list(flags))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (37, 53), (480, 640), (3000, 4000)])
+def test_compressed_size_reads_jpeg_and_png_headers(height, width):
+    grey = np.random.default_rng(height).integers(0, 256, (height, width), dtype=np.uint8)
+    colour = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    samples = [encoded(".jpg", grey), encoded(".jpg", colour, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+               encoded(".png", grey), encoded(".png", grey.astype(np.uint16) * 257)]
+    for data in samples:
+        assert compressed_size(compressed(data)) == (width, height)
+
+
+def test_compressed_size_skips_segments_before_the_frame_header():
+    data = encoded(".jpg", np.zeros((24, 40), np.uint8))
+    comment = b"\xff\xfe\x00\x06size" + b"\xff\xff"  # a COM segment, then a fill byte
+    assert compressed_size(compressed(data[:2] + comment + data[2:])) == (40, 24)
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"", "neither JPEG nor PNG"),
+    (b"GIF89a" + b"\0" * 20, "neither JPEG nor PNG"),
+    (b"\xff\xd8", "truncated"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "truncated"),
+    (b"\xff\xd8\x00" + b"\0" * 20, "no marker"),
+    (b"\xff\xd8\xff\xda\x00\x08" + b"\0" * 20, "scan starts before"),
+    (b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x00\x00\x10" + b"\0" * 8, "is empty"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "no IHDR"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x7f\xff\xff\xff\x00\x00\x00\x10", "absurd"),
+], ids=["empty", "gif", "soi-only", "cut-in-app0", "no-marker", "scan-first", "zero-height", "png-no-ihdr",
+        "png-huge"])
+def test_broken_compressed_headers_raise_conversion_error(data, problem):
+    with pytest.raises(ConversionError, match=problem):
+        compressed_size(compressed(data))
+
+
+def test_compressed_size_of_every_prefix_is_a_size_or_a_conversion_error():
+    for data in (encoded(".jpg", np.zeros((24, 40, 3), np.uint8)), encoded(".png", np.zeros((24, 40), np.uint8))):
+        for end in range(len(data)):
+            try:
+                assert compressed_size(compressed(data[:end])) == (40, 24)
+            except ConversionError:
+                pass
+
+
+@pytest.mark.parametrize("min_size, decoded", [(None, (1200, 1600)), ((1200, 1600), (1200, 1600)),
+                                               ((600, 800), (600, 800)), ((500, 700), (600, 800)),
+                                               ((240, 320), (300, 400)), ((8, 8), (150, 200))])
+def test_large_jpegs_decode_reduced_but_never_below_min_size(min_size, decoded):
+    big = cv2.resize(random_image("bgr8", 12, 16), (1600, 1200), interpolation=cv2.INTER_NEAREST)
+    image = compressed_to_numpy(compressed(encoded(".jpg", big)), min_size)
+    assert image.shape == (*decoded, 3)
+    np.testing.assert_allclose(image.mean(axis=(0, 1)), big.mean(axis=(0, 1)), atol=4)
+
+
+def corrupt_jpeg(seed: int = 0) -> bytes:
+    """A JPEG whose entropy-coded data is broken by stray restart markers: libjpeg decodes it with a warning."""
+    data = encoded(".jpg", random_image("mono8", 240, 320, seed))
+    return data[:1000] + b"\xff\xd0" * 50 + data[1100:]
+
+
+def test_corrupt_jpeg_decodes_without_libjpeg_lines_on_stderr(capfd):
+    cv2.imdecode(np.frombuffer(corrupt_jpeg(), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert "Corrupt JPEG data" in capfd.readouterr().err, "the sample makes OpenCV's libjpeg warn"
+    assert compressed_to_numpy(compressed(corrupt_jpeg())).shape == (240, 320)
+    truncated = encoded(".jpg", random_image("mono8", 240, 320))[:3000]
+    with pytest.raises(ConversionError, match="cannot decode compressed image"):
+        compressed_to_numpy(compressed(truncated))
+    assert capfd.readouterr().err == ""

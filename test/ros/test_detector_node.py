@@ -1,6 +1,8 @@
 """The detector node as its own process over real DDS: encodings, sizes, compressed input, garbage frames,
 runtime parameters, diagnostics, start-up failures. A small random-initialised model keeps it fast."""
 import itertools
+import re
+import time
 
 import cv2
 import numpy as np
@@ -21,8 +23,9 @@ from usp_core.checkpoint import save_checkpoint
 from usp_core.inference import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
 from usp_core.model import ModelConfig, UnsuperPoint
 from usp_ros import detector_node
-from usp_ros.conversions import msg_to_features, numpy_to_compressed, numpy_to_image
-from usp_ros.detector_node import DetectorNode, inference_size
+from usp_ros.conversions import finite_rows, msg_to_features, numpy_to_compressed, numpy_to_image
+from usp_ros.detector_node import (MAX_INFERENCE_SIDE, MAX_INPUT_PIXELS, DetectorNode, inference_size,
+                                   to_source_pixels)
 from usp_ros.drawing import draw_keypoints, draw_matches, score_colours
 from usp_ros.image_source import bgr_to_encoding
 from usp_ros.msg import Features
@@ -265,6 +268,8 @@ def test_runtime_parameter_changes(ros_node, spawn, wait, tiny_model):
         ("nms_radius", -1),  # below the declared range
         ("nms_radius", MAX_NMS_RADIUS + 1),  # above it: radius NMS cost grows fast with the radius
         ("border", "wide"),  # wrong type
+        ("max_inference_side", 100),  # not a multiple of 8
+        ("max_input_pixels", 0),  # below the declared range
     ]
     for name, value in refused:
         (result,) = detector.set_parameters(**{name: value})
@@ -351,6 +356,23 @@ def test_inference_size():
     assert inference_size(480, 640, 320, 0) == (240, 320)
     assert inference_size(720, 1280, 0, 360) == (360, 640)
     assert inference_size(100, 1000, 80, 0) == (8, 80)
+    assert inference_size(3000, 4000, 0, 0, max_side=1280) == (960, 1280)
+    assert inference_size(6000, 8000, 0, 0, max_side=1280) == (960, 1280)
+    assert inference_size(720, 1280, 0, 0, max_side=1280) is None
+    assert inference_size(3000, 4000, 0, 0, max_side=0) is None
+    assert inference_size(1080, 1920, 1920, 1080, max_side=1280) == (720, 1280)
+    assert inference_size(1000, 30, 0, 0, max_side=64) == (64, 8)
+
+
+def test_points_map_back_to_source_pixels_and_non_finite_rows_are_found():
+    points = np.array([[-0.5, -0.5], [0.0, 0.0], [199.5, 149.5]], np.float32)
+    np.testing.assert_allclose(to_source_pixels(points, (150, 200), (600, 800)),
+                               [[-0.5, -0.5], [1.5, 1.5], [799.5, 599.5]])
+    assert to_source_pixels(points, (150, 200), (150, 200)) is points
+    keypoints, scores, descriptors = np.zeros((4, 2)), np.ones(4), np.zeros((4, 3))
+    keypoints[1, 0], scores[2], descriptors[3, 2] = np.nan, np.inf, -np.inf
+    np.testing.assert_array_equal(finite_rows(keypoints, descriptors, scores), [True, False, False, False])
+    np.testing.assert_array_equal(finite_rows(keypoints, descriptors), [True, False, True, False])
 
 
 def test_drawing_colours_keypoints_by_score_and_joins_matches():
@@ -371,3 +393,114 @@ def test_drawing_colours_keypoints_by_score_and_joins_matches():
     assert thinned[30, 10].any() and thinned[30, 90].any(), "a match without a line still has its dots"
     with pytest.raises(ValueError):
         draw_matches(image, image, np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+def peak_rss_gib(process) -> float:
+    """The peak resident memory (VmHWM) of a running child process, in GiB."""
+    status = open(f"/proc/{process.pid}/status").read()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 2**20
+
+
+def test_an_8000x6000_jpeg_is_decoded_reduced_and_bounded(ros_node, spawn, wait, tiny_model):
+    detector = Detector(ros_node, spawn, wait, tiny_model, "input_transport:=compressed")
+    header = detector.header()
+    check_features(detector.send(numpy_to_compressed(textured(480, 640), "jpeg", header), topic="image/compressed"),
+                   header, 640, 480)
+    big = cv2.resize(cv2.cvtColor(textured(600, 800), cv2.COLOR_GRAY2BGR), (8000, 6000),
+                     interpolation=cv2.INTER_NEAREST)
+    header = detector.header()
+    start = time.monotonic()
+    check_features(detector.send(numpy_to_compressed(big, "jpeg", header), topic="image/compressed", timeout=60),
+                   header, 8000, 6000)
+    big_s, start = time.monotonic() - start, time.monotonic()
+    header = detector.header()
+    check_features(detector.send(numpy_to_compressed(textured(480, 640, seed=1), "jpeg", header),
+                                 topic="image/compressed"), header, 640, 480)
+    answered_s = time.monotonic() - start
+    peak = peak_rss_gib(detector.process)
+    print(f"8000x6000 JPEG answered in {big_s:.1f} s, the next 640x480 frame in {answered_s:.1f} s, "
+          f"peak RSS {peak:.2f} GiB")
+    assert answered_s < 20 and peak < 3.0
+
+
+def test_a_4000x3000_raw_frame_runs_at_max_inference_side_and_larger_ones_are_skipped(ros_node, spawn, wait,
+                                                                                      tiny_model, tmp_path):
+    detector = Detector(ros_node, spawn, wait, tiny_model, "max_keypoints:=100000")
+    large = cv2.resize(textured(750, 1000), (4000, 3000), interpolation=cv2.INTER_NEAREST)
+    header = detector.header()
+    start = time.monotonic()
+    arrays = check_features(detector.send(numpy_to_image(cv2.cvtColor(large, cv2.COLOR_GRAY2BGR), "bgr8", header),
+                                          timeout=60), header, 4000, 3000, max_keypoints=100000)
+    answered_s = time.monotonic() - start
+    peak = peak_rss_gib(detector.process)
+    print(f"4000x3000 bgr8: answered in {answered_s:.1f} s, peak RSS {peak:.2f} GiB")
+    assert len(arrays.keypoints) <= 160 * 120, "the network ran at 1280x960: at most one keypoint per 8x8 cell"
+    assert arrays.keypoints[:, 0].max() > 3600, "keypoints are mapped back to the 4000x3000 input"
+    assert peak < 3.0
+
+    assert all(result.successful for result in detector.set_parameters(max_input_pixels=10_000_000))
+    detector.publish(numpy_to_image(large, "mono8", detector.header()))
+    values = detector.latest_diagnostics(lambda v: v["oversized frames"] == "1", timeout=20)
+    assert values["oversized frames"] == "1" and values["bad frames"] == "0"
+    header = detector.header()
+    check_features(detector.send(numpy_to_image(textured(480, 640), "mono8", header)), header, 640, 480,
+                   max_keypoints=100000)
+    log = (tmp_path / "detector.log").read_text()
+    assert "skipping oversized frame (1 so far): 4000x3000 is over max_input_pixels 10000000" in log
+
+
+def test_a_compressed_frame_over_max_input_pixels_is_skipped_before_decoding(ros_node, spawn, wait, tiny_model):
+    detector = Detector(ros_node, spawn, wait, tiny_model, "input_transport:=compressed",
+                        "max_input_pixels:=1000000")
+    header = detector.header()
+    check_features(detector.send(numpy_to_compressed(textured(480, 640), "jpeg", header), topic="image/compressed"),
+                   header, 640, 480)
+    detector.publish(numpy_to_compressed(textured(960, 1280), "jpeg", detector.header()), topic="image/compressed")
+    values = detector.latest_diagnostics(lambda v: v["oversized frames"] == "1", timeout=20)
+    assert values["oversized frames"] == "1" and values["bad frames"] == "0" and values["frames published"] == "1"
+    header = detector.header()
+    png = numpy_to_compressed(textured(480, 640, seed=1), "png", header)
+    check_features(detector.send(png, topic="image/compressed"), header, 640, 480)
+
+
+def test_corrupt_jpegs_leave_no_decoder_lines_in_the_log(ros_node, spawn, wait, tiny_model, tmp_path):
+    detector = Detector(ros_node, spawn, wait, tiny_model, "input_transport:=compressed")
+    data = numpy_to_compressed(textured(240, 320), "jpeg").data.tobytes()
+    for index in range(50):
+        header = detector.header()
+        msg = CompressedImage(header=header, format="jpeg")
+        position = 1000 + 40 * index
+        msg.data = data[:position] + b"\xff\xd0" * 50 + data[position + 100:]  # stray restart markers
+        check_features(detector.send(msg, topic="image/compressed"), header, 320, 240)
+    lines = [line for line in (tmp_path / "detector.log").read_text().splitlines() if "JPEG" in line]
+    assert len(lines) <= 2, lines
+
+
+def test_non_finite_keypoints_are_never_published(tiny_model, monkeypatch):
+    """In-process node, its detector made to return NaN and inf rows."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = DetectorNode(context=context, parameter_overrides=[Parameter("model_path", value=str(tiny_model))])
+    try:
+        detect = node._detector.detect
+
+        def poisoned(images):
+            (features,) = detect(images)
+            features.keypoints[0, 0], features.scores[1], features.descriptors[2, 3] = np.nan, np.inf, np.nan
+            return [features]
+
+        published = []
+        monkeypatch.setattr(node._detector, "detect", poisoned)
+        monkeypatch.setattr(node._features_pub, "publish", published.append)
+        node._process(numpy_to_image(textured(240, 320), "mono8", Header()))
+        arrays = msg_to_features(published[0])
+        assert np.isfinite(arrays.keypoints).all() and np.isfinite(arrays.scores).all()
+        assert np.isfinite(arrays.descriptors).all() and len(arrays.keypoints) > 0
+        assert node._stats.non_finite == 3 and node._stats.published == 1
+        for name, top in (("max_inference_side", MAX_INFERENCE_SIDE), ("max_input_pixels", MAX_INPUT_PIXELS)):
+            descriptor = node.describe_parameter(name)
+            assert descriptor.description and descriptor.integer_range[0].to_value == top
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

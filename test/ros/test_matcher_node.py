@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from usp_core.evaluation.metrics import corner_error
-from usp_ros.bench_matcher import synthetic_sequence
+from usp_ros.bench_matcher import SyntheticFrame, synthetic_sequence
 from usp_ros.conversions import features_to_msg, homography_from_msg, numpy_to_image
 from usp_ros.msg import Features, FrameMatch
 from usp_ros.qos import output_qos
@@ -105,6 +105,53 @@ def test_homographies_of_known_motion_invalid_and_malformed_frames(ros_node, spa
                   if status.name == "matcher: matcher"]
         return values and values[-1]["bad frames"] == "3"
     assert wait(bad_frames, 5), "diagnostics do not report the 3 malformed frames"
+
+
+def matcher_diagnostics(diagnostics: list[DiagnosticArray]) -> dict[str, str]:
+    """The values of the matcher's last diagnostics status ({} before the first)."""
+    values = [{kv.key: kv.value for kv in status.values} for array in diagnostics for status in array.status
+              if status.name == "matcher: matcher"]
+    return values[-1] if values else {}
+
+
+@pytest.mark.parametrize("case", ["all descriptors NaN", "half the rows NaN or inf"])
+def test_non_finite_rows_are_dropped_and_a_bad_frame_never_becomes_the_reference(ros_node, spawn, wait, case):
+    good = synthetic_sequence(1, keypoints=1000, dim=256, size=SIZE, seed=6)[0]
+    poisoned = SyntheticFrame(good.keypoints.copy(), good.scores, good.descriptors.copy(), None)
+    if case == "all descriptors NaN":
+        poisoned.descriptors[:] = np.nan
+    else:
+        poisoned.descriptors[:250] = np.nan
+        poisoned.keypoints[250:500, 0] = np.inf
+    order = np.random.default_rng(0).permutation(1000)
+    shifted = SyntheticFrame(good.keypoints[order] + np.float32([5.0, 0.0]), good.scores[order],
+                             good.descriptors[order], None)
+    link = Link(ros_node, wait, start_matcher(spawn))
+    diagnostics = []
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    link.send(features(good, 0), expect_match=False)
+
+    if case == "all descriptors NaN":
+        link.publisher.publish(features(poisoned, 1))
+        assert wait(lambda: matcher_diagnostics(diagnostics).get("bad frames") == "1", 10), "bad frame not counted"
+        assert not link.matches, "a frame without a finite row was matched"
+        reference, inliers, expected = good, 1000, {"bad frames": "1", "non-finite rows dropped": "1000"}
+    else:  # the 500 finite rows still match, and the published indices are rows of the message
+        match = link.send(features(poisoned, 1))
+        assert match.valid and match.num_inliers == 500
+        assert set(match.current_indices) == set(range(500, 1000))
+        np.testing.assert_array_equal(match.reference_indices, match.current_indices)
+        check_inliers(match, good, poisoned)
+        reference, inliers, expected = poisoned, 500, {"bad frames": "0", "non-finite rows dropped": "500"}
+
+    match = link.send(features(shifted, 2))
+    assert match.reference_stamp == header(1 if reference is poisoned else 0).stamp
+    assert match.valid and match.num_inliers == inliers
+    shift = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert corner_error(homography_from_msg(match), shift, SIZE[::-1]) < 1.0
+    check_inliers(match, reference, shifted)
+    assert wait(lambda: {k: matcher_diagnostics(diagnostics).get(k) for k in expected} == expected, 5), \
+        f"diagnostics {matcher_diagnostics(diagnostics)}, expected {expected}"
 
 
 def test_keyframe_mode_matches_against_the_keyframe(ros_node, spawn, wait):
