@@ -291,6 +291,7 @@ def frame_match_to_msg(
     current_indices: np.ndarray,
     reference_points: np.ndarray,
     current_points: np.ndarray,
+    current_track_ids: np.ndarray = (),
 ) -> FrameMatch:
     """Inlier matches -> usp_ros/FrameMatch; ``homography`` None (no estimate) gives valid=false.
 
@@ -298,6 +299,7 @@ def frame_match_to_msg(
         homography: (3, 3) mapping reference pixels to current pixels, or None.
         reference_indices, current_indices: (K,) inlier indices into the two Features messages.
         reference_points, current_points: (K, 2) the same inliers' (x, y) pixels.
+        current_track_ids: (N,) track id of each row of the current Features message (none by default).
     """
     msg = FrameMatch(header=header, reference_stamp=reference_stamp, valid=homography is not None)
     msg.homography = np.eye(3).ravel() if homography is None else np.asarray(homography, np.float64).ravel()
@@ -311,6 +313,7 @@ def frame_match_to_msg(
     msg.reference_y = _float32_array(reference_points[:, 1])
     msg.current_x = _float32_array(current_points[:, 0])
     msg.current_y = _float32_array(current_points[:, 1])
+    msg.current_track_ids = array.array("Q", np.asarray(current_track_ids, np.uint64).tobytes())
     return msg
 
 

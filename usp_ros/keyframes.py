@@ -7,10 +7,17 @@ always (``previous`` mode), or in ``keyframe`` mode when the inliers fall below 
 the keyframe had at its first match, and whenever a match is invalid (the track is lost, so it
 restarts from the current frame). Nothing here imports rclpy: the matcher node and the benchmark
 share it.
+
+Track ids: the tracker gives every point of every frame a track id, an unsigned 64-bit integer from a
+counter that starts at 1 and never repeats in the tracker's life (0 means "no track"). A point that
+is an inlier of a valid match inherits the id of its reference point; every other point (all points
+of a frame whose match is invalid, and of the first frame of a track) gets a fresh id. The tracker
+keeps the ids of its reference frame, so in keyframe mode every frame matched against the same
+keyframe inherits that keyframe's ids.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,6 +84,12 @@ class Frame:
         """Point indices (K,) -> rows (K,) of the source arrays."""
         return indices if self.rows is None else self.rows[indices]
 
+    def ids_by_row(self, track_ids: np.ndarray, num_rows: int) -> np.ndarray:
+        """Track ids of the points (N,) -> (num_rows,) uint64 of the source rows; 0 (no track) in rows left out."""
+        by_row = np.zeros(num_rows, dtype=np.uint64)
+        by_row[self.source_rows(np.arange(len(track_ids)))] = track_ids
+        return by_row
+
 
 @dataclass(frozen=True)
 class MatchResult:
@@ -86,6 +99,8 @@ class MatchResult:
     reference_indices, current_indices: (K,) int64 indices of the K RANSAC inliers (when the
     estimate is invalid: those of the rejected model, possibly empty).
     reference_points, current_points: (K, 2) float32 pixels of the same inliers.
+    current_track_ids: (N,) uint64 track id of each point of the current frame (filled by
+    :class:`FrameTracker`; empty from :func:`match_frames`).
     """
 
     reference_stamp: Any
@@ -95,6 +110,7 @@ class MatchResult:
     current_indices: np.ndarray
     reference_points: np.ndarray
     current_points: np.ndarray
+    current_track_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
 
     @property
     def valid(self) -> bool:
@@ -150,25 +166,41 @@ class KeyframePolicy:
 
 
 class FrameTracker:
-    """Matches each frame against the reference frame chosen by a :class:`KeyframePolicy`."""
+    """Matches each frame against the reference frame chosen by a :class:`KeyframePolicy`, and keeps track ids."""
 
     def __init__(self, match_config: MatchConfig = MatchConfig(),
                  keyframe_config: KeyframeConfig = KeyframeConfig()) -> None:
         self.match_config = match_config
         self.policy = KeyframePolicy(keyframe_config)
         self.reference: Frame | None = None
+        self.reference_track_ids = np.zeros(0, dtype=np.uint64)  # (N,) ids of the reference's points
+        self._next_id = 1  # 0 is "no track"; never reset, so an id never repeats
 
     def reset(self) -> None:
-        """Drop the reference: the next frame starts a new track."""
+        """Drop the reference: the next frame starts a new track (with fresh ids)."""
         self.reference = None
         self.policy.reset()
 
     def track(self, frame: Frame) -> MatchResult | None:
-        """Match ``frame`` against the reference; None for the first frame of a track (it becomes the reference)."""
+        """Match ``frame`` against the reference; None for the first frame of a track (it becomes the reference).
+
+        The result carries the track ids of ``frame``'s points (see the module docstring).
+        """
         if self.reference is None:
-            self.reference = frame
+            self.reference, self.reference_track_ids = frame, self._fresh_ids(len(frame.keypoints))
             return None
         result = match_frames(self.reference, frame, self.match_config)
+        track_ids = np.zeros(len(frame.keypoints), dtype=np.uint64)
+        if result.valid:
+            track_ids[result.current_indices] = self.reference_track_ids[result.reference_indices]
+        unmatched = track_ids == 0
+        track_ids[unmatched] = self._fresh_ids(int(unmatched.sum()))
         if self.policy.replace_reference(result.valid, result.num_inliers):
-            self.reference = frame
-        return result
+            self.reference, self.reference_track_ids = frame, track_ids
+        return replace(result, current_track_ids=track_ids)
+
+    def _fresh_ids(self, count: int) -> np.ndarray:
+        """(count,) uint64 ids never handed out before."""
+        ids = np.arange(self._next_id, self._next_id + count, dtype=np.uint64)
+        self._next_id += count
+        return ids

@@ -14,6 +14,11 @@ matching and counted ("non-finite rows dropped"). When that leaves fewer rows th
 counted as a bad frame, never matched and never made the reference, so the next good frame is
 matched against the last good one. The inlier indices of a FrameMatch are rows of the Features
 messages as published, dropped rows included. Scores are not used and not checked.
+
+Track ids (usp_ros.keyframes): each FrameMatch carries one id per row of the current Features; an
+inlier inherits its reference keypoint's id, other rows get ids never used before by this node (a
+counter from 1), dropped rows get 0 (no track). A restarted track (reset, device change) starts with
+fresh ids.
 """
 from __future__ import annotations
 
@@ -172,7 +177,8 @@ class MatcherNode(Node):
         self.match_publisher.publish(frame_match_to_msg(
             msg.header, result.reference_stamp, result.homography, result.num_matches,
             reference.source_rows(result.reference_indices), frame.source_rows(result.current_indices),
-            result.reference_points, result.current_points))
+            result.reference_points, result.current_points,
+            frame.ids_by_row(result.current_track_ids, len(arrays.keypoints))))
         with self._lock:
             self.counters.published += 1
             self.counters.valid += int(result.valid)

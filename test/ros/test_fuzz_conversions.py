@@ -153,12 +153,14 @@ def test_feature_arrays_round_trip_or_raise_conversion_error(count, extra, size,
 def test_frame_matches_round_trip(homography, count, data):
     indices = data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=count, max_size=count))
     points = data.draw(_float_arrays((count, 2)))
+    track_ids = data.draw(st.lists(st.integers(0, 2**64 - 1), max_size=12))
     msg = frame_match_to_msg(Header(), Header().stamp, homography, count, np.array(indices, np.uint32),
-                             np.array(indices, np.uint32), points, points)
+                             np.array(indices, np.uint32), points, points, np.array(track_ids, np.uint64))
     assert msg.valid == (homography is not None) and msg.num_inliers == count
     expected = np.eye(3) if homography is None else homography.astype(np.float64)
     np.testing.assert_array_equal(homography_from_msg(msg), expected)
     assert list(msg.reference_indices) == indices
+    assert list(msg.current_track_ids) == track_ids
 
 
 def test_the_samples_are_valid_images():

@@ -1,11 +1,14 @@
-"""Frame tracking without ROS: keyframe policy decisions, match results against known homographies."""
+"""Frame tracking without ROS: keyframe policy decisions, match results against known homographies, track ids."""
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from usp_core.evaluation.metrics import corner_error
+from usp_core.inference import BUNDLED_WEIGHTS, KeypointDetector
 from usp_ros.bench_matcher import synthetic_sequence
 from usp_ros.keyframes import Frame, FrameTracker, KeyframeConfig, KeyframePolicy, MatchConfig, match_frames
+from usp_ros.virtual_camera import VirtualCamera
 
 SIZE = (320, 240)
 
@@ -112,6 +115,82 @@ def test_tracker_reset_starts_a_new_track(sequence):
     tracker.reset()
     assert tracker.track(frame(sequence[1], 1)) is None
     assert tracker.track(frame(sequence[2], 2)).reference_stamp == 1
+
+
+def test_track_ids_never_repeat_and_inliers_inherit_the_reference_id(sequence):
+    unrelated = synthetic_sequence(1, keypoints=300, dim=64, size=SIZE, seed=99)[0]
+    frames = [frame(s, i) for i, s in enumerate(sequence[:4])] + [frame(unrelated, 4)] + [
+        frame(s, i + 5) for i, s in enumerate(sequence[4:6])]  # 4 and 5 match unrelated frames: the track is lost
+    tracker = FrameTracker(MatchConfig(), KeyframeConfig("previous"))
+    tracker.track(frames[0])
+    reference_ids = tracker.reference_track_ids
+    seen = set(reference_ids.tolist())
+    assert 0 not in seen and len(seen) == len(frames[0].keypoints)
+    for current in frames[1:]:
+        result = tracker.track(current)
+        ids = result.current_track_ids
+        assert ids.dtype == np.uint64 and len(ids) == len(current.keypoints) == len(set(ids.tolist()))
+        inherited = np.zeros(len(ids), bool)
+        if result.valid:
+            np.testing.assert_array_equal(ids[result.current_indices], reference_ids[result.reference_indices])
+            inherited[result.current_indices] = True
+        assert result.valid == (current.stamp not in (4, 5))  # invalid: no inliers to inherit, all ids fresh
+        assert not seen & set(ids[~inherited].tolist()) and 0 not in ids
+        seen |= set(ids.tolist())
+        reference_ids = ids
+    tracker.reset()
+    tracker.track(frames[1])
+    assert not seen & set(tracker.reference_track_ids.tolist())  # a new track after a reset: fresh ids
+
+
+def test_keyframe_mode_keeps_the_keyframe_ids(sequence):
+    tracker = FrameTracker(MatchConfig(), KeyframeConfig("keyframe", inlier_fraction=0.6))
+    tracker.track(frame(sequence[0], 0))
+    keyframe_ids = {0: tracker.reference_track_ids}
+    kept_by_all = set(keyframe_ids[0].tolist())
+    for index in range(1, len(sequence)):
+        result = tracker.track(frame(sequence[index], index))
+        ids = result.current_track_ids
+        np.testing.assert_array_equal(ids[result.current_indices],
+                                      keyframe_ids[result.reference_stamp][result.reference_indices])
+        if result.reference_stamp == 0:
+            kept_by_all &= set(ids.tolist())
+        if tracker.reference.stamp == index:
+            keyframe_ids[index] = ids
+    assert len(keyframe_ids) > 1  # the keyframe changed, and frames after the change inherited the new one's ids
+    assert len(kept_by_all) > 50  # keyframe points followed with one id through every frame matched against it
+
+
+def test_ids_by_row_marks_left_out_rows_no_track():
+    points = Frame(0, np.zeros((3, 2), np.float32), torch.zeros(3, 4), rows=np.array([0, 2, 3]))
+    ids = np.array([7, 8, 9], np.uint64)
+    np.testing.assert_array_equal(points.ids_by_row(ids, 5), [7, 0, 8, 9, 0])
+    all_rows = Frame(0, np.zeros((3, 2), np.float32), torch.zeros(3, 4))
+    np.testing.assert_array_equal(all_rows.ids_by_row(ids, 3), ids)
+
+
+@pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason=f"no trained weights at {BUNDLED_WEIGHTS}")
+def test_tracks_on_the_virtual_camera_follow_the_ground_truth(real_photos, record_property):
+    """Bundled detector + tracker over 10 virtual-camera frames: every point with the same id in all 10 sits
+    where the exact homographies from frame 0 put it. Keyframe mode with a 1 px inlier threshold: in previous
+    mode (or at 3 px) a track can step to a neighbouring point at each frame and drift a few pixels."""
+    camera, detector = VirtualCamera(real_photos[0]), KeypointDetector.from_pretrained(None)
+    tracker = FrameTracker(MatchConfig(reprojection_threshold=1.0), KeyframeConfig("keyframe"))
+    positions = []  # per frame: {track id: (x, y)}
+    for index in range(10):
+        keypoints, _, descriptors = detector.detect(camera.render(index))[0].numpy()
+        result = tracker.track(Frame(index, keypoints, torch.from_numpy(descriptors)))
+        ids = tracker.reference_track_ids if result is None else result.current_track_ids
+        positions.append(dict(zip(ids.tolist(), keypoints)))
+    tracks = sorted(set.intersection(*(set(frame_positions) for frame_positions in positions)))
+    record_property("tracks over 10 frames", len(tracks))
+    assert len(tracks) >= 100  # 180 measured
+    start = np.array([positions[0][track] for track in tracks], np.float64)
+    errors = [np.linalg.norm(cv2.perspectiveTransform(start[None], camera.homography_between(0, index))[0]
+                             - np.array([positions[index][track] for track in tracks]), axis=1)
+              for index in range(1, 10)]
+    record_property("max error px", float(np.max(errors)))
+    assert np.max(errors) < 2.0  # 1.2 px measured
 
 
 def test_configs_refuse_bad_values():

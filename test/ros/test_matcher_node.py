@@ -67,11 +67,12 @@ class Link:
 
 
 def check_inliers(match: FrameMatch, reference, current):
-    """Indices and coordinates of the inliers agree with the published keypoints."""
+    """Indices and coordinates of the inliers agree with the published keypoints; one track id per current row."""
     ref_idx, cur_idx = np.array(match.reference_indices), np.array(match.current_indices)
     assert len(ref_idx) == len(cur_idx) == match.num_inliers <= match.num_matches
     np.testing.assert_allclose(np.c_[match.reference_x, match.reference_y], reference.keypoints[ref_idx])
     np.testing.assert_allclose(np.c_[match.current_x, match.current_y], current.keypoints[cur_idx])
+    assert len(match.current_track_ids) == len(current.keypoints)
 
 
 def test_homographies_of_known_motion_invalid_and_malformed_frames(ros_node, spawn, wait):
@@ -80,6 +81,7 @@ def test_homographies_of_known_motion_invalid_and_malformed_frames(ros_node, spa
     diagnostics = []
     ros_node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     link.send(features(sequence[0], 0), expect_match=False)
+    previous_ids = None
     for index in range(1, len(sequence)):
         match = link.send(features(sequence[index], index))
         assert match.header == header(index)
@@ -87,6 +89,13 @@ def test_homographies_of_known_motion_invalid_and_malformed_frames(ros_node, spa
         assert match.valid and match.num_inliers > 500
         assert corner_error(homography_from_msg(match), sequence[index].homography, SIZE[::-1]) < 1.0
         check_inliers(match, sequence[index - 1], sequence[index])
+        ids = np.array(match.current_track_ids)
+        assert len(set(ids.tolist())) == len(ids) and 0 not in ids
+        if previous_ids is not None:  # inliers continue the previous frame's tracks, the other rows start new ones
+            np.testing.assert_array_equal(ids[match.current_indices], previous_ids[match.reference_indices])
+            fresh = np.delete(ids, match.current_indices)
+            assert fresh.min() > previous_ids.max()
+        previous_ids = ids
 
     unrelated = synthetic_sequence(1, keypoints=1000, dim=256, size=SIZE, seed=2)[0]
     match = link.send(features(unrelated, 10))
@@ -142,6 +151,7 @@ def test_non_finite_rows_are_dropped_and_a_bad_frame_never_becomes_the_reference
         assert set(match.current_indices) == set(range(500, 1000))
         np.testing.assert_array_equal(match.reference_indices, match.current_indices)
         check_inliers(match, good, poisoned)
+        assert not np.any(np.array(match.current_track_ids[:500])) and all(match.current_track_ids[500:])
         reference, inliers, expected = poisoned, 500, {"bad frames": "0", "non-finite rows dropped": "500"}
 
     match = link.send(features(shifted, 2))
