@@ -2,17 +2,20 @@
 
     ros2 launch usp_ros detector.launch.py camera_topic:=/camera/image_raw device:=cuda with_matcher:=true
     ros2 launch usp_ros detector.launch.py backend:=onnxruntime
+    ros2 launch usp_ros detector.launch.py lifecycle:=true   # managed node, for a lifecycle manager
 
 The detector subscribes to ``camera_topic`` (``<camera_topic>/compressed`` with input_transport
 compressed in the params file) and publishes ``features`` and ``features/debug_image`` in
 ``namespace``. Unless FASTDDS_DEFAULT_PROFILES_FILE is already set, the nodes get the Fast DDS
 profile shipped in config/ (a shared-memory segment large enough for best-effort camera images).
+With ``lifecycle:=true`` the detector is the managed ``lifecycle_detector_node``: it starts unconfigured
+and waits for configure and activate (``ros2 lifecycle set``, or a lifecycle manager such as Nav2's).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -31,6 +34,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="Inference device: auto, cpu, cuda or cuda:N (overrides params_file)"),
         DeclareLaunchArgument("backend", default_value="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
                               description="Inference runtime of the detector (overrides params_file)"),
+        DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
+                              description="Start the detector as a managed (lifecycle) node, left unconfigured"),
         DeclareLaunchArgument("with_matcher", default_value="false", choices=["true", "false"],
                               description="Also start the matcher node (frame-to-frame homographies)"),
         DeclareLaunchArgument("matcher_params_file",
@@ -41,15 +46,21 @@ def generate_launch_description() -> LaunchDescription:
         "FASTDDS_DEFAULT_PROFILES_FILE",
         EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
                             default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"])))
+    lifecycle = LaunchConfiguration("lifecycle")
+    detector_parameters = [LaunchConfiguration("params_file"),
+                           {"device": LaunchConfiguration("device"), "backend": LaunchConfiguration("backend")}]
+    detector_remappings = [("image", camera_topic), ("image/compressed", [camera_topic, "/compressed"])]
     detector = Node(
         package="usp_ros", executable="detector_node", name="detector", namespace=namespace,
-        parameters=[LaunchConfiguration("params_file"),
-                    {"device": LaunchConfiguration("device"), "backend": LaunchConfiguration("backend")}],
-        remappings=[("image", camera_topic), ("image/compressed", [camera_topic, "/compressed"])],
+        parameters=detector_parameters, remappings=detector_remappings, condition=UnlessCondition(lifecycle),
+        output="screen", emulate_tty=True)
+    managed_detector = LifecycleNode(
+        package="usp_ros", executable="lifecycle_detector_node", name="detector", namespace=namespace,
+        parameters=detector_parameters, remappings=detector_remappings, condition=IfCondition(lifecycle),
         output="screen", emulate_tty=True)
     matcher = Node(
         package="usp_ros", executable="matcher_node", name="matcher", namespace=namespace,
         parameters=[LaunchConfiguration("matcher_params_file")],
         condition=IfCondition(LaunchConfiguration("with_matcher")),
         output="screen", emulate_tty=True)
-    return LaunchDescription([*arguments, fastdds_profile, detector, matcher])
+    return LaunchDescription([*arguments, fastdds_profile, detector, managed_detector, matcher])

@@ -23,6 +23,7 @@ no side over ``max_inference_side``, and a JPEG larger than the network input is
 Run: ``ros2 run usp_ros detector_node --ros-args --params-file config/detector.yaml -r image:=/camera/image_raw``
 (compressed input: ``-p input_transport:=compressed -r image/compressed:=/camera/image_raw/compressed``;
 a remap of ``image`` does not rename ``image/compressed``).
+The managed (lifecycle) variant is usp_ros.lifecycle_detector_node, built on this module's DetectorCore.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ from usp_ros.parameters import describe
 from usp_ros.qos import (INPUT_QOS_CHOICES, choose_input_reliability, input_qos, output_qos,
                          publisher_reliabilities, reliability_from_publishers, reliability_name)
 
-__all__ = ["DetectorNode", "inference_size", "main", "to_source_pixels"]
+__all__ = ["DetectorCore", "DetectorNode", "inference_size", "main", "run", "to_source_pixels"]
 
 NODE_NAME = "detector"
 TRANSPORTS = ("raw", "compressed")
@@ -65,6 +66,7 @@ DIAGNOSTICS_PERIOD_S = 1.0
 QOS_RECHECK_PERIOD_S = 1.0  # input_qos auto with no publisher yet: look again this often
 MAX_INFERENCE_SIDE = 8192
 MAX_INPUT_PIXELS = 80_000_000  # upper end of max_input_pixels' range (Pillow, our JPEG decoder, warns from 89 MP on)
+START_ERRORS = (CheckpointError, BackendError, ValueError, ParameterException)  # an unusable model or parameter
 
 
 @dataclass(frozen=True)
@@ -212,18 +214,30 @@ class _Stats:
             return period
 
 
-class DetectorNode(Node):
-    """Images -> usp_ros/Features (+ debug image, diagnostics).
+class DetectorCore:
+    """The detector's work, mixed into a Node: shared by DetectorNode and the managed LifecycleDetectorNode.
 
-    Raises CheckpointError, BackendError or ValueError at start.
+    Its steps, in order: ``_declare_parameters``, ``_create_publishers``, ``_load`` (reads the
+    parameters, loads the model, starts the worker), ``_start_input`` (subscribes; diagnostics), and
+    back: ``_stop_input``, ``_unload``. ``_load`` raises one of START_ERRORS, with nothing created, when
+    the model or a parameter is unusable.
     """
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(NODE_NAME, **kwargs)
+    def _declare_parameters(self) -> None:
+        """Declare PARAMETERS, with their descriptions and ranges."""
         for name, spec in PARAMETERS.items():
             self.declare_parameter(name, spec.default, describe(
                 spec.description, read_only=spec.read_only, integer_range=spec.integer_range,
                 float_range=spec.float_range, choices=spec.choices))
+
+    def _create_publishers(self, create_publisher) -> None:
+        """The outputs, made by ``create_publisher`` (Node.create_publisher or create_lifecycle_publisher)."""
+        self._features_pub = create_publisher(Features, "features", output_qos())
+        self._debug_pub = create_publisher(Image, "features/debug_image", output_qos())
+        self._diagnostics_pub = create_publisher(DiagnosticArray, "/diagnostics", output_qos())
+
+    def _load(self) -> None:
+        """Read the parameters, load and prepare the model, start the worker thread, watch parameter changes."""
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         _check_choices(values)
         self._device = resolve_device(values["device"])
@@ -238,22 +252,38 @@ class DetectorNode(Node):
         self._queue: FrameQueue = FrameQueue(values["queue_depth"], values["queue_policy"])
         self._compressed = values["input_transport"] == "compressed"
         self._input_topic = "image/compressed" if self._compressed else "image"
-        self._features_pub = self.create_publisher(Features, "features", output_qos())
-        self._debug_pub = self.create_publisher(Image, "features/debug_image", output_qos())
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos())
-        self._subscription = None
-        self._qos_timer = None
-        self._input_reliability = None
-        self._subscribe(publisher_reliabilities(self, self._input_topic))
         self._worker = QueueWorker(self._queue, self._process, self._on_worker_error, name="detector-inference")
         self._worker.start()
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self.get_logger().info(
-            f"ready: {self._subscription.topic_name} -> {self._features_pub.topic_name} on {self._device} with backend "
-            f"{self._backend}, model {values['model_path'] or 'bundled weights'}, "
-            f"max_keypoints {values['max_keypoints']}")
+
+    def _unload(self) -> None:
+        """Undo ``_load``: stop watching parameters, stop the worker (waits for the frame in hand), free the model."""
+        self.remove_on_set_parameters_callback(self._validate_parameters)
+        self.remove_post_set_parameters_callback(self._apply_parameters)
+        self.shutdown()
+        with self._lock:
+            self._detector = self._pending = None
+
+    def _start_input(self) -> None:
+        """Subscribe to the images and publish diagnostics."""
+        self._subscription = self._qos_timer = self._input_reliability = None
+        self._subscribe(publisher_reliabilities(self, self._input_topic))
+        self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+
+    def _stop_input(self) -> None:
+        """Undo ``_start_input``: no more frames in, no more diagnostics."""
+        self.destroy_subscription(self._subscription)
+        for timer in (self._qos_timer, self._diagnostics_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._subscription = self._qos_timer = self._diagnostics_timer = None
+
+    def _describe(self) -> str:
+        """One line for the log: input -> output, device, backend, model."""
+        return (f"{self.resolve_topic_name(self._input_topic)} -> {self._features_pub.topic_name} on {self._device} "
+                f"with backend {self._backend}, model {self._values['model_path'] or 'bundled weights'}, "
+                f"max_keypoints {self._values['max_keypoints']}")
 
     # ---- input -------------------------------------------------------------------------------------
 
@@ -438,6 +468,21 @@ class DetectorNode(Node):
         self._worker.stop()
 
 
+class DetectorNode(DetectorCore, Node):
+    """Images -> usp_ros/Features (+ debug image, diagnostics), running from construction.
+
+    Raises one of START_ERRORS at start.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._declare_parameters()
+        self._create_publishers(self.create_publisher)
+        self._load()
+        self._start_input()
+        self.get_logger().info(f"ready: {self._describe()}")
+
+
 def _check_choices(values: dict) -> None:
     """ValueError when a string parameter is not one of its choices (device is checked by resolve_device)."""
     for name, spec in PARAMETERS.items():
@@ -453,11 +498,16 @@ def _detector_config(values: dict) -> DetectorConfig:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until shutdown; 1 with one fatal log line when it cannot start."""
+    """Run the detector node until shutdown; 1 with one fatal log line when it cannot start."""
+    return run(DetectorNode, args)
+
+
+def run(node_class, args: list[str] | None) -> int:
+    """Run a ``node_class(DetectorCore, ...)`` node until shutdown; 1 with one fatal log line when it cannot start."""
     rclpy.init(args=args)
     try:
-        node = DetectorNode()
-    except (CheckpointError, BackendError, ValueError, ParameterException) as error:
+        node = node_class()
+    except START_ERRORS as error:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
         rclpy.try_shutdown()
         return 1

@@ -22,7 +22,8 @@ from usp_core.model import ModelConfig, UnsuperPoint
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "detector.launch.py"
 FRONTEND_LAUNCH_FILE = REPO / "launch" / "frontend.launch.py"
-ARGUMENTS = {"camera_topic", "namespace", "params_file", "device", "backend", "with_matcher", "matcher_params_file"}
+ARGUMENTS = {"camera_topic", "namespace", "params_file", "device", "backend", "lifecycle", "with_matcher",
+             "matcher_params_file"}
 TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
 # params file -> (module of its node, the node documents all its parameters in the file)
 PARAMS_FILES = {
@@ -41,18 +42,31 @@ def keyword(call, name):
     return next((kw.value for kw in call.keywords if kw.arg == name), None)
 
 
+def assigned(tree, value):
+    """``value``, or for a variable the value assigned to it in ``tree``."""
+    if not isinstance(value, ast.Name):
+        return value
+    (assignment,) = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                     and getattr(node.targets[0], "id", None) == value.id]
+    return assignment
+
+
 def test_launch_file_parses_and_declares_its_arguments():
     tree = ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
     assert any(isinstance(node, ast.FunctionDef) and node.name == "generate_launch_description" for node in tree.body)
     declared = {call.args[0].value for call in calls_named(tree, "DeclareLaunchArgument")}
     assert declared == ARGUMENTS
-    nodes = {keyword(call, "executable").value: call for call in calls_named(tree, "Node")}
-    assert set(nodes) == {"detector_node", "matcher_node"}
+    nodes = {keyword(call, "executable").value: call
+             for call in calls_named(tree, "Node") + calls_named(tree, "LifecycleNode")}
+    assert set(nodes) == {"detector_node", "lifecycle_detector_node", "matcher_node"}
     for executable in nodes:
         assert os.access(REPO / "nodes" / executable, os.X_OK), f"nodes/{executable} is not an executable"
-    assert keyword(nodes["detector_node"], "condition") is None
+    assert "UnlessCondition" in ast.dump(keyword(nodes["detector_node"], "condition"))
+    assert nodes["lifecycle_detector_node"].func.id == "LifecycleNode"
+    for detector in ("detector_node", "lifecycle_detector_node"):
+        assert "'lifecycle'" in ast.dump(assigned(tree, keyword(nodes[detector], "condition").args[0]))
+        assert "camera_topic" in ast.dump(assigned(tree, keyword(nodes[detector], "remappings")))
     assert "with_matcher" in ast.dump(keyword(nodes["matcher_node"], "condition"))
-    assert "camera_topic" in ast.dump(keyword(nodes["detector_node"], "remappings"))
     for name in ("detector.yaml", "matcher.yaml", "fastdds_large_images.xml"):
         assert f"'{name}'" in ast.dump(tree) and (REPO / "config" / name).is_file()
 
@@ -70,7 +84,7 @@ def test_both_launch_files_pass_a_backend_argument_to_the_detector():
     for tree in (detector_tree, frontend_tree):
         (detector,) = [call for call in calls_named(tree, "Node")
                        if keyword(call, "executable").value == "detector_node"]
-        parameters = ast.dump(keyword(detector, "parameters"))
+        parameters = ast.dump(assigned(tree, keyword(detector, "parameters")))
         assert parameters.count("Constant(value='backend')") == 2, "a 'backend' key holding the backend argument"
 
 
@@ -149,7 +163,7 @@ def test_launch_description_builds_and_resolves(monkeypatch):
         argument.execute(context)
     executables = {perform_substitutions(context, normalize_to_list_of_substitutions(node.node_executable))
                    for node in nodes}
-    assert executables == {"detector_node", "matcher_node"}
+    assert executables == {"detector_node", "lifecycle_detector_node", "matcher_node"}
     params_file = Path(perform_substitutions(context, arguments["params_file"].default_value))
     assert params_file.name == "detector.yaml" and params_file.is_file()
     assert perform_substitutions(context, arguments["device"].default_value) == "auto"
