@@ -21,6 +21,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pillow>=10",  # usp_ros: JPEG decoding (quiet on corrupt data, reduced-size decoding) and GIF output
+        "rosbags>=0.11",  # usp_ros process_bag: pure-Python rosbag2 read/write (MCAP, sqlite3), as rosbag2_py is not on PyPI
     ],
     extras_require={
         # usp-export --format onnx, and the onnxruntime inference backend (onnxruntime alone: +28 MB download, +82 MB)

@@ -57,7 +57,7 @@ from usp_ros.parameters import describe
 from usp_ros.qos import (INPUT_QOS_CHOICES, choose_input_reliability, input_qos, output_qos,
                          publisher_reliabilities, reliability_from_publishers, reliability_name)
 
-__all__ = ["DetectorCore", "DetectorNode", "inference_size", "main", "run", "to_source_pixels"]
+__all__ = ["DetectorCore", "DetectorNode", "decode", "detect_at", "inference_size", "main", "run", "to_source_pixels"]
 
 NODE_NAME = "detector"
 TRANSPORTS = ("raw", "compressed")
@@ -145,6 +145,24 @@ def inference_size(height: int, width: int, inference_width: int, inference_heig
     if 0 < max_side < max(size):
         size = tuple(max(8, side * max_side // max(size) // 8 * 8) for side in size)
     return None if size == (height, width) else size
+
+
+def decode(msg: Image | CompressedImage, size: tuple[int, int] | None) -> tuple[np.ndarray, str]:
+    """Message -> (array, encoding); a JPEG comes reduced when the network runs at ``size`` (h, w) anyway.
+
+    ConversionError for anything unusable.
+    """
+    if isinstance(msg, CompressedImage):
+        image = compressed_to_numpy(msg, min_size=size)
+        return image, "bgr8" if image.ndim == 3 else ("mono16" if image.dtype == np.uint16 else "mono8")
+    return image_to_numpy(msg), msg.encoding
+
+
+def detect_at(detector: KeypointDetector, grey: np.ndarray, size: tuple[int, int] | None):
+    """(H, W) grey -> the detector's usp_core Features, run at ``size`` (h, w), or at H x W when None."""
+    if size is None or size == grey.shape[:2]:
+        return detector.detect(grey)[0]
+    return detector.detect_resized(grey, size)
 
 
 def to_source_pixels(points: np.ndarray, decoded: tuple[int, int], source: tuple[int, int]) -> np.ndarray:
@@ -323,16 +341,6 @@ class DetectorCore:
         """(width, height) of the frame, without decoding it; ConversionError for a broken header."""
         return compressed_size(msg) if self._compressed else (msg.width, msg.height)
 
-    def _decode(self, msg: Image | CompressedImage, size: tuple[int, int] | None) -> tuple[np.ndarray, str]:
-        """Message -> (array, encoding); a JPEG comes reduced when the network runs at ``size`` (h, w) anyway.
-
-        ConversionError for anything unusable.
-        """
-        if self._compressed:
-            image = compressed_to_numpy(msg, min_size=size)
-            return image, "bgr8" if image.ndim == 3 else ("mono16" if image.dtype == np.uint16 else "mono8")
-        return image_to_numpy(msg), msg.encoding
-
     def _process(self, msg: Image | CompressedImage) -> None:
         """Worker: check the size, convert, detect, publish Features (and the debug image when subscribed)."""
         values = self._values
@@ -343,7 +351,7 @@ class DetectorCore:
                 return
             size = inference_size(height, width, values["inference_width"], values["inference_height"],
                                   values["max_inference_side"])
-            image, encoding = self._decode(msg, size)
+            image, encoding = decode(msg, size)
             grey = to_gray(image, encoding)
         except (ConversionError, cv2.error) as error:
             self._skip_bad_frame(str(error).strip().splitlines()[0])
@@ -362,11 +370,7 @@ class DetectorCore:
     def _detect(self, grey: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(H, W) grey -> keypoints (N, 2) in its pixels, scores (N,), descriptors (N, D); non-finite rows dropped."""
         with self._lock:
-            if size is None or size == grey.shape[:2]:
-                features = self._detector.detect(grey)[0]
-            else:
-                features = self._detector.detect_resized(grey, size)
-        keypoints, scores, descriptors = features.numpy()
+            keypoints, scores, descriptors = detect_at(self._detector, grey, size).numpy()
         finite = finite_rows(keypoints, descriptors, scores)
         if finite.all():
             return keypoints, scores, descriptors
