@@ -57,7 +57,8 @@ from usp_ros.parameters import describe
 from usp_ros.qos import (INPUT_QOS_CHOICES, choose_input_reliability, input_qos, output_qos,
                          publisher_reliabilities, reliability_from_publishers, reliability_name)
 
-__all__ = ["DetectorCore", "DetectorNode", "decode", "detect_at", "inference_size", "main", "run", "to_source_pixels"]
+__all__ = ["DetectorCore", "DetectorNode", "decode", "default_values", "detect_finite", "detector_config", "inference_size",
+           "input_size", "main", "run", "to_source_pixels"]
 
 NODE_NAME = "detector"
 TRANSPORTS = ("raw", "compressed")
@@ -158,11 +159,22 @@ def decode(msg: Image | CompressedImage, size: tuple[int, int] | None) -> tuple[
     return image_to_numpy(msg), msg.encoding
 
 
-def detect_at(detector: KeypointDetector, grey: np.ndarray, size: tuple[int, int] | None):
-    """(H, W) grey -> the detector's usp_core Features, run at ``size`` (h, w), or at H x W when None."""
-    if size is None or size == grey.shape[:2]:
-        return detector.detect(grey)[0]
-    return detector.detect_resized(grey, size)
+def input_size(msg: Image | CompressedImage) -> tuple[int, int]:
+    """(width, height) of the frame, without decoding it (a compressed image's header); ConversionError for a
+    broken header."""
+    return compressed_size(msg) if isinstance(msg, CompressedImage) else (msg.width, msg.height)
+
+
+def detect_finite(detector: KeypointDetector, grey: np.ndarray,
+                  size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(H, W) grey, run at ``size`` (h, w) or at H x W when None -> keypoints (N, 2) in its pixels, scores (N,),
+    descriptors (N, D) without the rows holding NaN or inf, and how many rows were dropped."""
+    found = detector.detect(grey)[0] if size is None or size == grey.shape[:2] else detector.detect_resized(grey, size)
+    keypoints, scores, descriptors = found.numpy()
+    finite = finite_rows(keypoints, descriptors, scores)
+    if finite.all():
+        return keypoints, scores, descriptors, 0
+    return keypoints[finite], scores[finite], descriptors[finite], len(finite) - int(finite.sum())
 
 
 def to_source_pixels(points: np.ndarray, decoded: tuple[int, int], source: tuple[int, int]) -> np.ndarray:
@@ -260,7 +272,7 @@ class DetectorCore:
         _check_choices(values)
         self._device = resolve_device(values["device"])
         self._detector = KeypointDetector.from_pretrained(values["model_path"] or None, self._device,
-                                                          _detector_config(values), backend=values["backend"],
+                                                          detector_config(values), backend=values["backend"],
                                                           num_threads=values["num_threads"])
         self._backend = self._detector.prepare()
         self._values = values
@@ -337,15 +349,11 @@ class DetectorCore:
 
     # ---- worker thread -------------------------------------------------------------------------------
 
-    def _input_size(self, msg: Image | CompressedImage) -> tuple[int, int]:
-        """(width, height) of the frame, without decoding it; ConversionError for a broken header."""
-        return compressed_size(msg) if self._compressed else (msg.width, msg.height)
-
     def _process(self, msg: Image | CompressedImage) -> None:
         """Worker: check the size, convert, detect, publish Features (and the debug image when subscribed)."""
         values = self._values
         try:
-            width, height = self._input_size(msg)
+            width, height = input_size(msg)
             if width * height > values["max_input_pixels"]:
                 self._skip_oversized_frame(width, height, values["max_input_pixels"])
                 return
@@ -370,14 +378,12 @@ class DetectorCore:
     def _detect(self, grey: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(H, W) grey -> keypoints (N, 2) in its pixels, scores (N,), descriptors (N, D); non-finite rows dropped."""
         with self._lock:
-            keypoints, scores, descriptors = detect_at(self._detector, grey, size).numpy()
-        finite = finite_rows(keypoints, descriptors, scores)
-        if finite.all():
-            return keypoints, scores, descriptors
-        self._stats.count_non_finite(len(finite) - int(finite.sum()))
-        self.get_logger().warning(f"dropped keypoints with NaN or inf ({self._stats.non_finite} so far)",
-                                  throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S)
-        return keypoints[finite], scores[finite], descriptors[finite]
+            keypoints, scores, descriptors, dropped = detect_finite(self._detector, grey, size)
+        if dropped:
+            self._stats.count_non_finite(dropped)
+            self.get_logger().warning(f"dropped keypoints with NaN or inf ({self._stats.non_finite} so far)",
+                                      throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S)
+        return keypoints, scores, descriptors
 
     def _skip_oversized_frame(self, width: int, height: int, limit: int) -> None:
         self._stats.count_oversized()
@@ -407,7 +413,7 @@ class DetectorCore:
             _check_choices(values)
             device = resolve_device(values["device"])
             check(values["backend"], device)
-            config = _detector_config(values)
+            config = detector_config(values)
             self._pending = None if device == self._device else self._prepared_on(device, config)
         except (ValueError, RuntimeError) as error:  # RuntimeError: BackendError, or the model cannot go there
             return SetParametersResult(successful=False, reason=first_line(error))
@@ -427,7 +433,7 @@ class DetectorCore:
             if self._pending is not None:
                 self._detector, self._pending = self._pending, None
                 self._device, self._backend = self._detector.device, self._detector.backend
-            self._detector.config = _detector_config(values)
+            self._detector.config = detector_config(values)
             self._values = values
         changed = ", ".join(f"{p.name}={p.value}" for p in parameters)
         self.get_logger().info(f"parameters changed: {changed}")
@@ -494,7 +500,12 @@ def _check_choices(values: dict) -> None:
             raise ValueError(f"{name} must be one of {', '.join(spec.choices)}, got {values[name]!r}")
 
 
-def _detector_config(values: dict) -> DetectorConfig:
+def default_values() -> dict:
+    """Every parameter's default value, by name."""
+    return {name: spec.default for name, spec in PARAMETERS.items()}
+
+
+def detector_config(values: dict) -> DetectorConfig:
     """DetectorConfig from parameter values; ValueError (from the config's own checks) when invalid."""
     return DetectorConfig(max_keypoints=values["max_keypoints"], score_threshold=values["score_threshold"],
                           border=values["border"], nms_radius=values["nms_radius"], half=values["half"],

@@ -48,7 +48,7 @@ from usp_ros.parameters import describe
 from usp_ros.qos import choose_input_reliability, input_qos, output_qos, publisher_reliabilities
 from usp_ros.stamps import StampCache, stamp_key
 
-__all__ = ["MatcherNode", "main"]
+__all__ = ["MatcherNode", "default_values", "main", "match_to_msg", "tracker_configs"]
 
 IMAGE_CACHE = 64  # images kept for pairing with features by stamp (about 2 s at 30 Hz)
 THROTTLE_S = 5.0  # at most one warning per this many seconds for a repeated problem
@@ -85,6 +85,29 @@ PARAMETERS = {  # name: (default, description, range keywords of describe())
 READ_ONLY = {"num_threads"}  # applied once at start
 
 
+def default_values() -> dict:
+    """Every parameter's default value, by name."""
+    return {name: default for name, (default, _, _) in PARAMETERS.items()}
+
+
+def tracker_configs(values: dict) -> tuple[MatchConfig, KeyframeConfig]:
+    """Parameter values -> the FrameTracker's configs; ValueError names the bad one."""
+    match = MatchConfig(float(values["ratio_test"]), values["method"], float(values["reprojection_threshold"]),
+                        int(values["min_inliers"]))
+    keyframe = KeyframeConfig("keyframe" if values["keyframe_mode"] else "previous",
+                              float(values["keyframe_inlier_fraction"]))
+    return match, keyframe
+
+
+def match_to_msg(header: Header, reference: Frame, frame: Frame, result: MatchResult, num_rows: int) -> FrameMatch:
+    """The tracker's result for ``frame`` against ``reference`` -> usp_ros/FrameMatch; inlier indices and track ids
+    refer to the rows of the Features messages (``num_rows`` in the current one), rows left out included."""
+    return frame_match_to_msg(header, result.reference_stamp, result.homography, result.num_matches,
+                              reference.source_rows(result.reference_indices), frame.source_rows(result.current_indices),
+                              result.reference_points, result.current_points,
+                              frame.ids_by_row(result.current_track_ids, num_rows))
+
+
 class MatcherNode(Node):
     """Matches consecutive Features messages and publishes their homography (see the module docstring)."""
 
@@ -96,7 +119,7 @@ class MatcherNode(Node):
             self.declare_parameter(name, default, describe(description, read_only=name in READ_ONLY, **value_range))
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.device = resolve_device(values["device"])
-        self.tracker = FrameTracker(*self._configs(values))
+        self.tracker = FrameTracker(*tracker_configs(values))
         self.counters = Counters()
         self._last_counters = Counters()
         self._lock = threading.Lock()
@@ -116,21 +139,12 @@ class MatcherNode(Node):
         self.get_logger().info(f"matching on {self.device}, reference: "
                                f"{self.tracker.policy.config.mode}, method: {self.tracker.match_config.method}")
 
-    @staticmethod
-    def _configs(values: dict) -> tuple[MatchConfig, KeyframeConfig]:
-        """Parameter values -> configs; ValueError names the bad one."""
-        match = MatchConfig(float(values["ratio_test"]), values["method"], float(values["reprojection_threshold"]),
-                            int(values["min_inliers"]))
-        keyframe = KeyframeConfig("keyframe" if values["keyframe_mode"] else "previous",
-                                  float(values["keyframe_inlier_fraction"]))
-        return match, keyframe
-
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         values.update({p.name: p.value for p in parameters if p.name in PARAMETERS})
         try:
             device = resolve_device(values["device"])
-            match, keyframe = self._configs(values)
+            match, keyframe = tracker_configs(values)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         self.device = device  # the worker restarts the track when the reference lives on another device
@@ -174,11 +188,7 @@ class MatcherNode(Node):
         self._keep_reference_image(msg.header.stamp)
         if result is None:
             return
-        self.match_publisher.publish(frame_match_to_msg(
-            msg.header, result.reference_stamp, result.homography, result.num_matches,
-            reference.source_rows(result.reference_indices), frame.source_rows(result.current_indices),
-            result.reference_points, result.current_points,
-            frame.ids_by_row(result.current_track_ids, len(arrays.keypoints))))
+        self.match_publisher.publish(match_to_msg(msg.header, reference, frame, result, len(arrays.keypoints)))
         with self._lock:
             self.counters.published += 1
             self.counters.valid += int(result.valid)

@@ -38,21 +38,18 @@ from tqdm import tqdm
 from usp_core.backends import BACKENDS
 from usp_core.checkpoint import first_line
 from usp_core.device import resolve_device
-from usp_core.inference import DetectorConfig, KeypointDetector
-from usp_ros.conversions import (ConversionError, compressed_size, features_to_msg, finite_rows,
-                                 frame_match_to_msg, msg_to_features, to_gray)
-from usp_ros.detector_node import PARAMETERS as DETECTOR_PARAMETERS
-from usp_ros.detector_node import START_ERRORS, decode, detect_at, inference_size, to_source_pixels
+from usp_core.inference import KeypointDetector
+from usp_ros import detector_node, matcher_node
+from usp_ros.conversions import ConversionError, features_to_msg, msg_to_features, to_gray
+from usp_ros.detector_node import START_ERRORS, decode, detect_finite, inference_size, input_size, to_source_pixels
 from usp_ros.keyframes import Frame, FrameTracker
-from usp_ros.matcher_node import PARAMETERS as MATCHER_PARAMETERS
-from usp_ros.matcher_node import MatcherNode
 
 __all__ = ["BagError", "detect", "main", "match", "open_input", "output_topics", "process_bag"]
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy and Kilted
-MAX_INFERENCE_SIDE = DETECTOR_PARAMETERS["max_inference_side"].default  # as the detector node
+DETECTOR_DEFAULTS = detector_node.default_values()  # the nodes' parameters stand at their defaults
 
 
 class BagError(Exception):
@@ -115,14 +112,14 @@ def _topic_problem(reader: Reader, topic: str, connection) -> str | None:
 def detect(detector: KeypointDetector, msg: Image | CompressedImage):
     """Image message -> usp_ros/Features, as the detector node makes them (its default parameters; rows with
     NaN or inf dropped); ConversionError for a bad frame."""
-    width, height = compressed_size(msg) if isinstance(msg, CompressedImage) else (msg.width, msg.height)
-    size = inference_size(height, width, 0, 0, MAX_INFERENCE_SIDE)
+    width, height = input_size(msg)
+    size = inference_size(height, width, DETECTOR_DEFAULTS["inference_width"], DETECTOR_DEFAULTS["inference_height"],
+                          DETECTOR_DEFAULTS["max_inference_side"])
     image, encoding = decode(msg, size)
     grey = to_gray(image, encoding)
-    keypoints, scores, descriptors = detect_at(detector, grey, size).numpy()
-    finite = finite_rows(keypoints, descriptors, scores)
-    points = to_source_pixels(keypoints[finite], grey.shape[:2], (height, width))
-    return features_to_msg(msg.header, (width, height), points, scores[finite], descriptors[finite])
+    keypoints, scores, descriptors, _ = detect_finite(detector, grey, size)
+    points = to_source_pixels(keypoints, grey.shape[:2], (height, width))
+    return features_to_msg(msg.header, (width, height), points, scores, descriptors)
 
 
 def match(tracker: FrameTracker, features, device: torch.device):
@@ -132,12 +129,11 @@ def match(tracker: FrameTracker, features, device: torch.device):
     """
     arrays = msg_to_features(features)
     frame = Frame(features.header.stamp, arrays.keypoints, torch.from_numpy(arrays.descriptors).to(device))
+    reference = tracker.reference
     result = tracker.track(frame)
     if result is None:
         return None
-    return frame_match_to_msg(features.header, result.reference_stamp, result.homography, result.num_matches,
-                              result.reference_indices, result.current_indices, result.reference_points,
-                              result.current_points, result.current_track_ids)
+    return matcher_node.match_to_msg(features.header, reference, frame, result, len(arrays.keypoints))
 
 
 def process_bag(reader: Reader, connection, output_path: Path, detector: KeypointDetector,
@@ -245,12 +241,12 @@ def _run(args: argparse.Namespace, reader: Reader, connection, output: Path) -> 
     """main, once the input is open: load the model, process into a temporary folder, move the bag to ``output``."""
     try:
         detector = KeypointDetector.from_pretrained(args.model_path or None, resolve_device(args.device),
-                                                    DetectorConfig(channel_order="bgr"), backend=args.backend)
+                                                    detector_node.detector_config(DETECTOR_DEFAULTS),
+                                                    backend=args.backend)
     except START_ERRORS as error:
         print(f"process_bag: error: cannot load the model: {first_line(error)}", file=sys.stderr)
         return 2
-    tracker = None if args.no_matches else FrameTracker(*MatcherNode._configs(
-        {name: default for name, (default, _, _) in MATCHER_PARAMETERS.items()}))
+    tracker = None if args.no_matches else FrameTracker(*matcher_node.tracker_configs(matcher_node.default_values()))
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
