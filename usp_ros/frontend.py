@@ -44,6 +44,7 @@ from usp_ros.drawing import draw_matches
 from usp_ros.msg import Features, FrameMatch
 from usp_ros.qos import input_qos, output_qos
 from usp_ros.stamps import StampCache, stamp_key
+from usp_ros.stop_request import StopRequest
 
 __all__ = ["Options", "parse_args", "compose_ground_truth", "RunStats", "child_commands", "main"]
 
@@ -354,13 +355,15 @@ class Monitor(Node):
         self.video.write(canvas)
 
 
-def _watch(options: Options, monitor: Monitor, children: Children) -> int:
-    """Spin until the run is over; prints the live lines. Returns the exit code."""
+def _watch(options: Options, monitor: Monitor, children: Children, stop: StopRequest) -> int:
+    """Spin until the run is over or a stop is requested (130); prints the live lines. Returns the exit code."""
     started = time.monotonic()
     first_match: float | None = None
     last_print, since = started, 0
     while True:
         rclpy.spin_once(monitor, timeout_sec=0.05)
+        if stop.requested:
+            return 130
         now = time.monotonic()
         dead = children.dead()
         if dead is not None:
@@ -399,10 +402,6 @@ def child_environment(share: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1")
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     """Entry point of `python -m usp_ros.frontend` / `ros2 run usp_ros frontend`; returns the exit code."""
     options = parse_args(argv)
@@ -413,24 +412,25 @@ def main(argv=None) -> int:
     share = Path(get_package_share_directory("usp_ros"))
     env = child_environment(share)
     children = Children(Path(tempfile.mkdtemp(prefix="usp_frontend_")))
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, _raise_interrupt)  # also when started with SIGINT ignored (a background job)
     video, stats, code = MatchVideo(options.out, options.rate), RunStats(), 1
     print(f"starting {', '.join(CHILDREN)} (logs in {children.log_dir})", flush=True)
-    try:
-        for name, command in child_commands(options, share).items():
-            children.start(name, command, env)  # before rclpy starts threads: fork with preexec_fn is safe then
-        rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
-        code = _watch(options, Monitor(options, video, stats), children)
-    except KeyboardInterrupt:
+    # our own handlers, also when started with SIGINT ignored (a background job)
+    with StopRequest((signal.SIGINT, signal.SIGTERM)) as stop:
+        try:
+            for name, command in child_commands(options, share).items():
+                children.start(name, command, env)  # before rclpy starts threads: fork with preexec_fn is safe then
+            rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+            code = _watch(options, Monitor(options, video, stats), children, stop)
+        except KeyboardInterrupt:  # a second Ctrl-C
+            code = 130
+        except OSError as error:
+            print(f"error: {error}", file=sys.stderr)
+        finally:
+            children.stop()
+            video.close()
+            rclpy.try_shutdown()
+    if code == 130:
         print("interrupted", file=sys.stderr)
-        code = 130
-    except OSError as error:
-        print(f"error: {error}", file=sys.stderr)
-    finally:
-        children.stop()
-        video.close()
-        rclpy.try_shutdown()
     print(stats.summary())
     if video.frames:
         print(f"wrote {video.frames} annotated frames to {options.out}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import posixpath
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -43,6 +42,7 @@ from usp_ros import detector_node, matcher_node
 from usp_ros.conversions import ConversionError, features_to_msg, msg_to_features, to_gray
 from usp_ros.detector_node import START_ERRORS, decode, detect_finite, inference_size, input_size, to_source_pixels
 from usp_ros.keyframes import Frame, FrameTracker
+from usp_ros.stop_request import StopRequest
 
 __all__ = ["BagError", "detect", "main", "match", "open_input", "output_topics", "process_bag"]
 
@@ -193,25 +193,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class _StopOnSigint:
-    """Context: the first Ctrl-C (SIGINT) sets ``requested`` (the loop stops after the frame in hand, the bag
-    is closed and kept); a second one raises KeyboardInterrupt at once, and no output is kept."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __enter__(self) -> _StopOnSigint:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-
-
 def _replace(staged: Path, output: Path) -> None:
     """Move the finished bag ``staged`` to ``output``; an existing ``output`` goes aside into ``staged``'s folder."""
     if output.exists():
@@ -250,7 +231,7 @@ def _run(args: argparse.Namespace, reader: Reader, connection, output: Path) -> 
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        with _StopOnSigint() as interrupt:
+        with StopRequest() as interrupt:
             written, skipped = process_bag(reader, connection, workdir / output.name, detector, tracker, args.storage,
                                            stop=lambda: interrupt.requested)
         _replace(workdir / output.name, output)
