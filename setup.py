@@ -35,6 +35,8 @@ setup(
             "usp-export=usp_core.cli.export:main",
             "usp-eval=usp_core.cli.eval:main",
             "usp-bench=usp_core.cli.bench:main",
+            "usp-label=usp_core.cli.label:main",
+            "usp-shapes-eval=usp_core.cli.shapes_eval:main",
         ],
     },
 )

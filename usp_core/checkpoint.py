@@ -56,17 +56,23 @@ def model_weights(state: dict[str, Any], path: str | Path) -> dict[str, torch.Te
     return {key.removeprefix("module."): value for key, value in state["model"].items()}
 
 
-def model_from_checkpoint(state: dict[str, Any], path: str | Path):
-    """The UnsuperPoint described by a checkpoint dict ("config" with a "model" section), weights loaded.
+def model_from_checkpoint(state: dict[str, Any], path: str | Path, architecture: str | None = None):
+    """The network described by a checkpoint dict ("config" with a "model" section), weights loaded:
+    UnsuperPoint, or SuperPoint when the section says ``architecture: superpoint``.
 
-    Raises CheckpointError when the config or the weights do not make a model.
+    Raises CheckpointError when the config or the weights do not make a model, or when
+    ``architecture`` is given and the checkpoint holds another.
     """
-    from usp_core.model import ModelConfig, UnsuperPoint  # the model module does not need this one
+    from usp_core.model import ModelConfig, build_model  # the model module does not need this one
 
     weights = model_weights(state, path)
     section = (state.get("config") or {}).get("model") or {}
+    held = section.get("architecture", "unsuperpoint")
+    if architecture is not None and held != architecture:
+        raise CheckpointError(f"cannot use checkpoint {path}: it holds a model of architecture {held}, "
+                              f"this needs {architecture}")
     try:
-        model = UnsuperPoint(ModelConfig(**section))
+        model = build_model(ModelConfig(**section))
     except (TypeError, ValueError, RuntimeError, AttributeError) as error:
         raise CheckpointError(f"cannot load checkpoint {path}: {first_line(error)}") from error
     load_weights(model, weights, path)

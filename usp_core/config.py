@@ -20,6 +20,8 @@ from usp_core.data import CropConfig, PhotometricConfig
 from usp_core.homography import HomographyConfig
 from usp_core.losses import DistillConfig, LossConfig
 from usp_core.model import ModelConfig
+from usp_core.superpoint_data import SyntheticConfig
+from usp_core.superpoint_losses import SuperPointLossConfig
 
 __all__ = [
     "ConfigError",
@@ -33,6 +35,11 @@ __all__ = [
 ]
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+TASKS = {  # what a run trains -> the architecture it needs and whether it reads photos
+    "unsuperpoint": ("unsuperpoint", True),  # self-supervised siamese pairs of photos
+    "magicpoint": ("superpoint", False),  # the SuperPoint detector on Synthetic Shapes (rendered, no photos)
+    "superpoint": ("superpoint", True),  # SuperPoint on photo pairs with pseudo-labels from usp-label
+}
 
 
 class ConfigError(ValueError):
@@ -61,6 +68,8 @@ class ScheduleConfig:
 class TrainConfig:
     """Everything a training run depends on; saved inside every checkpoint."""
 
+    task: str = "unsuperpoint"  # unsuperpoint | magicpoint | superpoint (see TASKS)
+    labels_dir: str = ""  # superpoint: folder of pseudo-labels written by usp-label for data_dir (--labels overrides)
     data_dir: str = ""  # folder of training photos, searched recursively (the CLI's --data overrides)
     image_size: tuple[int, int] = (240, 320)  # (H, W) of both siamese branches; multiples of 8
     val_fraction: float = 0.05  # fraction of the photos held out for validation
@@ -77,6 +86,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # network widths and descriptor size
     loss: LossConfig = field(default_factory=LossConfig)  # loss weights and radii
     distill: DistillConfig = field(default_factory=DistillConfig)  # optional teacher whose dense maps are also learned
+    superpoint: SuperPointLossConfig = field(default_factory=SuperPointLossConfig)  # magicpoint/superpoint loss weights
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # magicpoint: Synthetic Shapes and warps
     crop: CropConfig = field(default_factory=CropConfig)  # how photos are scaled before cropping
     homography: HomographyConfig = field(default_factory=HomographyConfig)  # random warp ranges for branch B
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)  # per-branch photometric noise
@@ -101,9 +112,27 @@ class TrainConfig:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.optimizer.lr <= 0:
             raise ConfigError(f"optimizer.lr must be > 0, got {self.optimizer.lr}")
+        self._validate_task()
         if self.schedule.warmup_steps < 0:
             raise ConfigError(f"schedule.warmup_steps must be >= 0, got {self.schedule.warmup_steps}")
         return self
+
+
+    def _validate_task(self) -> None:
+        """The task exists, the model's architecture fits it, and what it reads is named."""
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        architecture, _ = TASKS[self.task]
+        if self.model.architecture != architecture:
+            raise ConfigError(f"task {self.task} trains model.architecture {architecture}, "
+                              f"got {self.model.architecture}")
+        if self.task != "unsuperpoint" and self.distill.teacher:
+            raise ConfigError(f"distill.teacher is for task unsuperpoint, not {self.task}")
+
+    @property
+    def reads_photos(self) -> bool:
+        """Whether the task trains on the photos of data_dir (magicpoint renders its images)."""
+        return TASKS[self.task][1]
 
 
 def _plain(value: Any) -> Any:

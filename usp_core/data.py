@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from usp_core.homography import HomographyConfig, sample_homography, warp_image
+from usp_core.homography import HomographyConfig, sample_homography, scaling_matrix, warp_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -229,8 +229,11 @@ class HomographyPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def _fit(self, photo: np.ndarray, generator: torch.Generator) -> np.ndarray:
-        """Scale (H, W) uint8, aspect kept, per ``self.crop``; the result always covers the crop size."""
+    def _fit(self, photo: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, torch.Tensor]:
+        """Scale (H, W) uint8, aspect kept, per ``self.crop``; the result always covers the crop size.
+
+        Returns the scaled photo and the (3, 3) float32 map from the photo's pixels to its pixels.
+        """
         height, width = self.image_size
         cover = max(height / photo.shape[0], width / photo.shape[1])
         if self.crop.resize == "native":
@@ -239,14 +242,20 @@ class HomographyPairDataset(Dataset):
             low, high = self.crop.zoom
             scale = cover * math.exp(_uniform(math.log(low), math.log(high), generator))
         if scale == 1.0:
-            return photo
+            return photo, torch.eye(3)
         size = (max(width, math.ceil(photo.shape[1] * scale)), max(height, math.ceil(photo.shape[0] * scale)))
         interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-        return cv2.resize(photo, size, interpolation=interpolation)
+        scaling = scaling_matrix((size[0] / photo.shape[1], size[1] / photo.shape[0])).float()
+        return cv2.resize(photo, size, interpolation=interpolation), scaling
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def views(self, index: int) -> tuple[torch.Tensor, ...]:
+        """Sample ``index`` with where it came from: (image_a, image_b, H_ab, photo_to_a (3, 3), shown_b (1, H, W)).
+
+        ``photo_to_a`` maps pixels of the photo as stored on disk to branch-A pixels; ``shown_b`` is
+        1 where branch B shows the photo, 0 where its view left the photo (bilinear in between).
+        """
         generator = sample_generator(self.seed, index)
-        photo = self._fit(self.images[index % len(self.images)], generator)
+        photo, photo_to_fit = self._fit(self.images[index % len(self.images)], generator)
         height, width = self.image_size
         top = int(torch.randint(photo.shape[0] - height + 1, (), generator=generator))
         left = int(torch.randint(photo.shape[1] - width + 1, (), generator=generator))
@@ -256,10 +265,14 @@ class HomographyPairDataset(Dataset):
         h_ab = sample_homography(height, width, self.homography, generator=generator).float()
         photo_to_b = h_ab @ _translation(-left, -top)
         image_b = warp_image(full[None], photo_to_b[None], out_size=(height, width))[0]
+        shown_b = warp_image(torch.ones_like(full)[None], photo_to_b[None], out_size=(height, width))[0]
 
         image_a = apply_photometric(image_a, self.photometric, generator)
         image_b = apply_photometric(image_b, self.photometric, generator)
-        return image_a.contiguous(), image_b.contiguous(), h_ab
+        return image_a.contiguous(), image_b.contiguous(), h_ab, _translation(-left, -top) @ photo_to_fit, shown_b
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.views(index)[:3]
 
 
 class InfiniteSampler(Sampler[int]):

@@ -1,4 +1,4 @@
-"""Export a trained UnsuperPoint to TorchScript, ONNX, or a compact weights-only checkpoint.
+"""Export a trained network (UnsuperPoint or SuperPoint) to TorchScript, ONNX, or a compact weights-only checkpoint.
 
 Exported graphs take images (B, 1, H, W) float in [0, 1] (H, W multiples of 8) and return the
 dense maps as a plain tuple ``(score (B,1,H/8,W/8), position (B,2,H/8,W/8), descriptors (B,D,H/8,W/8))``,
@@ -32,7 +32,7 @@ from torch import nn
 
 from usp_core.checkpoint import first_line, load_checkpoint, load_weights, model_weights, save_checkpoint
 from usp_core.config import ConfigError, from_dict
-from usp_core.model import UnsuperPoint
+from usp_core.model import build_model
 
 __all__ = ["ExportError", "DenseTuple", "load_model", "export_torchscript", "export_onnx", "export_weights",
            "export_program", "check_outputs", "onnx_session", "quiet_pytree_deprecation", "FORMATS", "OUTPUT_NAMES"]
@@ -47,9 +47,9 @@ class ExportError(RuntimeError):
 
 
 class DenseTuple(nn.Module):
-    """Wraps UnsuperPoint so that forward returns a plain tuple (score, position, descriptors)."""
+    """Wraps a network (UnsuperPoint or SuperPoint): forward returns a plain tuple (score, position, descriptors)."""
 
-    def __init__(self, model: UnsuperPoint):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
@@ -66,8 +66,8 @@ def _model_config(state: dict[str, Any], path: Path):
         raise ExportError(f"checkpoint {path} has an invalid model config: {error}") from error
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UnsuperPoint, dict[str, Any]]:
-    """An eval-mode float32 UnsuperPoint from a checkpoint, and the checkpoint dict.
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """An eval-mode float32 network (UnsuperPoint or SuperPoint, as its config says) and the checkpoint dict.
 
     Raises CheckpointError (missing/corrupt file, weights that do not fit the config) or ExportError (no model,
     invalid config).
@@ -76,7 +76,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Un
     state = load_checkpoint(path)
     if "model" not in state:
         raise ExportError(f"checkpoint {path} has no 'model' entry")
-    model = UnsuperPoint(_model_config(state, path))
+    model = build_model(_model_config(state, path))
     load_weights(model, model_weights(state, path), path)
     return model.float().eval().to(device), state
 
@@ -110,7 +110,7 @@ def check_outputs(exported: tuple, reference: tuple, what: str) -> None:
             raise ExportError(f"{what} output '{name}' differs from the eager model")
 
 
-def export_torchscript(model: UnsuperPoint, path: str | Path, height: int = 240, width: int = 320) -> Path:
+def export_torchscript(model: nn.Module, path: str | Path, height: int = 240, width: int = 320) -> Path:
     """Trace ``model`` on a (1, 1, height, width) input and save it. Returns the path."""
     path = Path(path)
     wrapper = DenseTuple(model).eval()
@@ -125,7 +125,7 @@ def export_torchscript(model: UnsuperPoint, path: str | Path, height: int = 240,
     return path
 
 
-def export_onnx(model: UnsuperPoint, path: str | Path, height: int = 240, width: int = 320,
+def export_onnx(model: nn.Module, path: str | Path, height: int = 240, width: int = 320,
                 opset: int = 18) -> Path:
     """Export to ONNX with dynamic batch/height/width (input "images"; outputs OUTPUT_NAMES). Returns the path.
 
@@ -183,7 +183,7 @@ def onnx_session(path: str | Path):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def export_weights(model: UnsuperPoint, state: dict[str, Any], path: str | Path, half: bool = True) -> Path:
+def export_weights(model: nn.Module, state: dict[str, Any], path: str | Path, half: bool = True) -> Path:
     """Write a compact inference checkpoint (floats in fp16 when ``half``) atomically. Returns the path.
 
     Keeps the model config and the run's provenance (``step``, ``seed``, the full training config

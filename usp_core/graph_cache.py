@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from usp_core import export
+from usp_core import model as layers  # the backbones and descriptor sampling every network is built from
 from usp_core.atomic import remove_stale_temp_files, write_bytes_atomic
 from usp_core.checkpoint import first_line
 
@@ -72,7 +73,7 @@ def describe_graph(model: nn.Module, runtime: str, runtime_version: str, inputs:
     ``runner``: the class that exports and runs the graph (its module's source is part of the key).
     None, with a warning, when a source file cannot be read: such a graph is not cached.
     """
-    sources = {"model": type(model), "export": export, "runner": runner}
+    sources = {"model": type(model), "layers": layers, "export": export, "runner": runner}
     digests = {name: _source_digest(owner) for name, owner in sources.items()}
     unreadable = [getattr(sources[name], "__name__", name) for name, digest in digests.items() if digest is None]
     if unreadable:

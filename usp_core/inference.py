@@ -1,4 +1,4 @@
-"""Inference wrapper: images in, per-image keypoints, scores and descriptors out.
+"""Inference wrapper: images in, per-image keypoints, scores and descriptors out, for UnsuperPoint and SuperPoint.
 
 :class:`KeypointDetector` turns arrays or tensors of any size into the model's input (grey, float in
 [0, 1], a multiple of 8 in size), runs the dense model in one of the backends of
@@ -27,6 +27,7 @@ from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .homography import scaling_matrix, warp_points
 from .model import UnsuperPoint
 from .selection import select_points
+from .superpoint import SuperPoint
 
 __all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS", "MAX_NMS_RADIUS", "resolve_weights"]
 
@@ -176,7 +177,7 @@ def _fit_to_cells(images: torch.Tensor, cell: int, policy: str) -> tuple[torch.T
 
 
 def resolve_weights(path_or_name: str | Path | None) -> Path:
-    """None or "bundled" -> the default bundled weights; a bare name of a shipped model ("unsuperpoint_vgg")
+    """None or "bundled" -> the default bundled weights; a bare name of a shipped model ("superpoint")
     -> usp_core/weights/<name>.pt; else a path."""
     if path_or_name is None or str(path_or_name) == "bundled":
         return BUNDLED_WEIGHTS
@@ -187,7 +188,7 @@ def resolve_weights(path_or_name: str | Path | None) -> Path:
 
 
 class KeypointDetector:
-    """UnsuperPoint keypoints and descriptors for images of any size, one :class:`Features` per image.
+    """UnsuperPoint or SuperPoint keypoints and descriptors for images of any size, one :class:`Features` per image.
 
     The model is put in eval mode (BatchNorm uses its running statistics). Inputs: a numpy image
     (H, W) or (H, W, 3) uint8/uint16/float, a list of them (sizes may differ), or a tensor
@@ -203,7 +204,7 @@ class KeypointDetector:
     request per input shape, and the dense maps it returns are views into that request's buffers).
     """
 
-    def __init__(self, model: UnsuperPoint, config: DetectorConfig | None = None, backend: str = "auto",
+    def __init__(self, model: UnsuperPoint | SuperPoint, config: DetectorConfig | None = None, backend: str = "auto",
                  num_threads: int = 0, cache_dir: str | Path | None = None) -> None:
         if num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {num_threads}")
@@ -221,10 +222,11 @@ class KeypointDetector:
                         cache_dir: str | Path | None = None) -> KeypointDetector:
         """Detector from a checkpoint dict with "model" (state dict) and "config" (with a "model" section).
 
+        The checkpoint says which network it holds (UnsuperPoint, or SuperPoint/MagicPoint).
         ``path_or_name`` as :func:`resolve_weights` takes it: ``None`` or "bundled" loads the bundled
-        weights (usp_core/weights/unsuperpoint.pt), the name of a shipped model ("unsuperpoint_vgg")
-        usp_core/weights/<name>.pt, anything else is a checkpoint path. Raises CheckpointError
-        with a one-line message when the file is missing, corrupt or does not fit the model. The
+        weights (usp_core/weights/unsuperpoint.pt), the name of a shipped model ("unsuperpoint",
+        "superpoint", "unsuperpoint_vgg") usp_core/weights/<name>.pt, anything else is a checkpoint
+        path. Raises CheckpointError with a one-line message when the file is missing, corrupt or does not fit the model. The
         backend is prepared at the first detect (or by :meth:`prepare`).
         """
         path = resolve_weights(path_or_name)

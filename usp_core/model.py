@@ -32,20 +32,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModelConfig", "DenseOutput", "UnsuperPoint", "FastBackbone", "vgg_backbone", "cell_grid",
-           "sample_descriptors", "BACKBONE_WIDTHS"]
+__all__ = ["ModelConfig", "DenseOutput", "UnsuperPoint", "FastBackbone", "vgg_backbone", "build_backbone", "conv_head",
+           "cell_grid", "sample_descriptors", "build_model", "BACKBONE_WIDTHS", "ARCHITECTURES"]
 
 
 BACKBONE_WIDTHS = {  # default widths per backbone
     "vgg": (32, 32, 64, 64, 128, 128, 256, 256),
     "fast": (8, 24, 48, 96, 128),
 }
+ARCHITECTURES = ("unsuperpoint", "superpoint")  # the networks a ModelConfig can describe (see build_model)
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of :class:`UnsuperPoint`."""
+    """Architecture of :class:`UnsuperPoint` or :class:`usp_core.superpoint.SuperPoint` (``architecture``)."""
 
+    architecture: str = "unsuperpoint"  # "unsuperpoint" (score/position/descriptor heads) or "superpoint" (65-way points)
     backbone: str = "vgg"  # "vgg": the paper's 8 conv3x3 with 3 max-pools; "fast": one thin conv at full resolution, 1/16 context
     widths: tuple[int, ...] = ()  # vgg: 8 conv3x3 widths (a max-pool after the 2nd, 4th, 6th); fast: 5 widths at 1, 1/2, 1/4, 1/8, 1/16 scale; () = the backbone's default
     descriptor_dim: int = 256  # D, length of each descriptor
@@ -53,6 +55,8 @@ class ModelConfig:
     negative_slope: float = 0.01  # LeakyReLU slope in backbone and heads
 
     def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
         if self.backbone not in BACKBONE_WIDTHS:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONE_WIDTHS)}, got {self.backbone!r}")
         self.widths = tuple(int(w) for w in self.widths) or BACKBONE_WIDTHS[self.backbone]
@@ -85,7 +89,7 @@ def _conv_block(in_channels: int, out_channels: int, negative_slope: float) -> n
     )
 
 
-def _head(channels: int, out_channels: int, negative_slope: float) -> nn.Sequential:
+def conv_head(channels: int, out_channels: int, negative_slope: float) -> nn.Sequential:
     """Head on the 1/8 map: conv3x3 block then a 1x1 conv to ``out_channels`` (with bias)."""
     return nn.Sequential(
         _conv_block(channels, channels, negative_slope),
@@ -141,6 +145,14 @@ class FastBackbone(nn.Module):
         return eighth, eighth + context
 
 
+def build_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
+    """The backbone ``config.backbone`` names (vgg or fast) and its output width at 1/8."""
+    if config.backbone == "fast":
+        backbone = FastBackbone(config)
+        return backbone, backbone.out_channels
+    return vgg_backbone(config)
+
+
 def cell_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Cell indices (x, y) of a (height, width) map: (1, 2, height, width)."""
     ys = torch.arange(height, device=device, dtype=dtype)
@@ -163,14 +175,10 @@ class UnsuperPoint(nn.Module):
         super().__init__()
         self.config = config if config is not None else ModelConfig()
         slope = self.config.negative_slope
-        if self.config.backbone == "fast":
-            self.backbone = FastBackbone(self.config)
-            channels = self.backbone.out_channels
-        else:
-            self.backbone, channels = vgg_backbone(self.config)
-        self.score_head = _head(channels, 1, slope)
-        self.position_head = _head(channels, 2, slope)
-        self.descriptor_head = _head(channels, self.config.descriptor_dim, slope)
+        self.backbone, channels = build_backbone(self.config)
+        self.score_head = conv_head(channels, 1, slope)
+        self.position_head = conv_head(channels, 2, slope)
+        self.descriptor_head = conv_head(channels, self.config.descriptor_dim, slope)
 
     def forward(self, images: torch.Tensor) -> DenseOutput:
         """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8)."""
@@ -183,6 +191,15 @@ class UnsuperPoint(nn.Module):
         raw = self.descriptor_head(description)
         descriptors = sample_descriptors(raw, position, self.cell)
         return DenseOutput(score, position, descriptors)
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The network ``config.architecture`` names, freshly initialised: UnsuperPoint or SuperPoint."""
+    if config.architecture == "superpoint":
+        from usp_core.superpoint import SuperPoint  # superpoint builds on this module
+
+        return SuperPoint(config)
+    return UnsuperPoint(config)
 
 
 def sample_descriptors(descriptor_map: torch.Tensor, position: torch.Tensor, cell: int) -> torch.Tensor:

@@ -1,4 +1,10 @@
-"""Self-supervised UnsuperPoint training (paper section 2): siamese homography pairs, AdamW, warmup + cosine.
+"""Training of our networks per a config's task: AdamW, warmup + cosine, checkpoints, exact resume.
+
+Tasks (``TrainConfig.task``): ``unsuperpoint``, self-supervised UnsuperPoint (paper section 2) on
+siamese homography pairs of photos; ``magicpoint``, the SuperPoint detector on Synthetic Shapes
+(cell-wise cross-entropy); ``superpoint``, SuperPoint on photo pairs with the pseudo-labels of
+Homographic Adaptation (cross-entropy on both views plus the descriptor hinge loss). The datasets
+and losses differ; the loop, checkpoints, validation and resume are the same.
 
 One ``Trainer`` runs on one device; under ``torchrun`` each process builds one, after
 ``setup_distributed``, and the model is wrapped in DistributedDataParallel. Rank 0 alone logs, shows
@@ -9,9 +15,10 @@ training sampler restarts at ``step * batch_size * world_size``; the checkpoint 
 optimizer, scheduler, GradScaler and RNG state. On CPU a resumed run reproduces the losses of an
 uninterrupted one bit for bit (tested); on CUDA, up to the nondeterminism of cuDNN kernels.
 
-Both branches go through the network in one forward pass (batch 2B), so BatchNorm normalises them
-with shared statistics, and DDP sees one forward per step. Losses are computed in float32 outside
-autocast: the correspondence search works on pixel distances that bf16 would round to ~1 px.
+Both images of a pair go through the network in one forward pass (batch 2B), so BatchNorm
+normalises them with shared statistics, and DDP sees one forward per step. Losses are computed in
+float32 outside autocast: the correspondence search works on pixel distances that bf16 would round
+to ~1 px.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from usp_core.atomic import remove_stale_temp_files
@@ -38,14 +45,17 @@ from usp_core.config import TrainConfig, save_config, to_dict
 from usp_core.data import HomographyPairDataset, ImageFolder, InfiniteSampler
 from usp_core.device import resolve_device
 from usp_core.losses import distillation_loss, unsuperpoint_loss
-from usp_core.model import DenseOutput, UnsuperPoint
+from usp_core.model import DenseOutput, UnsuperPoint, build_model
+from usp_core.superpoint_data import LabelledPairDataset, SyntheticShapesDataset
+from usp_core.superpoint_losses import point_loss, superpoint_loss
 
 __all__ = ["Trainer", "setup_distributed", "cleanup_distributed", "lr_factor"]
 
 logger = logging.getLogger(__name__)
 
+SYNTHETIC_SAMPLES = 1_000_000  # Synthetic Shapes per epoch (each index renders its own image)
 VALIDATION_SEED_OFFSET = 7919  # validation pairs use seed + this, so they never coincide with training pairs
-CONFIG_KEYS_FREE_ON_RESUME = ("data_dir", "num_workers", "steps", "val_interval", "checkpoint_interval",
+CONFIG_KEYS_FREE_ON_RESUME = ("data_dir", "labels_dir", "num_workers", "steps", "val_interval", "checkpoint_interval",
                               "snapshot_interval", "log_interval")
 
 
@@ -88,7 +98,7 @@ def _split_branches(output: DenseOutput, batch: int) -> tuple[DenseOutput, Dense
 
 
 class Trainer:
-    """Trains UnsuperPoint per a ``TrainConfig``, writing ``last.pt``/``best.pt`` under ``out_dir``.
+    """Trains the network of a ``TrainConfig``'s task, writing ``last.pt``/``best.pt`` under ``out_dir``.
 
     The constructor builds the model (seeded, without touching the global RNG), optimizer and
     schedule; nothing is read from or written to disk until ``train``/``validate``/``resume``.
@@ -111,7 +121,7 @@ class Trainer:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.model = UnsuperPoint(config.model).to(self.device)
+            self.model = build_model(config.model).to(self.device)
         self.teacher = self._load_teacher(config.distill.teacher)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.optimizer.lr, betas=tuple(config.optimizer.betas),
@@ -127,7 +137,7 @@ class Trainer:
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._network = DistributedDataParallel(self.model, device_ids=ids)
-        self._folders: tuple[ImageFolder, ImageFolder] | None = None
+        self._datasets: tuple[Dataset, Dataset | None] | None = None
 
     def _load_teacher(self, name: str) -> UnsuperPoint | None:
         """The frozen eval-mode teacher of ``config.distill`` on the device, or None when distillation is off.
@@ -165,43 +175,58 @@ class Trainer:
 
     # data
 
-    def prepare_data(self) -> tuple[ImageFolder, ImageFolder]:
-        """Scan the data folder once and split it: (train, validation) image folders.
+    def prepare_data(self) -> tuple[Dataset, Dataset | None]:
+        """The task's (training, validation) datasets, built once; validation is None without held-out photos.
 
-        Called by ``train``/``validate``; call it first to surface data errors early.
-        Raises FileNotFoundError (no folder) or ValueError (no data_dir, or no readable image).
+        Photo tasks split the photos of data_dir; magicpoint renders Synthetic Shapes (training and
+        validation from different seeds). Called by ``train``/``validate``; call it first to surface
+        data errors early. Raises FileNotFoundError (no folder), ValueError (no data_dir, no readable
+        image) or usp_core.superpoint_data.LabelError (a photo without pseudo-labels).
         """
-        if self._folders is None:
-            if not self.config.data_dir:
+        if self._datasets is None:
+            c = self.config
+            if not c.reads_photos:
+                self._datasets = (self._synthetic(c.seed, SYNTHETIC_SAMPLES),
+                                  self._synthetic(c.seed + VALIDATION_SEED_OFFSET, c.val_batches * c.batch_size))
+                return self._datasets
+            if not c.data_dir:
                 raise ValueError("no training data folder: set data_dir in the config or pass --data")
-            folder = ImageFolder(self.config.data_dir)
-            self._folders = folder.split(self.config.val_fraction, self.config.seed)
+            train, val = ImageFolder(c.data_dir).split(c.val_fraction, c.seed)
+            self._datasets = (self._pairs(train, c.seed),
+                              self._pairs(val, c.seed + VALIDATION_SEED_OFFSET) if len(val) else None)
             if self.is_main:
-                logger.info("data: %d training and %d validation photos under %s",
-                            len(self._folders[0]), len(self._folders[1]), self.config.data_dir)
-        return self._folders
+                logger.info("data: %d training and %d validation photos under %s", len(train), len(val), c.data_dir)
+        return self._datasets
 
-    def _pairs(self, folder: ImageFolder, seed: int) -> HomographyPairDataset:
+    def _synthetic(self, seed: int, length: int) -> SyntheticShapesDataset:
         c = self.config
+        return SyntheticShapesDataset(c.synthetic, tuple(c.image_size), c.homography, c.photometric, seed=seed,
+                                      length=length)
+
+    def _pairs(self, folder: ImageFolder, seed: int) -> Dataset:
+        """The photo pairs of the task: plain (unsuperpoint) or with pseudo-labels (superpoint)."""
+        c = self.config
+        if c.task == "superpoint":
+            return LabelledPairDataset(folder, c.labels_dir, tuple(c.image_size), c.homography, c.photometric,
+                                       seed=seed, crop=c.crop)
         return HomographyPairDataset(folder, tuple(c.image_size), c.homography, c.photometric, seed=seed,
                                      crop=c.crop)
 
     def _train_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        train_folder, _ = self.prepare_data()
-        sampler = InfiniteSampler(len(train_folder), seed=self.config.seed,
+        dataset, _ = self.prepare_data()
+        sampler = InfiniteSampler(len(dataset), seed=self.config.seed,
                                   start=self.step * self.config.batch_size * self.world_size,
                                   rank=self.rank, world_size=self.world_size)
-        loader = DataLoader(self._pairs(train_folder, self.config.seed), batch_size=self.config.batch_size,
+        loader = DataLoader(dataset, batch_size=self.config.batch_size,
                             sampler=sampler, num_workers=self.config.num_workers, drop_last=True,
                             pin_memory=self.device.type == "cuda")
         return iter(loader)
 
     def _validation_loader(self) -> DataLoader | None:
-        _, val_folder = self.prepare_data()
-        if len(val_folder) == 0:
+        _, dataset = self.prepare_data()
+        if dataset is None:
             return None
-        samples = Subset(self._pairs(val_folder, self.config.seed + VALIDATION_SEED_OFFSET),
-                         range(self.config.val_batches * self.config.batch_size))
+        samples = Subset(dataset, range(self.config.val_batches * self.config.batch_size))
         sampler = None
         if self.world_size > 1:
             sampler = DistributedSampler(samples, self.world_size, self.rank, shuffle=False)
@@ -211,8 +236,34 @@ class Trainer:
     # steps
 
     def _losses(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        """Loss terms for a batch (image_a (B,1,H,W), image_b (B,1,H,W), H_ab (B,3,3)) plus score stats."""
-        image_a, image_b, h_ab = (t.to(self.device, non_blocking=True) for t in batch)
+        """The task's loss terms for a batch of its dataset; "total" is what is minimised."""
+        batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+        if self.config.task == "magicpoint":
+            return self._magicpoint_losses(*batch)
+        if self.config.task == "superpoint":
+            return self._superpoint_losses(*batch)
+        return self._unsuperpoint_losses(*batch)
+
+    def _magicpoint_losses(self, images: torch.Tensor, labels: torch.Tensor,
+                           valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cell-wise cross-entropy: images (B, 1, H, W), labels and valid (B, H/8, W/8)."""
+        with self._autocast():
+            logits, _ = self._network(images, raw=True)
+        points = point_loss(logits, labels, valid)
+        return {"total": points, "points": points}
+
+    def _superpoint_losses(self, image_a: torch.Tensor, image_b: torch.Tensor, h_ab: torch.Tensor, labels_a: torch.Tensor,
+                           labels_b: torch.Tensor, valid_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """SuperPoint's loss on pairs: images (B, 1, H, W), H_ab (B, 3, 3), labels and valid_b (B, H/8, W/8)."""
+        batch = image_a.shape[0]
+        with self._autocast():
+            logits, descriptors = self._network(torch.cat([image_a, image_b]), raw=True)
+        return superpoint_loss(logits[:batch], logits[batch:], descriptors[:batch], descriptors[batch:],
+                               labels_a, labels_b, valid_b, h_ab.float(), self.config.superpoint)
+
+    def _unsuperpoint_losses(self, image_a: torch.Tensor, image_b: torch.Tensor,
+                             h_ab: torch.Tensor) -> dict[str, torch.Tensor]:
+        """UnsuperPoint's loss terms for image_a, image_b (B, 1, H, W), H_ab (B, 3, 3), plus score stats."""
         images = torch.cat([image_a, image_b])
         with self._autocast():
             output = self._network(images)

@@ -83,8 +83,9 @@ class _Spec:
 
 
 PARAMETERS: dict[str, _Spec] = {
-    "model_path": _Spec("", "Checkpoint written by usp-train or a shipped model's name (unsuperpoint_vgg); "
-                        "empty = the bundled weights", read_only=True),
+    "model_path": _Spec("", "Checkpoint written by usp-train (UnsuperPoint or SuperPoint) or a shipped model's "
+                        "name (unsuperpoint, unsuperpoint_vgg, superpoint); empty = the bundled weights",
+                        read_only=True),
     "device": _Spec("auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda or cuda:N",
                     choices=("auto", "cpu", "cuda", "cuda:N")),
     "backend": _Spec("auto", "Inference runtime: auto (openvino on a CPU, else onnxruntime, else torch; torch on "

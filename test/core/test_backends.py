@@ -18,7 +18,7 @@ import torch
 from usp_core.backends import BackendError, make_runner
 from usp_core.graph_cache import MANIFEST
 from usp_core.inference import DetectorConfig, KeypointDetector
-from usp_core.model import BACKBONE_WIDTHS, ModelConfig, UnsuperPoint
+from usp_core.model import BACKBONE_WIDTHS, ModelConfig, UnsuperPoint, build_model
 
 SETTINGS = ((240, 320, 300), (480, 640, 1000))  # (height, width, top-k) of the evaluation protocol
 PACKAGES = {"openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx", "onnxscript")}  # what each needs
@@ -138,6 +138,13 @@ def test_openvino_runs_every_backbone(backbone, tmp_path):
     torch.manual_seed(0)
     model = UnsuperPoint(ModelConfig(backbone=backbone, descriptor_dim=16)).eval()
     assert _dense_gap(make_runner("openvino", model, torch.device("cpu"), cache_dir=tmp_path), model) < 1e-4
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_every_cpu_backend_runs_superpoint(backend, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(architecture="superpoint", backbone="fast", descriptor_dim=16)).eval()
+    assert _dense_gap(make_runner(backend, model, torch.device("cpu"), cache_dir=tmp_path), model) < 1e-4
 
 
 @pytest.mark.parametrize("backend, blocked, package", [("openvino", "openvino", "openvino"),

@@ -9,7 +9,7 @@ import torch
 from usp_core.checkpoint import save_checkpoint
 from usp_core.cli.eval import build_parser, main
 from usp_core.evaluation.methods import available_methods
-from usp_core.model import ModelConfig, UnsuperPoint
+from usp_core.model import ModelConfig, UnsuperPoint, build_model
 
 METRIC_KEYS = {
     "repeatability", "localization_error", "homography_accuracy", "matching_score", "matching_score_mutual",
@@ -129,8 +129,9 @@ def test_nms_radius_thins_usp_points_and_is_recorded(synthetic_sequence, random_
     assert counts[0] == 150 and counts[12] < 100  # 12 px apart: at most about one point per 12x12 block
 
 
-def test_methods_default_to_every_available_one():
-    assert build_parser().parse_args(["data"]).methods.split(",") == list(available_methods())
+def test_methods_default_to_every_available_one_but_test_time_adaptation():
+    assert build_parser().parse_args(["data"]).methods.split(",") == [
+        name for name in available_methods() if name != "superpoint-ha"]
     assert {"usp", "orb", "sift", "akaze", "brisk"} <= set(available_methods())  # setup.py installs opencv-contrib
 
 
@@ -140,3 +141,34 @@ def test_usp_without_bundled_weights_exits_2_while_baselines_run(synthetic_seque
     assert status == 2 and out == "" and len(err) == 1 and "unsuperpoint.pt" in err[0]
     status, out, _ = run_main(capsys, [synthetic_sequence, "--methods", "orb", "--top-k", "100"])
     assert status == 0 and "| orb" in out
+
+
+@pytest.fixture
+def random_superpoint(tmp_path):
+    """A randomly initialised small SuperPoint checkpoint."""
+    torch.manual_seed(0)
+    section = {**SMALL_MODEL, "architecture": "superpoint"}
+    state = {"model": build_model(ModelConfig(**section)).state_dict(), "config": {"model": section}}
+    return save_checkpoint(tmp_path / "superpoint.pt", state)
+
+
+def test_superpoint_with_and_without_test_time_adaptation_in_one_run(synthetic_sequence, random_superpoint,
+                                                                     random_checkpoint, tmp_path, capsys):
+    path = tmp_path / "eval.json"
+    status, out, _ = run_main(capsys, [synthetic_sequence, "--methods", "usp,superpoint,superpoint-ha",
+                                       "--weights", random_checkpoint, "--superpoint-weights", random_superpoint,
+                                       "--adaptation-warps", 3, "--top-k", 50, "--device", "cpu", "--json", path])
+    results = json.loads(path.read_text())
+    assert status == 0 and all(f"| {name} " in out for name in ("usp", "superpoint", "superpoint-ha"))
+    assert results["settings"]["weights"] == {"usp": str(random_checkpoint), "superpoint": str(random_superpoint),
+                                              "superpoint-ha": str(random_superpoint)}
+    assert results["settings"]["adaptation_warps"] == 3
+    for name in ("superpoint", "superpoint-ha"):  # identical images: every point repeats
+        assert 0 < results["methods"][name]["keypoints_per_image"] <= 50
+        assert results["methods"][name]["repeatability"] == 1.0
+
+
+def test_superpoint_ha_refuses_an_unsuperpoint_checkpoint(synthetic_sequence, random_checkpoint, capsys):
+    status, out, err = run_main(capsys, [synthetic_sequence, "--methods", "superpoint-ha",
+                                         "--superpoint-weights", random_checkpoint])
+    assert status == 2 and out == "" and len(err) == 1 and "architecture unsuperpoint, this needs superpoint" in err[0]

@@ -36,7 +36,7 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_available_methods_follow_the_installed_opencv():
     names = available_methods()
-    assert names[:3] == ("usp", "orb", "sift")
+    assert names[:5] == ("usp", "superpoint", "superpoint-ha", "orb", "sift")
     contrib = getattr(cv2, "xfeatures2d", None)
     assert ("akaze" in names) == (hasattr(cv2, "AKAZE_create") or hasattr(contrib, "AKAZE_create"))
     assert ("brisk" in names) == (hasattr(cv2, "BRISK_create") or hasattr(contrib, "BRISK_create"))

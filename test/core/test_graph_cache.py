@@ -9,6 +9,7 @@ import torch
 
 from usp_core.graph_cache import MANIFEST, GraphCache, describe_graph, weights_digest
 from usp_core.model import ModelConfig, UnsuperPoint
+from usp_core.superpoint import SuperPoint
 
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
 
@@ -51,14 +52,19 @@ def test_description_changes_with_weights_config_and_runtime_version():
     assert base["model_class"] == "usp_core.model.UnsuperPoint"
 
 
-def test_description_covers_the_model_export_and_runner_sources():
+def test_description_covers_the_model_layers_export_and_runner_sources():
     torch.manual_seed(0)
     model = UnsuperPoint(SMALL)
     sources = _describe(model)["sources"]
-    assert set(sources) == {"model", "export", "runner"} and all(len(digest) == 64 for digest in sources.values())
+    assert set(sources) == {"model", "layers", "export", "runner"}
+    assert all(len(digest) == 64 for digest in sources.values())
+    assert sources["model"] == sources["layers"]  # UnsuperPoint is defined in the layers' module
     assert len(set(sources.values())) == 3  # three different files
     other_runner = _describe(model, runner=GraphCache)["sources"]  # a class of another module
     assert other_runner["runner"] != sources["runner"] and other_runner["model"] == sources["model"]
+    superpoint = _describe(SuperPoint(ModelConfig(architecture="superpoint", widths=SMALL.widths,
+                                                   descriptor_dim=SMALL.descriptor_dim)))["sources"]
+    assert superpoint["model"] != sources["model"] and superpoint["layers"] == sources["layers"]
 
 
 def test_unreadable_source_means_no_caching(tmp_path, monkeypatch, caplog):

@@ -1,11 +1,13 @@
-"""usp-eval: HPatches-protocol evaluation of UnsuperPoint and OpenCV baselines on sequence folders.
+"""usp-eval: HPatches-protocol evaluation of UnsuperPoint, SuperPoint and OpenCV baselines on sequence folders.
 
-    usp-eval DATA_DIR [--methods usp,orb,sift,akaze,brisk] [--weights CKPT] [--resolution 240x320]
-             [--top-k 300] [--device D] [--backend auto] [--nms-radius PX] [--json FILE] [--plot FILE.png]
-             [--visualize DIR]
+    usp-eval DATA_DIR [--methods usp,superpoint,orb,sift,akaze,brisk] [--weights CKPT] [--superpoint-weights CKPT]
+             [--resolution 240x320] [--top-k 300] [--device D] [--backend auto] [--nms-radius PX] [--json FILE]
+             [--plot FILE.png] [--visualize DIR]
 
---methods defaults to every method the installed OpenCV offers (usp, orb, sift, akaze, brisk with
-opencv-contrib). Tables, JSON and plot carry two matching scores: "M-score", the published protocol
+--methods defaults to both networks and every method the installed OpenCV offers (orb, sift, akaze,
+brisk with opencv-contrib); "superpoint-ha" (SuperPoint with Homographic Adaptation at test time,
+--adaptation-warps runs of the network per image) only when named. Tables, JSON and plot carry two
+matching scores: "M-score", the published protocol
 (plain nearest neighbours each way), and "M-score mutual" (mutual nearest neighbours, as the matcher node).
 """
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch
 from usp_core.backends import BACKENDS
 from usp_core.checkpoint import CheckpointError
 from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
-from usp_core.evaluation.methods import MethodError, available_methods, build_method
+from usp_core.evaluation.methods import (LEARNED, LearnedMethod, MethodError, available_methods, build_method,
+                                         default_methods)
 from usp_core.atomic import write_bytes_atomic
 from usp_core.device import resolve_device
 from usp_core.evaluation.output import results_json
@@ -53,9 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="usp-eval", description="Evaluate keypoint methods on HPatches-layout sequences.")
     parser.add_argument("data_dir", metavar="DATA_DIR",
                         help="folder of sequences (<seq>/1.png.., <seq>/H_1_k) or one sequence")
-    methods = ",".join(available_methods())
-    parser.add_argument("--methods", default=methods, help=f"comma-separated (default: all, {methods})")
-    parser.add_argument("--weights", default=None, help="usp checkpoint (default: the bundled weights)")
+    methods = ",".join(default_methods())
+    parser.add_argument("--methods", default=methods, help=f"comma-separated, from {','.join(available_methods())} "
+                        f"(default: {methods})")
+    parser.add_argument("--weights", default=None, help="usp: checkpoint or bundled name (default: unsuperpoint); "
+                        "either architecture")
+    parser.add_argument("--superpoint-weights", default=None, help="superpoint, superpoint-ha: checkpoint or "
+                        "bundled name (default: superpoint)")
+    parser.add_argument("--adaptation-warps", type=int, default=100, help="superpoint-ha: warps of Homographic "
+                        "Adaptation at test time, the identity included (default 100)")
     parser.add_argument("--resolution", default="240x320", help="evaluation size HxW (default 240x320)")
     parser.add_argument("--top-k", type=int, default=300, help="keypoints kept per image (default 300)")
     parser.add_argument("--device", default=None, help="torch device for usp (default: cuda if available, else cpu)")
@@ -104,13 +113,19 @@ def _pick_examples(sequences, count: int) -> set[tuple[str, int]]:
     return {pairs[i] for i in np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)}
 
 
+def _weights(args: argparse.Namespace, name: str) -> str | None:
+    """The --weights option of a learned method: --superpoint-weights for the SuperPoint ones, else --weights."""
+    return args.superpoint_weights if name.startswith("superpoint") else args.weights
+
+
 def _build_methods(names: list[str], args: argparse.Namespace, device: str) -> list:
     """Build every method, turning load failures into UsageError."""
     methods = []
     for name in names:
         try:
-            methods.append(build_method(name, args.top_k, weights=args.weights, device=device, backend=args.backend,
-                                        nms_radius=args.nms_radius))
+            methods.append(build_method(name, args.top_k, weights=_weights(args, name), device=device,
+                                        backend=args.backend, nms_radius=args.nms_radius,
+                                        adaptation_warps=args.adaptation_warps))
         except (CheckpointError, MethodError, OSError) as error:
             raise UsageError(str(error).splitlines()[0] if str(error) else repr(error)) from None
     return methods
@@ -128,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as error:
         raise UsageError(str(error)) from None
     methods = _build_methods(names, args, device)
-    backend = next((method.detector.backend for method in methods if method.name == "usp"), None)
+    backend = next((method.detector.backend for method in methods if isinstance(method, LearnedMethod)), None)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     examples = _pick_examples(sequences, VISUALIZED_PAIRS) if args.visualize else set()
@@ -143,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     print(overall_table(summaries))
     print("\nPer sequence:\n")
     print(sequence_table(summaries))
-    nms = next((method.detector.config.nms_radius for method in methods if method.name == "usp"), None)
+    nms = next((method.detector.config.nms_radius for method in methods if isinstance(method, LearnedMethod)), None)
     _write_outputs(args, summaries, picked, title, _settings(args, sequences, size, device, backend, nms, names))
     return 0
 
@@ -157,7 +172,8 @@ def _settings(args, sequences, size, device, backend, nms_radius, names) -> dict
         "device": device,
         "backend": backend,
         "nms_radius": nms_radius,
-        "weights": (args.weights or "bundled") if "usp" in names else None,
+        "weights": {name: _weights(args, name) or LEARNED[name] for name in names if name in LEARNED},
+        "adaptation_warps": args.adaptation_warps if "superpoint-ha" in names else None,
         "pairs": {s[0].sequence: len(s) for s in sequences if s},
         "opencv": cv2.__version__,
         "torch": torch.__version__,

@@ -1,7 +1,11 @@
-"""``usp-train``: self-supervised UnsuperPoint training on a folder of photos.
+"""``usp-train``: train a network per a config's task: UnsuperPoint, MagicPoint or SuperPoint.
 
-    usp-train [--config FILE] --data DIR --out DIR [--steps N] [--batch-size N] [--device cpu|cuda|auto]
-              [--resume CKPT | --init CKPT|bundled] [--time-limit SECONDS] [--num-workers N]
+    usp-train [--config FILE] [--data DIR] [--labels DIR] --out DIR [--steps N] [--batch-size N]
+              [--device cpu|cuda|auto] [--resume CKPT | --init CKPT|NAME] [--time-limit SECONDS] [--num-workers N]
+
+Tasks (``task:`` in the config): unsuperpoint (self-supervised, photos of --data), magicpoint
+(Synthetic Shapes, rendered: no photos), superpoint (photos of --data with the pseudo-labels that
+``usp-label`` wrote to --labels).
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m usp_core.cli.train ...`` (one process per GPU).
 Bad input (missing or empty data folder, bad config, unreadable checkpoint) prints one line on
@@ -34,11 +38,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="usp-train", description="Train UnsuperPoint on a folder of photos.")
+    parser = OneLineParser(prog="usp-train", description="Train UnsuperPoint, MagicPoint or SuperPoint "
+                          "(the config's task).")
     parser.add_argument("--config", type=Path, help="YAML training config (default: built-in defaults, "
                         "or the checkpoint's config with --resume)")
     parser.add_argument("--data", type=Path, help="folder of training photos, searched recursively "
                         "(overrides data_dir of the config)")
+    parser.add_argument("--labels", type=Path, help="superpoint: folder of pseudo-labels for --data, written by "
+                        "usp-label (overrides labels_dir of the config)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints and logs")
     parser.add_argument("--steps", type=int, help="total optimizer steps (overrides the config)")
     parser.add_argument("--batch-size", type=int, help="pairs per step (overrides the config)")
@@ -62,7 +69,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         config = from_dict(load_checkpoint(args.resume).get("config", {}))
     else:
         config = TrainConfig()
-    overrides = {"data_dir": str(args.data) if args.data is not None else None, "steps": args.steps,
+    overrides = {"data_dir": str(args.data) if args.data is not None else None,
+                 "labels_dir": str(args.labels) if args.labels is not None else None, "steps": args.steps,
                  "batch_size": args.batch_size, "num_workers": args.num_workers}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     return dataclasses.replace(config, **overrides).validate()
@@ -71,8 +79,11 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 def _prepare(args: argparse.Namespace) -> Trainer:
     """Config, device, data and resume state; every input error surfaces here, before training."""
     config = _config(args)
-    if not config.data_dir:
+    if config.reads_photos and not config.data_dir:
         raise ConfigError("no training data: pass --data DIR or set data_dir in the config")
+    if config.task == "superpoint" and not config.labels_dir:
+        raise ConfigError("task superpoint needs pseudo-labels: pass --labels DIR (written by usp-label) "
+                          "or set labels_dir in the config")
     device = setup_distributed(args.device)
     trainer = Trainer(config, args.out, device=device)
     if trainer.device.type == "cuda":
@@ -100,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("usp_core").setLevel(logging.INFO)
     try:
         trainer = _prepare(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:  # LabelError too
         print(f"usp-train: error: {first_line(error)}", file=sys.stderr)
         cleanup_distributed()
         return 2

@@ -1,4 +1,4 @@
-"""Keypoint methods under evaluation: UnsuperPoint and OpenCV detector+descriptors, behind one interface.
+"""Keypoint methods under evaluation: UnsuperPoint, SuperPoint and OpenCV detector+descriptors, behind one interface.
 
 Every method takes a grey (H, W) uint8 image and returns at most top_k keypoints, the best by
 score, with their descriptors. ORB and SIFT are in OpenCV's main module; AKAZE and BRISK are
@@ -77,18 +77,56 @@ class OpenCVMethod:
         return top_k(points, responses, descriptors.astype(dtype), self.top_k)
 
 
-class UspMethod:
-    """UnsuperPoint through usp_core.inference.KeypointDetector (top-k inside the detector)."""
+LEARNED = {"usp": "unsuperpoint", "superpoint": "superpoint", "superpoint-ha": "superpoint"}  # -> bundled weights
+
+
+class LearnedMethod:
+    """A network of ours (UnsuperPoint or SuperPoint) through usp_core.inference.KeypointDetector (top-k inside)."""
 
     binary = False
 
-    def __init__(self, detector, name: str = "usp") -> None:
+    def __init__(self, detector, name: str) -> None:
         self.name = name
         self.detector = detector
 
     def extract(self, image: np.ndarray) -> Extraction:
         """(H, W) uint8 grey image -> Extraction with (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
         return Extraction(*self.detector.detect(image)[0].numpy())
+
+
+class AdaptedMethod:
+    """SuperPoint with Homographic Adaptation at test time (usp_core.homographic_adaptation).
+
+    The network's heatmap averaged over ``config.num_warps`` random warps (the identity first; one
+    warp = the plain heatmap), decoded by NMS (usp_core.superpoint.heatmap_points, the paper's
+    radius 4, border 4) into its top-k points, with descriptors sampled from the unwarped image's
+    descriptor map. The warps are the same for every image (seed 0), so a run is reproducible.
+    """
+
+    binary = False
+
+    def __init__(self, model, config, top_k_points: int, name: str = "superpoint-ha") -> None:
+        self.name, self.model, self.config, self.top_k = name, model.eval(), config, top_k_points
+
+    def extract(self, image: np.ndarray) -> Extraction:
+        """(H, W) uint8 grey image -> Extraction with (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
+        import torch
+
+        from usp_core.homographic_adaptation import homographic_adaptation
+        from usp_core.model import sample_descriptors
+        from usp_core.superpoint import heatmap_points
+
+        height, width = image.shape
+        padded = np.pad(image, ((0, -height % 8), (0, -width % 8)), mode="edge")
+        tensor = torch.from_numpy(padded).float().div_(255.0)[None]
+        with torch.no_grad():
+            heatmap, _ = homographic_adaptation(self.model.heatmap, tensor, self.config,
+                                                torch.Generator().manual_seed(0))
+            points, scores = heatmap_points(heatmap[:height, :width], threshold=1e-6, max_points=self.top_k)
+            raw = self.model.logits(tensor[None])[1]
+            where = torch.from_numpy(points).T.reshape(1, 2, 1, -1)
+            descriptors = sample_descriptors(raw, where, self.model.cell)[0, :, 0].T
+        return Extraction(points, scores, descriptors.numpy().astype(np.float32))
 
 
 def _opencv_factory(name: str) -> Callable[..., cv2.Feature2D] | None:
@@ -115,23 +153,43 @@ def _opencv_builders() -> dict[str, Callable[[int], OpenCVMethod]]:
     return builders
 
 
+def _adapted(top_k_points: int, weights: str | Path | None, warps: int) -> AdaptedMethod:
+    """The "superpoint-ha" method; CheckpointError for weights that are not a SuperPoint, MethodError for bad warps."""
+    from usp_core.homographic_adaptation import AdaptationConfig
+    from usp_core.superpoint import load_superpoint
+
+    if warps < 1:
+        raise MethodError(f"superpoint-ha: the number of warps must be >= 1, got {warps}")
+    model = load_superpoint(weights or LEARNED["superpoint-ha"])
+    return AdaptedMethod(model, AdaptationConfig(num_warps=warps), top_k_points)
+
+
 def available_methods() -> tuple[str, ...]:
-    """Names accepted by build_method: "usp" and the OpenCV methods of the installed OpenCV."""
-    return ("usp", *_opencv_builders())
+    """Names accepted by build_method: the learned methods (LEARNED) and the installed OpenCV's."""
+    return (*LEARNED, *_opencv_builders())
+
+
+def default_methods() -> tuple[str, ...]:
+    """The methods evaluated when none are named: all but "superpoint-ha" (100 network runs per image)."""
+    return tuple(name for name in available_methods() if name != "superpoint-ha")
 
 
 def build_method(name: str, top_k_points: int, weights: str | Path | None = None, device: str = "cpu",
-                 backend: str = "auto", nms_radius: int | None = None) -> Method:
+                 backend: str = "auto", nms_radius: int | None = None, adaptation_warps: int = 100) -> Method:
     """The method called name keeping top_k_points keypoints per image.
 
-    usp loads weights (None = the bundled checkpoint) on device, selects points with ``nms_radius``
+    A learned method loads ``weights`` (None: its bundled weights, see LEARNED; any checkpoint of
+    either architecture works) on device, selects points with ``nms_radius``
     (None: the DetectorConfig default) and prepares its inference backend
     (usp_core.backends); it raises usp_core.checkpoint.CheckpointError when the weights cannot be
-    loaded, MethodError when the backend cannot run. Unknown names raise MethodError.
+    loaded, MethodError when the backend cannot run. "superpoint-ha" (:class:`AdaptedMethod`) runs
+    the SuperPoint network in torch on the CPU with ``adaptation_warps`` warps. Unknown names raise MethodError.
     """
     if top_k_points < 1:
         raise MethodError(f"top-k must be positive, got {top_k_points}")
-    if name == "usp":
+    if name == "superpoint-ha":
+        return _adapted(top_k_points, weights, adaptation_warps)
+    if name in LEARNED:
         from usp_core.backends import BackendError
         from usp_core.checkpoint import first_line
         from usp_core.inference import DetectorConfig, KeypointDetector
@@ -139,11 +197,12 @@ def build_method(name: str, top_k_points: int, weights: str | Path | None = None
         selection = {} if nms_radius is None else {"nms_radius": nms_radius}
         try:
             config = DetectorConfig(max_keypoints=top_k_points, **selection)
-            detector = KeypointDetector.from_pretrained(weights, device=device, config=config, backend=backend)
+            detector = KeypointDetector.from_pretrained(weights or LEARNED[name], device=device, config=config,
+                                                        backend=backend)
             detector.prepare()
         except (BackendError, ValueError) as error:  # a backend that cannot run here, or a bad name
-            raise MethodError(f"usp: {first_line(error)}") from error
-        return UspMethod(detector)
+            raise MethodError(f"{name}: {first_line(error)}") from error
+        return LearnedMethod(detector, name)
     builders = _opencv_builders()
     if name not in builders:
         raise MethodError(f"unknown method {name!r}; available: {', '.join(available_methods())}")

@@ -23,7 +23,7 @@ def _cell(value: float, fmt: str) -> str:
     return fmt.format(value) if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table with columns padded to equal width."""
     widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in [header, *rows]]
@@ -36,7 +36,7 @@ def overall_table(methods: dict[str, dict]) -> str:
     columns = METRIC_COLUMNS + COST_COLUMNS
     header = ["Method", *(name for name, _, _ in columns)]
     rows = [[method, *(_cell(get(s), fmt) for _, get, fmt in columns)] for method, s in methods.items()]
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
 
 
 def sequence_table(methods: dict[str, dict]) -> str:
@@ -49,4 +49,4 @@ def sequence_table(methods: dict[str, dict]) -> str:
         for method, s in methods.items()
         if seq in s["sequences"]
     ]
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
