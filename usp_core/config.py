@@ -29,6 +29,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "from_dict",
+    "model_config_from_dict",
     "to_dict",
     "load_config",
     "save_config",
@@ -226,6 +227,11 @@ def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
         return cls(**values)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid config section '{prefix.rstrip('.') or 'config'}': {error}") from error
+
+
+def model_config_from_dict(section: dict[str, Any]) -> ModelConfig:
+    """A ModelConfig from a checkpoint's or YAML file's "model" section, as strictly as ``from_dict``."""
+    return _from_dict(ModelConfig, section, "model.")
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from usp_core.checkpoint import first_line, load_checkpoint, load_weights, model_weights, save_checkpoint
-from usp_core.config import ConfigError, from_dict
+from usp_core.config import ConfigError, model_config_from_dict
 from usp_core.model import build_model
 
 __all__ = ["ExportError", "DenseTuple", "load_model", "export_torchscript", "export_onnx", "export_weights",
@@ -61,7 +61,7 @@ class DenseTuple(nn.Module):
 
 def _model_config(state: dict[str, Any], path: Path):
     try:
-        return from_dict({"model": state.get("config", {}).get("model", {})}).model
+        return model_config_from_dict(state.get("config", {}).get("model", {}))
     except ConfigError as error:
         raise ExportError(f"checkpoint {path} has an invalid model config: {error}") from error
 

@@ -11,6 +11,7 @@ Like every dataset here, a sample is a pure function of (seed, index): resumed r
 from __future__ import annotations
 
 import dataclasses
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +51,11 @@ class SyntheticConfig:
 
 
 def label_path(labels_dir: str | Path, data_root: str | Path, photo: str | Path) -> Path:
-    """Where the labels of ``photo`` (a file under ``data_root``) live: labels_dir/<relative path>.npz."""
-    relative = Path(photo).resolve().relative_to(Path(data_root).resolve())
+    """Where the labels of ``photo`` (a file under ``data_root``) live: labels_dir/<relative path>.npz.
+
+    Paths are made absolute without resolving links, so a folder of links to photos works.
+    """
+    relative = Path(os.path.abspath(photo)).relative_to(os.path.abspath(data_root))
     return Path(labels_dir) / relative.with_name(relative.name + LABEL_SUFFIX)
 
 

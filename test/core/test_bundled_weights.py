@@ -8,6 +8,8 @@ from usp_core.evaluation.dataset import EvalPair, load_sequence
 from usp_core.evaluation.methods import build_method
 from usp_core.evaluation.runner import PairResult, evaluate_pair
 from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, KeypointDetector
+from usp_core.model import UnsuperPoint
+from usp_core.superpoint import SuperPoint
 
 
 def _vga(photo: np.ndarray) -> np.ndarray:
@@ -76,13 +78,17 @@ def hopper_pair(photo: np.ndarray) -> EvalPair:
     return EvalPair("hopper", 2, image_a, image_b, homography)
 
 
-def test_descriptors_recover_a_homography_on_a_real_photo(real_photos):
-    """Rotation, zoom, tilt and a light change: the bundled weights' matches give the homography to 3 px."""
+@pytest.mark.parametrize("method, inliers, share_of_orb", [("usp", 80, 0.9), ("superpoint", 100, 0.8)])
+def test_descriptors_recover_a_homography_on_a_real_photo(real_photos, method, inliers, share_of_orb):
+    """Rotation, zoom, tilt and a light change: the bundled weights' matches give the homography to 3 px.
+
+    SuperPoint trails ORB's published M-score on Oxford and HPatches too (README), hence its lower share.
+    """
     pair = hopper_pair(real_photos[0])
-    usp, orb = _evaluate("usp", pair), _evaluate("orb", pair)
-    assert usp.corner_error < 3.0
-    assert usp.num_inliers >= 80
-    assert usp.matching_score >= 0.9 * orb.matching_score, (usp.matching_score, orb.matching_score)
+    result, orb = _evaluate(method, pair), _evaluate("orb", pair)
+    assert result.corner_error < 3.0
+    assert result.num_inliers >= inliers
+    assert result.matching_score >= share_of_orb * orb.matching_score, (result.matching_score, orb.matching_score)
 
 
 @pytest.mark.parametrize("sequence, index", [("leuven", 4), ("bikes", 4), ("trees", 3), ("wall", 3), ("graf", 2)])
@@ -93,3 +99,13 @@ def test_descriptors_recover_oxford_homographies(shared_data, sequence, index):
     result = _evaluate("usp", pair)
     assert result.corner_error < 3.0, result
     assert result.num_inliers >= 50, result
+
+
+def test_both_networks_load_by_name_and_none_keeps_meaning_the_default():
+    default = KeypointDetector.from_pretrained(None, backend="torch")
+    by_name = {name: KeypointDetector.from_pretrained(name, backend="torch") for name in ("unsuperpoint", "superpoint")}
+    assert isinstance(by_name["superpoint"].model, SuperPoint)
+    assert isinstance(by_name["unsuperpoint"].model, UnsuperPoint) and isinstance(default.model, UnsuperPoint)
+    assert all(torch.equal(a, b) for a, b in zip(default.model.state_dict().values(),
+                                                 by_name["unsuperpoint"].model.state_dict().values()))
+    assert (BUNDLED_WEIGHTS.parent / "superpoint.pt").stat().st_size < 16 * 2**20

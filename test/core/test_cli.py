@@ -113,6 +113,28 @@ def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path
     _one_error_line(capsys, "usp-train", "--out")
 
 
+def test_magicpoint_trains_without_photos_and_exports_as_superpoint(tmp_path: Path, capsys):
+    config = tmp_path / "magicpoint.yaml"
+    config.write_text(yaml.safe_dump({**TINY_CONFIG, "task": "magicpoint", "image_size": [64, 80], "steps": 2,
+                                      "model": {**TINY_CONFIG["model"], "architecture": "superpoint"},
+                                      "synthetic": {"shapes": {"margin": 2.0}}}))
+    assert train.main(["--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert export.main([str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "exported"),
+                        "--format", "weights"]) == 0
+    assert "weights: " + str(tmp_path / "exported" / "superpoint.pt") in capsys.readouterr().out
+
+
+def test_superpoint_without_labels_is_a_one_line_error(photos: Path, tmp_path: Path, capsys):
+    config = tmp_path / "superpoint.yaml"
+    config.write_text(yaml.safe_dump({**TINY_CONFIG, "task": "superpoint",
+                                      "model": {**TINY_CONFIG["model"], "architecture": "superpoint"}}))
+    out = ["--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert train.main(["--config", str(config), "--data", str(photos)] + out) == 2
+    _one_error_line(capsys, "usp-train", "task superpoint needs pseudo-labels", "--labels")
+    assert train.main(["--config", str(config), "--data", str(photos), "--labels", str(tmp_path / "none")] + out) == 2
+    _one_error_line(capsys, "usp-train", "have no labels", "run usp-label first")
+
+
 def test_export_errors_are_one_line(tmp_path: Path, capsys):
     assert export.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path)]) == 2
     _one_error_line(capsys, "usp-export", "cannot load checkpoint")

@@ -340,6 +340,20 @@ def test_backend_parameter_is_logged_at_start_and_in_diagnostics(ros_node, spawn
     assert len(start) == 1 and "with backend torch" in start[0]
 
 
+def test_model_path_superpoint_runs_the_bundled_superpoint(ros_node, spawn, wait, tmp_path):
+    """model_path:=superpoint: the shipped SuperPoint by name, the same points as in-process."""
+    detector = Detector(ros_node, spawn, wait, "superpoint", "backend:=torch")
+    reference = KeypointDetector.from_pretrained("superpoint", backend="torch")
+    grey, header = textured(240, 320), detector.header()
+    msg = detector.send(numpy_to_image(grey, "mono8", header))
+    arrays = msg_to_features(msg)
+    expected = reference.detect(grey)[0].numpy()
+    assert arrays.descriptors.shape[1] == reference.model.config.descriptor_dim
+    np.testing.assert_allclose(arrays.keypoints, expected[0], atol=1e-3)
+    start = [line for line in (tmp_path / "detector.log").read_text().splitlines() if "ready:" in line]
+    assert len(start) == 1 and "model superpoint" in start[0]
+
+
 def test_unknown_backend_fails_start_up_with_one_line(spawn, wait, tmp_path, tiny_model):
     child = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", f"model_path:={tiny_model}",
                   "-p", "backend:=tensorrt", name="failing")

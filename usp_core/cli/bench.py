@@ -1,4 +1,4 @@
-"""``usp-bench``: training and inference speed of UnsuperPoint beside OpenCV SIFT and ORB, in one run.
+"""``usp-bench``: training and inference speed of our networks beside OpenCV SIFT and ORB, in one run.
 
     usp-bench [--images DIR] [--weights CKPT] [--device cpu|cuda|all] [--backends torch,openvino,...]
               [--threads N] [--iterations N] [--train-steps N] [--batch-size N]
@@ -189,7 +189,7 @@ def training_row(images: list[np.ndarray], device: torch.device, steps: int, bat
 
 def format_table(rows: list[Row]) -> str:
     """The rows as an aligned text table with model/SIFT and model/ORB ratios."""
-    header = ("device", "backend", "measure", "size", "UnsuperPoint", "SIFT", "ORB", "USP/SIFT", "USP/ORB")
+    header = ("device", "backend", "measure", "size", "network", "SIFT", "ORB", "net/SIFT", "net/ORB")
     lines = [header] + [(r.device, r.backend, r.task, r.size, f"{r.model:.1f}", f"{r.sift:.1f}", f"{r.orb:.1f}",
                          f"{r.model / r.sift:.2f}", f"{r.model / r.orb:.2f}") for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -197,10 +197,12 @@ def format_table(rows: list[Row]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="usp-bench", description="UnsuperPoint speed beside OpenCV SIFT and ORB.")
+    parser = OneLineParser(prog="usp-bench", description="Speed of a network (UnsuperPoint or SuperPoint) beside OpenCV "
+                           "SIFT and ORB.")
     parser.add_argument("--images", type=Path, help="folder of photos (default: ../shared/data/eval when present)")
     parser.add_argument("--weights", type=resolve_weights,
-                        help="checkpoint or shipped model name (unsuperpoint_vgg) to time (default: the bundled weights)")
+                        help="checkpoint or shipped model name (unsuperpoint, unsuperpoint_vgg, superpoint) "
+                        "to time (default: the bundled weights)")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
                         help="where to run the model (default: all = cpu, plus cuda when available)")
     parser.add_argument("--backends", type=_backends, default=list(BACKENDS[1:]),

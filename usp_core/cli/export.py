@@ -2,8 +2,8 @@
 
     usp-export CKPT --out DIR [--format torchscript,onnx] [--height 240 --width 320] [--full-precision]
 
-Writes DIR/unsuperpoint.torchscript.pt, DIR/unsuperpoint.onnx and DIR/unsuperpoint.pt (format
-"weights"); each is checked against the eager model at --height x --width before it is listed.
+Writes DIR/<architecture>.torchscript.pt, DIR/<architecture>.onnx and DIR/<architecture>.pt (format
+"weights"), <architecture> being the checkpoint's network (unsuperpoint or superpoint); each is checked against the eager model at --height x --width before it is listed.
 Bad input prints one line on stderr and exits with status 2.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from usp_core.checkpoint import CheckpointError, first_line
 from usp_core.cli.train import OneLineParser
 from usp_core.export import FORMATS, ExportError, export_onnx, export_torchscript, export_weights, load_model
 
-FILE_NAMES = {"torchscript": "unsuperpoint.torchscript.pt", "onnx": "unsuperpoint.onnx", "weights": "unsuperpoint.pt"}
+SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "weights": ".pt"}  # after the architecture's name
 
 
 def _formats(text: str) -> list[str]:
@@ -30,7 +30,7 @@ def _formats(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="usp-export", description="Export a trained UnsuperPoint checkpoint.")
+    parser = OneLineParser(prog="usp-export", description="Export a trained UnsuperPoint or SuperPoint checkpoint.")
     parser.add_argument("checkpoint", type=Path, help="checkpoint written by usp-train (last.pt / best.pt)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--format", type=_formats, default=["torchscript", "onnx"],
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, state = load_model(args.checkpoint)
         for fmt in args.format:
-            path = args.out / FILE_NAMES[fmt]
+            path = args.out / f"{model.config.architecture}{SUFFIXES[fmt]}"
             if fmt == "torchscript":
                 export_torchscript(model, path, args.height, args.width)
             elif fmt == "onnx":
