@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the data folder beside the repository (skipped when absent) and real photos.
+"""Shared pytest fixtures: the data folder beside the repository (skipped when absent), real photos, and
+the check of a command's one-line error.
 
 Every test session also gets the environment set in pytest_configure: DDS on localhost, its own ROS
 domain, and the graph cache (usp_core.graph_cache) under build/ rather than the user's ~/.cache.
@@ -32,6 +33,22 @@ def real_photos() -> list[np.ndarray]:
     paths = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
     paths += [SHARED_DATA / name for name in SHARED_PHOTOS]
     return [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths if path.is_file()]
+
+
+@pytest.fixture
+def one_error_line(capsys):
+    """A check that a command printed exactly one line on stderr, "<prog>: error: ...", holding every fragment.
+
+    ``one_error_line(prog, *fragments)`` returns that line.
+    """
+    def check(prog: str, *fragments: str) -> str:
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0, f"expected one line on stderr, got:\n{err}"
+        assert err.startswith(f"{prog}: error: "), err
+        for fragment in fragments:
+            assert fragment in err, err
+        return err
+    return check
 
 
 def pytest_configure(config):

@@ -118,7 +118,6 @@ class TrainConfig:
             raise ConfigError(f"schedule.warmup_steps must be >= 0, got {self.schedule.warmup_steps}")
         return self
 
-
     def _validate_task(self) -> None:
         """The task exists, the model's architecture fits it, and what it reads is named."""
         if self.task not in TASKS:

@@ -263,13 +263,14 @@ class HomographyPairDataset(Dataset):
         image_a = full[:, top : top + height, left : left + width]
 
         h_ab = sample_homography(height, width, self.homography, generator=generator).float()
-        photo_to_b = h_ab @ _translation(-left, -top)
-        image_b = warp_image(full[None], photo_to_b[None], out_size=(height, width))[0]
-        shown_b = warp_image(torch.ones_like(full)[None], photo_to_b[None], out_size=(height, width))[0]
+        crop = _translation(-left, -top)
+        photo_to_b = h_ab @ crop
+        with_mask = torch.cat([full, torch.ones_like(full)])[None]  # the photo and where it is, in one resampling
+        image_b, shown_b = warp_image(with_mask, photo_to_b[None], out_size=(height, width))[0].split(1)
 
         image_a = apply_photometric(image_a, self.photometric, generator)
         image_b = apply_photometric(image_b, self.photometric, generator)
-        return image_a.contiguous(), image_b.contiguous(), h_ab, _translation(-left, -top) @ photo_to_fit, shown_b
+        return image_a.contiguous(), image_b.contiguous(), h_ab, crop @ photo_to_fit, shown_b
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.views(index)[:3]

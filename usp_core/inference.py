@@ -226,8 +226,8 @@ class KeypointDetector:
         ``path_or_name`` as :func:`resolve_weights` takes it: ``None`` or "bundled" loads the bundled
         weights (usp_core/weights/unsuperpoint.pt), the name of a shipped model ("unsuperpoint",
         "superpoint", "unsuperpoint_vgg") usp_core/weights/<name>.pt, anything else is a checkpoint
-        path. Raises CheckpointError with a one-line message when the file is missing, corrupt or does not fit the model. The
-        backend is prepared at the first detect (or by :meth:`prepare`).
+        path. Raises CheckpointError with a one-line message when the file is missing, corrupt or
+        does not fit the model. The backend is prepared at the first detect (or by :meth:`prepare`).
         """
         path = resolve_weights(path_or_name)
         if path_or_name is None and not path.is_file():

@@ -252,8 +252,9 @@ class Trainer:
         points = point_loss(logits, labels, valid)
         return {"total": points, "points": points}
 
-    def _superpoint_losses(self, image_a: torch.Tensor, image_b: torch.Tensor, h_ab: torch.Tensor, labels_a: torch.Tensor,
-                           labels_b: torch.Tensor, valid_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _superpoint_losses(self, image_a: torch.Tensor, image_b: torch.Tensor, h_ab: torch.Tensor,
+                           labels_a: torch.Tensor, labels_b: torch.Tensor,
+                           valid_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """SuperPoint's loss on pairs: images (B, 1, H, W), H_ab (B, 3, 3), labels and valid_b (B, H/8, W/8)."""
         batch = image_a.shape[0]
         with self._autocast():

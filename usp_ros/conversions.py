@@ -5,9 +5,10 @@ allows; sensor_msgs/CompressedImage (JPEG or PNG, as compressed_image_transport 
 the size read from the header before any pixel is decoded. JPEGs are decoded by Pillow, PNGs by OpenCV:
 OpenCV's libjpeg prints its warnings ("Corrupt JPEG data: ...") straight to stderr, once per frame, and
 no OpenCV log level reaches them; Pillow's libjpeg error manager keeps them quiet (it costs about 2 ms
-more per 640x480 frame). Features and FrameMatch messages are filled from numpy through ``array.array`` built from bytes, the fast path of rosidl's setters
-(about 1 ms for 1000 keypoints x 256 floats, against 33 ms when assigning numpy arrays directly).
-Every malformed input raises ``ConversionError`` with a message naming the problem.
+more per 640x480 frame). Features and FrameMatch messages are filled from numpy through
+``array.array`` built from bytes, the fast path of rosidl's setters (about 1 ms for 1000 keypoints
+x 256 floats, against 33 ms when assigning numpy arrays directly). Every malformed input raises
+``ConversionError`` with a message naming the problem.
 """
 from __future__ import annotations
 

@@ -57,8 +57,8 @@ from usp_ros.parameters import describe
 from usp_ros.qos import (INPUT_QOS_CHOICES, choose_input_reliability, input_qos, output_qos,
                          publisher_reliabilities, reliability_from_publishers, reliability_name)
 
-__all__ = ["DetectorCore", "DetectorNode", "decode", "default_values", "detect_finite", "detector_config", "inference_size",
-           "input_size", "main", "run", "to_source_pixels"]
+__all__ = ["DetectorCore", "DetectorNode", "decode", "default_values", "detect_finite", "detector_config",
+           "inference_size", "input_size", "main", "run", "to_source_pixels"]
 
 NODE_NAME = "detector"
 TRANSPORTS = ("raw", "compressed")

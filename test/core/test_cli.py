@@ -37,15 +37,6 @@ def tiny_yaml(tmp_path: Path) -> Path:
     return path
 
 
-def _one_error_line(capsys, prog: str, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, f"expected one line on stderr, got:\n{err}"
-    assert err.startswith(f"{prog}: error: ")
-    for fragment in fragments:
-        assert fragment in err
-    return err
-
-
 def test_train_then_resume_then_export(photos: Path, tiny_yaml: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--out", str(out), "--device", "cpu"]) == 0
@@ -84,33 +75,33 @@ def test_train_init_fine_tunes_from_exported_weights(photos: Path, tiny_yaml: Pa
     assert 0 < max(changes) < 0.1
 
 
-def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path: Path, capsys):
+def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path: Path, one_error_line):
     out = ["--out", str(tmp_path / "out"), "--device", "cpu"]
     assert train.main(["--config", str(tiny_yaml), "--data", str(tmp_path / "nowhere")] + out) == 2
-    _one_error_line(capsys, "usp-train", "does not exist")
+    one_error_line("usp-train", "does not exist")
 
     (tmp_path / "empty").mkdir()
     assert train.main(["--config", str(tiny_yaml), "--data", str(tmp_path / "empty")] + out) == 2
-    _one_error_line(capsys, "usp-train", "no readable images")
+    one_error_line("usp-train", "no readable images")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  widht: [1]\n")
     assert train.main(["--config", str(bad), "--data", str(photos)] + out) == 2
-    _one_error_line(capsys, "usp-train", "unknown config key 'model.widht'")
+    one_error_line("usp-train", "unknown config key 'model.widht'")
 
     assert train.main(["--config", str(tiny_yaml)] + out) == 2
-    _one_error_line(capsys, "usp-train", "no training data")
+    one_error_line("usp-train", "no training data")
 
     assert train.main(["--data", str(photos), "--resume", str(tmp_path / "gone.pt")] + out) == 2
-    _one_error_line(capsys, "usp-train", "cannot load checkpoint")
+    one_error_line("usp-train", "cannot load checkpoint")
 
     assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--init", "bundled"] + out) == 2
-    _one_error_line(capsys, "usp-train", "cannot initialise from", "does not fit this config")
+    one_error_line("usp-train", "cannot initialise from", "does not fit this config")
 
     with pytest.raises(SystemExit) as info:
         train.main(["--data", str(photos)])
     assert info.value.code == 2
-    _one_error_line(capsys, "usp-train", "--out")
+    one_error_line("usp-train", "--out")
 
 
 def test_magicpoint_trains_without_photos_and_exports_as_superpoint(tmp_path: Path, capsys):
@@ -124,24 +115,24 @@ def test_magicpoint_trains_without_photos_and_exports_as_superpoint(tmp_path: Pa
     assert "weights: " + str(tmp_path / "exported" / "superpoint.pt") in capsys.readouterr().out
 
 
-def test_superpoint_without_labels_is_a_one_line_error(photos: Path, tmp_path: Path, capsys):
+def test_superpoint_without_labels_is_a_one_line_error(photos: Path, tmp_path: Path, one_error_line):
     config = tmp_path / "superpoint.yaml"
     config.write_text(yaml.safe_dump({**TINY_CONFIG, "task": "superpoint",
                                       "model": {**TINY_CONFIG["model"], "architecture": "superpoint"}}))
     out = ["--out", str(tmp_path / "out"), "--device", "cpu"]
     assert train.main(["--config", str(config), "--data", str(photos)] + out) == 2
-    _one_error_line(capsys, "usp-train", "task superpoint needs pseudo-labels", "--labels")
+    one_error_line("usp-train", "task superpoint needs pseudo-labels", "--labels")
     assert train.main(["--config", str(config), "--data", str(photos), "--labels", str(tmp_path / "none")] + out) == 2
-    _one_error_line(capsys, "usp-train", "have no labels", "run usp-label first")
+    one_error_line("usp-train", "have no labels", "run usp-label first")
 
 
-def test_export_errors_are_one_line(tmp_path: Path, capsys):
+def test_export_errors_are_one_line(tmp_path: Path, one_error_line):
     assert export.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path)]) == 2
-    _one_error_line(capsys, "usp-export", "cannot load checkpoint")
+    one_error_line("usp-export", "cannot load checkpoint")
     with pytest.raises(SystemExit) as info:
         export.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path), "--format", "tflite"])
     assert info.value.code == 2
-    _one_error_line(capsys, "usp-export", "unknown format tflite")
+    one_error_line("usp-export", "unknown format tflite")
 
 
 def test_bench_loads_each_backend_once_and_logs_progress_not_prints(tmp_path: Path, monkeypatch, caplog, capsys):
@@ -162,7 +153,7 @@ def test_bench_loads_each_backend_once_and_logs_progress_not_prints(tmp_path: Pa
     assert capsys.readouterr().out == ""
 
 
-def test_bench_table_and_image_fallback(tmp_path: Path, capsys):
+def test_bench_table_and_image_fallback(tmp_path: Path, one_error_line):
     table = bench.format_table([bench.Row("cpu", "openvino", "inference ms/image", "240x320", 20.0, 10.0, 4.0)])
     header, row = table.splitlines()
     assert header.split()[:4] == ["device", "backend", "measure", "size"]
@@ -171,4 +162,4 @@ def test_bench_table_and_image_fallback(tmp_path: Path, capsys):
     images, source = bench.load_images(tmp_path / "none")
     assert "generated" in source and images[0].shape == (480, 640) and images[0].std() > 20
     assert bench.main(["--images", str(tmp_path / "absent")]) == 2
-    _one_error_line(capsys, "usp-bench", "does not exist")
+    one_error_line("usp-bench", "does not exist")

@@ -51,14 +51,6 @@ def _label_files(inputs, out: Path) -> dict[str, Path]:
     return {name: label_path(out, inputs["photos"], inputs["photos"] / name) for name in PHOTO_SIZES}
 
 
-def _one_error_line(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("usp-label: error: "), err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
-
-
 def test_labels_every_photo_then_a_rerun_skips_them(inputs, tmp_path, capsys):
     out = tmp_path / "labels"
     assert _run(inputs, out) == 0
@@ -116,12 +108,12 @@ def test_one_warp_at_native_size_gives_the_networks_own_points(inputs, tmp_path)
         assert np.array_equal(data["points"], points) and np.allclose(data["scores"], scores)
 
 
-def test_other_settings_are_refused_unless_forced(inputs, tmp_path, capsys):
+def test_other_settings_are_refused_unless_forced(inputs, tmp_path, capsys, one_error_line):
     out = tmp_path / "labels"
     assert _run(inputs, out) == 0
     capsys.readouterr()
     assert _run(inputs, out, "--seed", "7") == 2
-    _one_error_line(capsys, "other settings", "seed 0 -> 7", "--force")
+    one_error_line("usp-label", "other settings", "seed 0 -> 7", "--force")
     assert _run(inputs, out, "--seed", "7", "--force") == 0
     assert "labelled 3 photos, skipped 0" in capsys.readouterr().out
     assert json.loads((out / "labels.json").read_text())["seed"] == 7
@@ -150,9 +142,9 @@ def test_an_interrupted_run_keeps_whole_files_and_resumes(inputs, tmp_path, caps
     assert "labelled 2 photos, skipped 1" in capsys.readouterr().out
 
 
-def test_an_unsuperpoint_checkpoint_is_refused(inputs, tmp_path, capsys):
+def test_an_unsuperpoint_checkpoint_is_refused(inputs, tmp_path, one_error_line):
     assert _run(inputs, tmp_path / "labels", weights="unsuperpoint") == 2
-    _one_error_line(capsys, "architecture unsuperpoint", "this needs superpoint")
+    one_error_line("usp-label", "architecture unsuperpoint", "this needs superpoint")
     assert not (tmp_path / "labels" / "labels.json").exists()
 
 
@@ -168,7 +160,7 @@ def test_an_unsuperpoint_checkpoint_is_refused(inputs, tmp_path, capsys):
     ({"--device": "tpu"}, "device"),
     ({"--warps": "many"}, "invalid int value"),
 ])
-def test_bad_input_is_one_line_and_exit_status_2(inputs, tmp_path, capsys, change, fragment):
+def test_bad_input_is_one_line_and_exit_status_2(inputs, tmp_path, change, fragment, one_error_line):
     (tmp_path / "empty").mkdir()
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
     argv = {"--weights": str(inputs["superpoint"]), "--data": str(inputs["photos"]),
@@ -180,7 +172,7 @@ def test_bad_input_is_one_line_and_exit_status_2(inputs, tmp_path, capsys, chang
     except SystemExit as exit_:  # argparse's own errors exit
         status = exit_.code
     assert status == 2
-    _one_error_line(capsys, fragment)
+    one_error_line("usp-label", fragment)
 
 
 def test_prepare_resizes_pads_and_maps_points_back_to_the_stored_photo():

@@ -114,14 +114,6 @@ def _checkpoint(path: Path, architecture: str) -> Path:
     return path
 
 
-def _one_error_line(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("usp-shapes-eval: error: "), err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
-
-
 def test_cli_prints_the_four_methods_and_writes_json(tmp_path: Path, capsys):
     weights = _checkpoint(tmp_path / "magicpoint.pt", "superpoint")
     out = tmp_path / "shapes.json"
@@ -142,10 +134,10 @@ def test_cli_prints_the_four_methods_and_writes_json(tmp_path: Path, capsys):
     assert saved["methods"]["FAST"]["operating_point"] == "max F1"
 
 
-def test_cli_refuses_an_unsuperpoint_checkpoint_in_one_line(tmp_path: Path, capsys):
+def test_cli_refuses_an_unsuperpoint_checkpoint_in_one_line(tmp_path: Path, one_error_line):
     weights = _checkpoint(tmp_path / "usp.pt", "unsuperpoint")
     assert shapes_eval.main(["--weights", str(weights), "--images", "2"]) == 2
-    _one_error_line(capsys, "architecture unsuperpoint", "this needs superpoint")
+    one_error_line("usp-shapes-eval", "architecture unsuperpoint", "this needs superpoint")
 
 
 @pytest.mark.parametrize("extra, fragment", [
@@ -154,14 +146,14 @@ def test_cli_refuses_an_unsuperpoint_checkpoint_in_one_line(tmp_path: Path, caps
     (["--size", "big"], "bad --size"),
     (["--border", "60"], "--border"),
 ])
-def test_cli_refuses_bad_numbers_in_one_line(tmp_path: Path, capsys, extra, fragment):
+def test_cli_refuses_bad_numbers_in_one_line(tmp_path: Path, extra, fragment, one_error_line):
     weights = _checkpoint(tmp_path / "magicpoint.pt", "superpoint")
     assert shapes_eval.main(["--weights", str(weights), *extra]) == 2
-    _one_error_line(capsys, fragment)
+    one_error_line("usp-shapes-eval", fragment)
 
 
-def test_cli_refuses_an_unreadable_checkpoint_in_one_line(tmp_path: Path, capsys):
+def test_cli_refuses_an_unreadable_checkpoint_in_one_line(tmp_path: Path, one_error_line):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     assert shapes_eval.main(["--weights", str(garbage)]) == 2
-    _one_error_line(capsys, "cannot load checkpoint")
+    one_error_line("usp-shapes-eval", "cannot load checkpoint")

@@ -7,8 +7,8 @@
 --methods defaults to both networks and every method the installed OpenCV offers (orb, sift, akaze,
 brisk with opencv-contrib); "superpoint-ha" (SuperPoint with Homographic Adaptation at test time,
 --adaptation-warps runs of the network per image) only when named. Tables, JSON and plot carry two
-matching scores: "M-score", the published protocol
-(plain nearest neighbours each way), and "M-score mutual" (mutual nearest neighbours, as the matcher node).
+matching scores: "M-score", the published protocol (plain nearest neighbours each way), and
+"M-score mutual" (mutual nearest neighbours, as the matcher node).
 """
 from __future__ import annotations
 

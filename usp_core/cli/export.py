@@ -3,7 +3,8 @@
     usp-export CKPT --out DIR [--format torchscript,onnx] [--height 240 --width 320] [--full-precision]
 
 Writes DIR/<architecture>.torchscript.pt, DIR/<architecture>.onnx and DIR/<architecture>.pt (format
-"weights"), <architecture> being the checkpoint's network (unsuperpoint or superpoint); each is checked against the eager model at --height x --width before it is listed.
+"weights"), <architecture> being the checkpoint's network (unsuperpoint or superpoint); each is
+checked against the eager model at --height x --width before it is listed.
 Bad input prints one line on stderr and exits with status 2.
 """
 from __future__ import annotations
