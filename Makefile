@@ -14,7 +14,7 @@ setup:
 	@scripts/bootstrap.sh
 
 bench: setup  ## every benchmark: messages, model/training vs OpenCV, detector node, matcher
-	@$(ENV) cd /tmp && python -m usp_ros.bench_messages && usp-bench && python -m usp_ros.bench_detector && python -m usp_ros.bench_matcher
+	@$(ENV) python -m usp_ros.tools.bench_messages && usp-bench && python -m usp_ros.tools.bench_detector && python -m usp_ros.tools.bench_matcher
 
 soak: setup  ## 10 minutes of the virtual camera at 30 Hz through detector and matcher: memory, latency, drops per minute
-	@$(ENV) cd /tmp && python -m usp_ros.bench_soak $(ARGS)
+	@$(ENV) python -m usp_ros.tools.bench_soak $(ARGS)

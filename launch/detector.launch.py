@@ -6,8 +6,10 @@
 
 The detector subscribes to ``camera_topic`` (``<camera_topic>/compressed`` with input_transport
 compressed in the params file) and publishes ``features`` and ``features/debug_image`` in
-``namespace``. Unless FASTDDS_DEFAULT_PROFILES_FILE is already set, the nodes get the Fast DDS
-profile shipped in config/ (a shared-memory segment large enough for best-effort camera images).
+``namespace``. The matcher (``with_matcher:=true``) reads ``features`` and, for its debug image,
+``camera_topic``, and publishes ``matches`` and ``matches/debug_image``; ``device`` reaches both nodes.
+Unless FASTDDS_DEFAULT_PROFILES_FILE is already set, the nodes get the Fast DDS profile shipped in
+config/ (a shared-memory segment large enough for best-effort camera images).
 With ``lifecycle:=true`` the detector is the managed ``lifecycle_detector_node``: it starts unconfigured
 and waits for configure and activate (``ros2 lifecycle set``, or a lifecycle manager such as Nav2's).
 """
@@ -23,15 +25,18 @@ def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("usp_ros")
     camera_topic = LaunchConfiguration("camera_topic")
     namespace = LaunchConfiguration("namespace")
+    device = LaunchConfiguration("device")
     arguments = [
         DeclareLaunchArgument("camera_topic", default_value="image",
-                              description="Camera image topic the detector subscribes to (sensor_msgs/Image)"),
+                              description="Camera image topic (sensor_msgs/Image) of the detector, and of the "
+                                          "matcher's debug image"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="Namespace of the detector (and matcher) and their output topics"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "detector.yaml"]),
                               description="Detector parameters (ros__parameters YAML)"),
         DeclareLaunchArgument("device", default_value="auto",
-                              description="Inference device: auto, cpu, cuda or cuda:N (overrides params_file)"),
+                              description="Torch device of detector and matcher: auto, cpu, cuda or cuda:N "
+                                          "(overrides params_file and matcher_params_file)"),
         DeclareLaunchArgument("backend", default_value="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
                               description="Inference runtime of the detector (overrides params_file)"),
         DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
@@ -48,7 +53,7 @@ def generate_launch_description() -> LaunchDescription:
                             default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"])))
     lifecycle = LaunchConfiguration("lifecycle")
     detector_parameters = [LaunchConfiguration("params_file"),
-                           {"device": LaunchConfiguration("device"), "backend": LaunchConfiguration("backend")}]
+                           {"device": device, "backend": LaunchConfiguration("backend")}]
     detector_remappings = [("image", camera_topic), ("image/compressed", [camera_topic, "/compressed"])]
     detector = Node(
         package="usp_ros", executable="detector_node", name="detector", namespace=namespace,
@@ -60,7 +65,7 @@ def generate_launch_description() -> LaunchDescription:
         output="screen", emulate_tty=True)
     matcher = Node(
         package="usp_ros", executable="matcher_node", name="matcher", namespace=namespace,
-        parameters=[LaunchConfiguration("matcher_params_file")],
-        condition=IfCondition(LaunchConfiguration("with_matcher")),
+        parameters=[LaunchConfiguration("matcher_params_file"), {"device": device}],
+        remappings=[("image", camera_topic)], condition=IfCondition(LaunchConfiguration("with_matcher")),
         output="screen", emulate_tty=True)
     return LaunchDescription([*arguments, fastdds_profile, detector, managed_detector, matcher])

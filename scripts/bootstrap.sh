@@ -67,6 +67,8 @@ colcon_build() {
 }
 
 mkdir -p log
+exec 9>"$ROOT/log/.bootstrap.lock"
+flock 9  # two `make` commands at once take turns here rather than building over each other
 create_venv
 install_torch
 install_ros_wheels

@@ -4,10 +4,11 @@
 [0, 1], a multiple of 8 in size), runs the dense model in one of the backends of
 :mod:`usp_core.backends` (eager torch, OpenVINO, ONNX Runtime; ``auto`` picks the fastest here) and
 selects points per image with the shared code of :mod:`usp_core.selection`: border removal, score
-threshold, optional radius NMS and top-k by score, so every backend yields the same points. Keypoints
-are returned in the pixels of the given image (OpenCV convention, centre of the top-left pixel at
-(0, 0)), so nothing needs to be undone by the caller. Batches return a list, since the counts differ
-between images.
+threshold, optional radius NMS and top-k by score, so every backend yields the same points. The
+network may run at another size than the input's (:func:`inference_size`, set in
+:class:`DetectorConfig`); keypoints are always returned in the pixels of the given image (OpenCV
+convention, centre of the top-left pixel at (0, 0)), as numpy :class:`usp_core.features.Features`, so
+nothing needs to be undone by the caller. Batches return a list, since the counts differ between images.
 """
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ import torch.nn.functional as F
 
 from .backends import Runner, check, make_runner
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from .homography import scaling_matrix, warp_points
+from .features import Features
 from .model import UnsuperPoint
 from .selection import select_points
 from .superpoint import SuperPoint
 
-__all__ = ["Features", "DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS", "MAX_NMS_RADIUS", "resolve_weights"]
+__all__ = ["DetectorConfig", "KeypointDetector", "BUNDLED_WEIGHTS", "MAX_NMS_RADIUS", "inference_size",
+           "resolve_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,31 +45,6 @@ MAX_NMS_RADIUS = 16  # px; radius NMS cost grows fast with the radius (see usp_c
 
 
 @dataclass
-class Features:
-    """Detections of one image.
-
-    keypoints: (N, 2) float32 pixel (x, y) in the given image; scores: (N,) in (0, 1), descending;
-    descriptors: (N, D) float32, L2-normalised.
-    """
-
-    keypoints: torch.Tensor
-    scores: torch.Tensor
-    descriptors: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.keypoints.shape[0])
-
-    def to(self, device: str | torch.device) -> Features:
-        """A copy of the features on ``device``."""
-        return Features(self.keypoints.to(device), self.scores.to(device), self.descriptors.to(device))
-
-    def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(keypoints (N, 2), scores (N,), descriptors (N, D)) as float32 numpy arrays."""
-        return tuple(t.detach().to("cpu", torch.float32).numpy() for t in
-                     (self.keypoints, self.scores, self.descriptors))
-
-
-@dataclass
 class DetectorConfig:
     """Point selection and input handling of :class:`KeypointDetector`."""
 
@@ -78,8 +55,15 @@ class DetectorConfig:
     size_policy: str = "pad"  # "pad": replicate-pad bottom/right up to a multiple of 8; "crop": drop the bottom/right remainder
     half: bool = False  # run the model under float16 autocast on CUDA; ignored on CPU
     channel_order: str = "rgb"  # channel order of 3-channel inputs: "rgb", or "bgr" for cv2.imread images
+    inference_width: int = 0  # network input width (multiple of 8); 0 = the input's, or kept aspect (inference_size)
+    inference_height: int = 0  # network input height (multiple of 8); 0 = the input's, or kept aspect
+    max_inference_side: int = 0  # > 0 (multiple of 8): network input scaled down to no side over this; 0 = off
 
     def __post_init__(self) -> None:
+        for name in ("inference_width", "inference_height", "max_inference_side"):
+            value = getattr(self, name)
+            if value < 0 or value % 8:
+                raise ValueError(f"{name} must be a multiple of 8, >= 0 (0 = off), got {value}")
         if self.size_policy not in ("pad", "crop"):
             raise ValueError(f"size_policy must be 'pad' or 'crop', got {self.size_policy!r}")
         if self.channel_order not in _GREY_WEIGHTS:
@@ -90,6 +74,28 @@ class DetectorConfig:
             raise ValueError(f"border must be >= 0, got {self.border}")
         if not 0 <= self.nms_radius <= MAX_NMS_RADIUS:
             raise ValueError(f"nms_radius must be in [0, {MAX_NMS_RADIUS}], got {self.nms_radius}")
+
+
+def inference_size(height: int, width: int, config: DetectorConfig) -> tuple[int, int] | None:
+    """(h, w) the network runs at for a height x width input, or None for the input's own size.
+
+    ``config.inference_width`` / ``inference_height`` 0 means "as the input"; when only one is set the
+    other keeps the aspect ratio (rounded to a multiple of 8, at least 8). ``max_inference_side`` > 0 then
+    scales the size down, aspect kept and each side rounded down to a multiple of 8 (at least 8), until no
+    side exceeds it.
+    """
+    inference_width, inference_height = config.inference_width, config.inference_height
+    if inference_width == 0 and inference_height == 0:
+        inference_height, inference_width = height, width
+    elif inference_height == 0:
+        inference_height = max(8, int(round(height * inference_width / width / 8.0)) * 8)
+    elif inference_width == 0:
+        inference_width = max(8, int(round(width * inference_height / height / 8.0)) * 8)
+    size = (inference_height, inference_width)
+    max_side = config.max_inference_side
+    if 0 < max_side < max(size):
+        size = tuple(max(8, side * max_side // max(size) // 8 * 8) for side in size)
+    return None if size == (height, width) else size
 
 
 def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -110,14 +116,44 @@ def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     raise TypeError(f"expected a numpy array or torch tensor, got {type(image).__name__}")
 
 
-def _group_by_size(images: ImageInput) -> list[torch.Tensor]:
-    """Inputs as a list of (B, C, H, W) batches, consecutive same-size images stacked, order kept."""
+def _resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) or (H, W, C) image -> size (h, w) with cv2.resize: INTER_AREA when shrinking, else INTER_LINEAR.
+
+    Pixel-centre convention: a resized point maps back by x = (x' + 0.5) W / w - 0.5.
+    """
+    height, width = image.shape[:2]
+    shrink = size[0] * size[1] < height * width
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _network_input(image: np.ndarray | torch.Tensor, config: DetectorConfig) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One image or batch -> ((B, C, h, w) tensor at :func:`inference_size`, (W, H) of the input).
+
+    numpy images are resized with cv2 (:func:`_resize_array`), in their own dtype; tensors with
+    antialiased bilinear interpolation, as float in [0, 1]. Both keep the pixel-centre convention.
+    """
+    if isinstance(image, np.ndarray) and image.ndim in (2, 3):
+        height, width = image.shape[:2]
+        size = inference_size(height, width, config)
+        return _as_tensor(image if size is None else _resize_array(image, size)), (width, height)
+    batch = _as_tensor(image)
+    height, width = batch.shape[-2:]
+    size = inference_size(height, width, config)
+    if size is not None:
+        batch = F.interpolate(_to_unit_float(batch), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return batch, (width, height)
+
+
+def _batches(images: ImageInput, config: DetectorConfig) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+    """Inputs as (B, C, h, w) network-size batches with the (W, H) of their input images; consecutive images of
+    one size stacked, order kept."""
     if isinstance(images, (np.ndarray, torch.Tensor)):
-        return [_as_tensor(images)]
-    batches: list[torch.Tensor] = []
-    for _, group in itertools.groupby((_as_tensor(image) for image in images),
-                                      key=lambda t: (tuple(t.shape[1:]), t.dtype)):
-        batches.append(torch.cat(list(group)))
+        return [_network_input(images, config)]
+    batches = []
+    prepared = (_network_input(image, config) for image in images)
+    for (_, _, input_size), group in itertools.groupby(
+            prepared, key=lambda item: (tuple(item[0].shape[1:]), item[0].dtype, item[1])):
+        batches.append((torch.cat([batch for batch, _ in group]), input_size))
     return batches
 
 
@@ -265,40 +301,22 @@ class KeypointDetector:
         return self
 
     def detect(self, images: ImageInput) -> list[Features]:
-        """Detect in one image, a batch tensor or a list of images: a list with one Features per image."""
+        """Detect in one image, a batch tensor or a list of images: a list with one numpy Features per image.
+
+        Each image runs at :func:`inference_size` of its own size (``config.inference_width`` etc.; the
+        border applies in those pixels); keypoints are in the input image's pixels and ``image_size`` is
+        the input's (W, H).
+        """
         results: list[Features] = []
-        for batch in _group_by_size(images):
-            results.extend(self._detect_batch(batch))
+        for batch, input_size in _batches(images, self.config):
+            results.extend(self._detect_batch(batch, input_size))
         return results
 
-    def detect_resized(self, image: np.ndarray | torch.Tensor, size: tuple[int, int]) -> Features:
-        """Detect in a copy of one image resized to size = (h, w); keypoints in the ORIGINAL image's pixels.
-
-        numpy images are resized with cv2.resize (INTER_AREA when shrinking, else INTER_LINEAR);
-        tensors with antialiased bilinear interpolation. Both use the pixel-centre convention, so a
-        resized point maps back by ``x = (x' + 0.5) W / w - 0.5``. The border applies in resized pixels.
-        """
-        out_h, out_w = size
-        if isinstance(image, np.ndarray):
-            height, width = image.shape[:2]
-            shrink = out_h * out_w < height * width
-            resized = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        else:
-            batch = _as_tensor(image)
-            if batch.shape[0] != 1:
-                raise ValueError(f"detect_resized takes one image, got a batch of {batch.shape[0]}")
-            height, width = batch.shape[-2:]
-            resized = F.interpolate(_to_unit_float(batch), size=(out_h, out_w), mode="bilinear",
-                                    align_corners=False, antialias=True)
-        features = self.detect(resized)[0]
-        back = scaling_matrix((width / out_w, height / out_h)).to(features.keypoints)
-        return Features(warp_points(features.keypoints, back), features.scores, features.descriptors)
-
-    def _detect_batch(self, batch: torch.Tensor) -> list[Features]:
-        """(B, C, H, W) of one size -> B Features, on the model's device."""
-        device = self.device
+    def _detect_batch(self, batch: torch.Tensor, input_size: tuple[int, int]) -> list[Features]:
+        """(B, C, h, w) of one size, from inputs of (W, H) = input_size -> B Features in input pixels."""
         self.prepare()
-        images = _to_unit_float(batch.detach().to(device))
+        network_size = (batch.shape[-1], batch.shape[-2])
+        images = _to_unit_float(batch.detach().to(self.device))
         images = _to_channels(images, self.model.config.in_channels, self.config.channel_order)
         images, valid_size = _fit_to_cells(images, self.model.cell, self.config.size_policy)
         score, position, descriptors = self._runner(images.contiguous(), self.config.half)
@@ -309,5 +327,5 @@ class KeypointDetector:
                                      cell=self.model.cell, border=config.border,
                                      score_threshold=config.score_threshold, nms_radius=config.nms_radius,
                                      max_keypoints=config.max_keypoints)
-            results.append(Features(*(torch.from_numpy(array).to(device) for array in selected)))
+            results.append(Features(*selected, image_size=network_size).resized(input_size))
         return results

@@ -39,8 +39,8 @@ CPU_BACKENDS = [pytest.param(name, marks=_needs(name)) for name in PACKAGES]
 
 def _same_points(reference, other) -> tuple[float, float]:
     """(fraction of other's keypoints within 1e-3 px of one of reference's, max descriptor difference of those)."""
-    keypoints, _, descriptors = reference.numpy()
-    other_keypoints, _, other_descriptors = other.numpy()
+    keypoints, descriptors = reference.keypoints, reference.descriptors
+    other_keypoints, other_descriptors = other.keypoints, other.descriptors
     distance = np.linalg.norm(other_keypoints[:, None] - keypoints[None], axis=2)
     nearest = distance.argmin(axis=1)
     same = distance[np.arange(len(nearest)), nearest] < 1e-3

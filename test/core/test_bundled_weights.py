@@ -34,7 +34,7 @@ def test_keypoints_are_spread_over_the_photo_with_varied_scores(detector, real_p
     if photo_index >= len(real_photos):
         pytest.skip("../shared/data is absent")
     features = detector.detect(_vga(real_photos[photo_index]))[0]
-    keypoints, scores, descriptors = features.numpy()
+    keypoints, scores, descriptors = features.keypoints, features.scores, features.descriptors
     assert len(keypoints) == 1000
     # Not collapsed onto the borders: at most a fifth of the points within 16 px of an edge.
     near_edge = (keypoints.min(axis=1) < 16) | (keypoints[:, 0] > 640 - 16) | (keypoints[:, 1] > 480 - 16)
@@ -52,8 +52,8 @@ def test_keypoints_follow_the_image_content(detector, real_photos):
     photo = _vga(real_photos[0])
     shift = (13, 7)
     shifted = np.roll(photo, shift=(shift[1], shift[0]), axis=(0, 1))
-    first = detector.detect(photo)[0].keypoints.numpy()
-    second = detector.detect(shifted)[0].keypoints.numpy()
+    first = detector.detect(photo)[0].keypoints
+    second = detector.detect(shifted)[0].keypoints
     inside = (first[:, 0] > 40) & (first[:, 0] < 600) & (first[:, 1] > 40) & (first[:, 1] < 440)
     moved = first[inside] + np.array(shift, dtype=np.float32)
     distances = np.linalg.norm(moved[:, None] - second[None], axis=2).min(axis=1)

@@ -5,10 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
-from usp_core.evaluation.dataset import resize_gray
+from usp_core.evaluation.dataset import resize_grey
 from usp_core.evaluation.match import descriptor_vectors, mutual_matches, nearest_neighbour_matches
 from usp_core.evaluation.methods import MethodError, available_methods, build_method, top_k
 from usp_core.evaluation.metrics import matching_score, mutual_matching_score
+from usp_core.features import Features
 from usp_core.matching import mutual_nearest_neighbours
 
 
@@ -55,28 +56,28 @@ def test_usp_runs_in_the_chosen_backend_and_a_missing_runtime_is_a_method_error(
 ])
 def test_opencv_method_keeps_top_k_sorted_by_score(name, binary, width, dtype):
     method = build_method(name, 50)
-    extraction = method.extract(textured_image())
+    image = textured_image()
+    features = method.extract(image)
     assert method.binary == binary
-    assert 0 < len(extraction.keypoints) <= 50
-    assert extraction.keypoints.shape == (len(extraction.scores), 2) and extraction.keypoints.dtype == np.float32
-    assert extraction.descriptors.shape == (len(extraction.scores), width) and extraction.descriptors.dtype == dtype
-    assert np.all(np.diff(extraction.scores) <= 0)
-    keypoints, scores, descriptors = extraction  # the (keypoints, scores, descriptors) interface
-    assert len(keypoints) == len(scores) == len(descriptors)
+    assert isinstance(features, Features) and features.image_size == (image.shape[1], image.shape[0])
+    assert 0 < len(features) <= 50
+    assert features.keypoints.shape == (len(features.scores), 2) and features.keypoints.dtype == np.float32
+    assert features.descriptors.shape == (len(features.scores), width) and features.descriptors.dtype == dtype
+    assert np.all(np.diff(features.scores) <= 0)
 
 
 @pytest.mark.parametrize("name", ["akaze", "brisk"])
 @pytest.mark.parametrize("size,k", [((240, 320), 300), ((480, 640), 1000)])
 def test_methods_without_a_point_budget_fill_top_k_on_a_low_texture_photo(shared_data, name, size, k):
     """HPatches v_soldiers/1: OpenCV's default thresholds give AKAZE 44 / 143 and BRISK 149 / 211 points here."""
-    photo = resize_gray(cv2.imread(str(shared_data / "eval" / "hpatches" / "v_soldiers" / "1.png"), 0), size)
+    photo = resize_grey(cv2.imread(str(shared_data / "eval" / "hpatches" / "v_soldiers" / "1.png"), 0), size)
     assert len(build_method(name, k).extract(photo).keypoints) == k
 
 
 def test_top_k_keeps_the_best_scores_with_their_rows():
     points = np.arange(10, dtype=np.float32).reshape(5, 2)
-    kept = top_k(points, np.array([0.1, 0.9, 0.5, 0.7, 0.2]), np.arange(5)[:, None], 3)
-    assert kept.descriptors.ravel().tolist() == [1, 3, 2]
+    kept = top_k(Features(points, np.array([0.1, 0.9, 0.5, 0.7, 0.2]), np.arange(5)[:, None], (20, 10)), 3)
+    assert kept.descriptors.ravel().tolist() == [1, 3, 2] and kept.image_size == (20, 10)
     np.testing.assert_array_equal(kept.keypoints, points[[1, 3, 2]])
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from usp_core.evaluation.dataset import EvalPair
-from usp_core.evaluation.methods import Extraction
 from usp_core.evaluation.metrics import (
     corner_error,
     homography_accuracy,
@@ -17,6 +16,7 @@ from usp_core.evaluation.metrics import (
     warp_points,
 )
 from usp_core.evaluation.runner import evaluate_pair
+from usp_core.features import Features
 
 SIZE = (240, 320)  # (h, w) of both images
 
@@ -165,10 +165,10 @@ def constructed_pair_result():
     image = np.zeros((100, 100), dtype=np.uint8)
     pair = EvalPair("constructed", 2, image, image, SHIFT)
 
-    def extraction(points, descriptors):
-        return Extraction(points.astype(np.float32), np.ones(len(points), np.float32), descriptors.astype(np.float32))
+    def features(points, descriptors):
+        return Features(points, np.ones(len(points)), descriptors.astype(np.float32), (100, 100))
 
-    return evaluate_pair(pair, extraction(POINTS_A, DESCRIPTORS_A), extraction(POINTS_B, DESCRIPTORS_B), False)[0]
+    return evaluate_pair(pair, features(POINTS_A, DESCRIPTORS_A), features(POINTS_B, DESCRIPTORS_B), False)[0]
 
 
 def test_published_matching_score_uses_plain_nearest_neighbours_both_ways():

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from usp_core.checkpoint import CheckpointError, save_checkpoint
-from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, Features, KeypointDetector, resolve_weights
+from usp_core.features import Features
+from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, KeypointDetector, inference_size, resolve_weights
 from usp_core.model import DenseOutput, ModelConfig, UnsuperPoint, cell_grid
 
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
@@ -48,16 +49,16 @@ class CentroidModel(nn.Module):
         return DenseOutput(score, position, descriptors)
 
 
-def test_features_shapes_and_helpers():
-    features = _detector(max_keypoints=20).detect(_image())
+def test_features_are_numpy_with_the_input_size():
+    features = _detector(max_keypoints=20).detect(_image(50, 70))
     assert isinstance(features, list) and len(features) == 1
     found = features[0]
+    assert isinstance(found, Features) and found.image_size == (70, 50)
     assert found.keypoints.shape == (len(found), 2) and found.scores.shape == (len(found),)
     assert found.descriptors.shape == (len(found), 8)
-    assert torch.all(found.scores[:-1] >= found.scores[1:])
-    keypoints, scores, descriptors = found.numpy()
-    assert keypoints.dtype == np.float32 and scores.shape == (len(found),) and descriptors.shape == (len(found), 8)
-    assert found.to("cpu").keypoints.device.type == "cpu"
+    assert all(isinstance(a, np.ndarray) and a.dtype == np.float32
+               for a in (found.keypoints, found.scores, found.descriptors))
+    assert np.all(found.scores[:-1] >= found.scores[1:])
 
 
 def test_keypoints_inside_image_and_max_keypoints_respected():
@@ -65,24 +66,24 @@ def test_keypoints_inside_image_and_max_keypoints_respected():
     all_points = _detector(max_keypoints=None, border=0).detect(image)[0]
     assert len(all_points) > 30
     keypoints = all_points.keypoints
-    assert ((keypoints >= 0) & (keypoints <= torch.tensor([69.0, 49.0]))).all()
+    assert ((keypoints >= 0) & (keypoints <= [69.0, 49.0])).all()
     top = _detector(max_keypoints=10, border=0).detect(image)[0]
     assert len(top) == 10
-    assert torch.allclose(top.scores, all_points.scores[:10])
+    np.testing.assert_allclose(top.scores, all_points.scores[:10])
 
 
 def test_border_and_score_threshold():
     image = _image(64, 80)
     found = _detector(max_keypoints=None, border=12).detect(image)[0]
-    assert ((found.keypoints >= 12) & (found.keypoints <= torch.tensor([79.0 - 12, 63.0 - 12]))).all()
+    assert ((found.keypoints >= 12) & (found.keypoints <= [79.0 - 12, 63.0 - 12])).all()
     everything = _detector(max_keypoints=None, border=0).detect(image)[0]
     assert len(found) < len(everything)
-    threshold = float(everything.scores.median())
+    threshold = float(np.median(everything.scores))
     kept = _detector(max_keypoints=None, border=0, score_threshold=threshold).detect(image)[0]
     assert (kept.scores >= threshold).all()
     assert len(kept) == int((everything.scores >= threshold).sum())
     nothing = _detector(score_threshold=1.0).detect(image)[0]
-    assert len(nothing) == 0 and nothing.descriptors.shape == (0, 8) and nothing.numpy()[0].shape == (0, 2)
+    assert len(nothing) == 0 and nothing.descriptors.shape == (0, 8) and nothing.keypoints.shape == (0, 2)
 
 
 def test_pad_keeps_the_whole_image_and_crop_drops_the_remainder():
@@ -90,7 +91,7 @@ def test_pad_keeps_the_whole_image_and_crop_drops_the_remainder():
     padded = _detector(max_keypoints=None, border=0, size_policy="pad").detect(image)[0]
     cropped = _detector(max_keypoints=None, border=0, size_policy="crop").detect(image)[0]
     assert len(cropped) <= 6 * 8 < len(padded) <= 7 * 9
-    assert (cropped.keypoints <= torch.tensor([63.0, 47.0])).all()
+    assert (cropped.keypoints <= [63.0, 47.0]).all()
     assert (padded.keypoints[:, 0] > 63.0).any() or (padded.keypoints[:, 1] > 47.0).any()
 
 
@@ -107,8 +108,8 @@ def test_uint8_float_grey_and_colour_inputs_agree():
     colour = detector.detect(np.repeat(grey[:, :, None], 3, axis=2))[0]
     as_tensor = detector.detect(torch.from_numpy(grey)[None, None])[0]
     for other in (as_float, colour, as_tensor):
-        assert torch.allclose(other.keypoints, reference.keypoints, atol=1e-4)
-        assert torch.allclose(other.descriptors, reference.descriptors, atol=1e-4)
+        np.testing.assert_allclose(other.keypoints, reference.keypoints, atol=1e-4)
+        np.testing.assert_allclose(other.descriptors, reference.descriptors, atol=1e-4)
 
 
 def test_channel_order_selects_grey_weights():
@@ -117,10 +118,10 @@ def test_channel_order_selects_grey_weights():
     grey_rgb = cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
     grey_bgr = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
     rgb_detector, bgr_detector = _detector(max_keypoints=10), _detector(max_keypoints=10, channel_order="bgr")
-    assert torch.allclose(rgb_detector.detect(colour)[0].descriptors, rgb_detector.detect(grey_rgb)[0].descriptors,
-                          atol=1e-2)
-    assert torch.allclose(bgr_detector.detect(colour)[0].descriptors, bgr_detector.detect(grey_bgr)[0].descriptors,
-                          atol=1e-2)
+    np.testing.assert_allclose(rgb_detector.detect(colour)[0].descriptors, rgb_detector.detect(grey_rgb)[0].descriptors,
+                               atol=1e-2)
+    np.testing.assert_allclose(bgr_detector.detect(colour)[0].descriptors, bgr_detector.detect(grey_bgr)[0].descriptors,
+                               atol=1e-2)
 
 
 def test_unsupported_inputs_are_rejected():
@@ -143,17 +144,16 @@ def test_batches_return_lists_matching_single_images():
     stacked = detector.detect(torch.from_numpy(np.stack(images[:3]))[:, None])
     assert len(from_list) == 4 and len(stacked) == 3
     for single, listed in zip(singles, from_list):
-        assert torch.allclose(single.keypoints, listed.keypoints, atol=1e-4)
+        np.testing.assert_allclose(single.keypoints, listed.keypoints, atol=1e-4)
+        assert single.image_size == listed.image_size
     for single, batched in zip(singles, stacked):
-        assert torch.allclose(single.keypoints, batched.keypoints, atol=1e-4)
+        np.testing.assert_allclose(single.keypoints, batched.keypoints, atol=1e-4)
 
 
-def test_inference_is_eval_mode_and_without_gradients():
+def test_inference_is_eval_mode():
     model = UnsuperPoint(SMALL).train()
-    detector = KeypointDetector(model, backend="torch")
+    KeypointDetector(model, backend="torch")
     assert not model.training
-    found = detector.detect(_image())[0]
-    assert not found.descriptors.requires_grad
 
 
 def _blob(height: int, width: int, centre: tuple[float, float], sigma: float = 4.0) -> np.ndarray:
@@ -164,18 +164,59 @@ def _blob(height: int, width: int, centre: tuple[float, float], sigma: float = 4
 def test_hand_made_model_finds_blob_centre():
     detector = KeypointDetector(CentroidModel(), DetectorConfig(max_keypoints=1, border=0), backend="torch")
     found = detector.detect(_blob(64, 96, (37.3, 21.6)))[0]
-    assert torch.allclose(found.keypoints[0], torch.tensor([37.3, 21.6]), atol=0.05)
+    np.testing.assert_allclose(found.keypoints[0], [37.3, 21.6], atol=0.05)
 
 
-@pytest.mark.parametrize("size", [(32, 48), (48, 40), (128, 192)])
-def test_detect_resized_maps_points_back_to_original_pixels(size):
-    detector = KeypointDetector(CentroidModel(), DetectorConfig(max_keypoints=1, border=0), backend="torch")
+def test_inference_size():
+    def size(height, width, inference_width=0, inference_height=0, max_side=0):
+        config = DetectorConfig(inference_width=inference_width, inference_height=inference_height,
+                                max_inference_side=max_side)
+        return inference_size(height, width, config)
+
+    assert size(480, 640) is None
+    assert size(480, 640, 640, 480) is None
+    assert size(480, 640, 320, 240) == (240, 320)
+    assert size(480, 640, 320) == (240, 320)
+    assert size(720, 1280, 0, 360) == (360, 640)
+    assert size(100, 1000, 80) == (8, 80)
+    assert size(3000, 4000, max_side=1280) == (960, 1280)
+    assert size(6000, 8000, max_side=1280) == (960, 1280)
+    assert size(720, 1280, max_side=1280) is None
+    assert size(1080, 1920, 1920, 1080, max_side=1280) == (720, 1280)
+    assert size(1000, 30, max_side=64) == (64, 8)
+
+
+@pytest.mark.parametrize("name", ["inference_width", "inference_height", "max_inference_side"])
+def test_inference_sizes_must_be_multiples_of_eight(name):
+    assert getattr(DetectorConfig(**{name: 320}), name) == 320
+    for value in (-8, 100):
+        with pytest.raises(ValueError, match=f"{name} must be a multiple of 8"):
+            DetectorConfig(**{name: value})
+
+
+@pytest.mark.parametrize("width,height", [(48, 32), (40, 48), (192, 128)])
+def test_a_smaller_or_larger_inference_size_keeps_points_in_input_pixels(width, height):
+    config = DetectorConfig(max_keypoints=1, border=0, inference_width=width, inference_height=height)
+    detector = KeypointDetector(CentroidModel(), config, backend="torch")
     centre = (41.3, 29.6)
     image = _blob(64, 96, centre)
-    found = detector.detect_resized(image, size)
-    assert torch.allclose(found.keypoints[0], torch.tensor(centre), atol=0.15)
-    from_tensor = detector.detect_resized(torch.from_numpy(image)[None], size)
-    assert torch.allclose(from_tensor.keypoints[0], torch.tensor(centre), atol=0.15)
+    found = detector.detect(image)[0]
+    assert found.image_size == (96, 64)
+    np.testing.assert_allclose(found.keypoints[0], centre, atol=0.15)
+    from_tensor = detector.detect(torch.from_numpy(image)[None])[0]
+    np.testing.assert_allclose(from_tensor.keypoints[0], centre, atol=0.15)
+    listed = detector.detect([image, _blob(32, 48, (20.2, 11.7))])  # each image at its own inference size
+    assert [f.image_size for f in listed] == [(96, 64), (48, 32)]
+    np.testing.assert_allclose(listed[1].keypoints[0], (20.2, 11.7), atol=0.15)
+
+
+def test_border_applies_in_network_pixels():
+    image = _image(64, 128)
+    config = DetectorConfig(max_keypoints=None, border=8, max_inference_side=64)  # runs at 32 x 64: half size
+    found = KeypointDetector(UnsuperPoint(SMALL), config, backend="torch").detect(image)[0]
+    assert found.image_size == (128, 64) and len(found) > 0
+    # 8 network pixels from the edge are (8 + 0.5) * 2 - 0.5 = 16.5 input pixels
+    assert (found.keypoints >= 16.5 - 1e-3).all() and (found.keypoints <= [127 - 16.5, 63 - 16.5]).all()
 
 
 def _checkpoint(model: UnsuperPoint) -> dict:
@@ -196,7 +237,8 @@ def test_from_pretrained_round_trip(tmp_path):
     assert loaded.device.type == "cpu" and loaded.model.config == model.config
     expected = KeypointDetector(model, config, backend="torch").detect(_image())[0]
     actual = loaded.detect(_image())[0]
-    assert torch.equal(expected.keypoints, actual.keypoints) and torch.equal(expected.descriptors, actual.descriptors)
+    np.testing.assert_array_equal(expected.keypoints, actual.keypoints)
+    np.testing.assert_array_equal(expected.descriptors, actual.descriptors)
 
 
 def test_from_pretrained_reads_trainer_checkpoints_with_ddp_prefixes(tmp_path):
@@ -253,11 +295,7 @@ def test_weights_resolve_by_name_path_or_bundled(tmp_path, monkeypatch):
 
 def test_half_is_ignored_on_cpu():
     found = _detector(half=True, max_keypoints=5).detect(_image())[0]
-    assert found.descriptors.dtype == torch.float32 and len(found) == 5
-
-
-def test_features_dataclass_fields():
-    assert [f.name for f in dataclasses.fields(Features)] == ["keypoints", "scores", "descriptors"]
+    assert found.descriptors.dtype == np.float32 and len(found) == 5
 
 
 def test_cpu_input_steps_give_torchs_values():

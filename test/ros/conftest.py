@@ -9,14 +9,14 @@ except ImportError:
 
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+
+from usp_ros.tools.children import Children
 
 
 @pytest.fixture
@@ -40,28 +40,12 @@ def ros_node():
 def spawn(tmp_path):
     """Start Python child processes (scripts or `-m module`) with this session's ROS environment.
 
-    The working directory is a temporary folder, so the source tree's `usp_ros` never shadows
-    the installed one that carries the generated messages. Children are stopped at teardown;
-    their output is in tmp_path/<name>.log.
+    usp_ros.tools.children, as the tools use it: the working directory is tmp_path, so the source tree's
+    `usp_ros` never shadows the installed one that carries the generated messages; output goes to
+    tmp_path/<name>.log; children are stopped at teardown (SIGINT, then SIGKILL).
     """
-    children = []
-
-    def start(*args: str, name: str = "child") -> subprocess.Popen:
-        log = open(tmp_path / f"{name}.log", "w")
-        child = subprocess.Popen([sys.executable, *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        children.append((child, log))
-        return child
-
-    yield start
-    for child, log in children:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        log.close()
+    with Children(tmp_path) as children:
+        yield lambda *args, name="child": children.start(name, *args)
 
 
 def wait_for(condition, timeout: float = 20.0, interval: float = 0.05) -> bool:

@@ -1,27 +1,18 @@
-"""Image, CompressedImage and Features conversions, without a running node."""
+"""Image, CompressedImage, Features and FrameMatch conversions, without a running node."""
 import array
 
 import cv2
 import numpy as np
 import pytest
-from sensor_msgs.msg import CompressedImage, Image
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
-from usp_ros.conversions import (
-    ENCODINGS,
-    ConversionError,
-    compressed_size,
-    compressed_to_numpy,
-    features_to_msg,
-    frame_match_to_msg,
-    homography_from_msg,
-    image_to_numpy,
-    msg_to_features,
-    numpy_to_compressed,
-    numpy_to_image,
-    to_bgr8,
-    to_gray,
-)
+from usp_core.features import Features
+from usp_core.tracking import Frame, FrameTracker, KeyframeConfig, MatchConfig, MatchResult
+from usp_ros.bridge.images import (ENCODINGS, ConversionError, compressed_size, compressed_to_numpy, image_to_numpy,
+                                   numpy_to_compressed, numpy_to_image, to_bgr8, to_gray)
+from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg, homography_from_msg, msg_to_features
 
 
 def random_image(encoding: str, height: int = 6, width: int = 10, seed: int = 0) -> np.ndarray:
@@ -145,50 +136,110 @@ def test_rgb_and_bgr_agree_in_grey():
     np.testing.assert_array_equal(to_gray(bgr, "bgr8"), to_gray(bgr[..., ::-1].copy(), "rgb8"))
 
 
+def random_features(count: int = 50, size: int = 16, image_size=(640, 480), seed: int = 1) -> Features:
+    rng = np.random.default_rng(seed)
+    keypoints = rng.random((count, 2), dtype=np.float32) * np.float32(image_size)
+    descriptors = rng.standard_normal((count, size)).astype(np.float32)
+    return Features(keypoints, rng.random(count, dtype=np.float32), descriptors, image_size)
+
+
+def assert_same_features(got: Features, expected: Features) -> None:
+    assert isinstance(got, Features) and got.image_size == expected.image_size
+    for name in ("keypoints", "scores", "descriptors"):
+        assert getattr(got, name).dtype == np.float32
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+
+
 def test_features_round_trip():
-    rng = np.random.default_rng(1)
-    keypoints = rng.random((50, 2), dtype=np.float32) * 100
-    scores = rng.random(50, dtype=np.float32)
-    descriptors = rng.standard_normal((50, 16)).astype(np.float32)
-    header = Header(frame_id="cam")
-    msg = features_to_msg(header, (640, 480), keypoints, scores, descriptors)
+    features = random_features()
+    msg = features_to_msg(Header(frame_id="cam"), features)
     assert msg.header.frame_id == "cam" and msg.keypoints.header.frame_id == "cam"
-    arrays = msg_to_features(msg)
-    np.testing.assert_array_equal(arrays.keypoints, keypoints)
-    np.testing.assert_array_equal(arrays.scores, scores)
-    np.testing.assert_array_equal(arrays.descriptors, descriptors)
-    assert arrays.image_size == (640, 480)
+    assert (msg.keypoints.image_width, msg.keypoints.image_height) == (640, 480)
+    assert list(msg.keypoints.x) == features.keypoints[:, 0].tolist() and msg.descriptors.size == 16
+    assert_same_features(msg_to_features(msg), features)
 
 
 def test_empty_features_round_trip():
-    msg = features_to_msg(Header(), (32, 24), np.zeros((0, 2)), np.zeros(0), np.zeros((0, 256)))
-    arrays = msg_to_features(msg)
-    assert arrays.keypoints.shape == (0, 2) and arrays.descriptors.shape == (0, 256)  # D is kept
+    empty = random_features(0, 256, (32, 24))
+    back = msg_to_features(features_to_msg(Header(), empty))
+    assert back.keypoints.shape == (0, 2) and back.descriptors.shape == (0, 256)  # D is kept
+    assert len(back) == 0 and back.image_size == (32, 24)
 
 
-def test_inconsistent_features_raise():
-    with pytest.raises(ConversionError, match="inconsistent feature arrays"):
-        features_to_msg(Header(), (8, 8), np.zeros((3, 2)), np.zeros(2), np.zeros((3, 4)))
-    msg = features_to_msg(Header(), (8, 8), np.zeros((3, 2)), np.zeros(3), np.zeros((3, 4)))
+def test_non_finite_values_pass_through_for_finite_rows_to_find():
+    features = random_features(4, 3)
+    keypoints, scores, descriptors = features.keypoints.copy(), features.scores.copy(), features.descriptors.copy()
+    keypoints[1, 0], descriptors[2, 1], scores[3] = np.nan, np.inf, -np.inf
+    back = msg_to_features(features_to_msg(Header(), Features(keypoints, scores, descriptors, (640, 480))))
+    assert np.isnan(back.keypoints[1, 0]) and np.isinf(back.descriptors[2, 1]) and np.isinf(back.scores[3])
+    np.testing.assert_array_equal(back.finite_rows(), [True, False, False, False])
+    np.testing.assert_array_equal(back.finite_rows(scores=False), [True, False, False, True])
+
+
+def test_inconsistent_features_messages_raise():
+    msg = features_to_msg(Header(), random_features(3, 4, (8, 8)))
     msg.descriptors.size = 5
     with pytest.raises(ConversionError, match="descriptor data has 12 values, expected 3 x 5"):
         msg_to_features(msg)
-    msg = features_to_msg(Header(), (8, 8), np.zeros((3, 2)), np.zeros(3), np.zeros((3, 4)))
+    msg = features_to_msg(Header(), random_features(3, 4, (8, 8)))
     msg.keypoints.y = array.array("f", [0.0])
     with pytest.raises(ConversionError, match="differ in length"):
+        msg_to_features(msg)
+    msg = features_to_msg(Header(), random_features(3, 4, (8, 8)))
+    msg.descriptors.size, msg.descriptors.data = 0, array.array("f")
+    with pytest.raises(ConversionError, match="descriptor data has 0 values, expected 3 x 0"):
         msg_to_features(msg)
 
 
 def test_frame_match_message():
     homography = np.array([[1.0, 0.1, 5], [0, 1, -3], [0, 0, 1]])
     points = np.arange(8, dtype=np.float32).reshape(4, 2)
-    msg = frame_match_to_msg(Header(), Header().stamp, homography, 10, [0, 2, 4, 6], [1, 3, 5, 7], points, points + 1)
-    assert msg.valid and msg.num_matches == 10 and msg.num_inliers == 4
+    result = MatchResult(reference_stamp=Time(sec=7, nanosec=5), homography=homography, num_matches=10,
+                         reference_indices=np.array([0, 2, 4, 6]), current_indices=np.array([1, 3, 5, 7]),
+                         reference_points=points, current_points=points + 1,
+                         current_track_ids=np.array([0, 9, 0, 10, 0, 11, 0, 12], np.uint64))
+    msg = frame_match_to_msg(Header(frame_id="cam"), result)
+    assert msg.valid and msg.num_matches == 10 and msg.num_inliers == 4 and msg.header.frame_id == "cam"
+    assert msg.reference_stamp == Time(sec=7, nanosec=5)
     np.testing.assert_array_equal(homography_from_msg(msg), homography)
-    assert list(msg.current_indices) == [1, 3, 5, 7] and list(msg.current_x) == [1, 3, 5, 7]
-    invalid = frame_match_to_msg(Header(), Header().stamp, None, 3, [], [], np.zeros((0, 2)), np.zeros((0, 2)))
-    assert not invalid.valid and invalid.num_inliers == 0
+    assert list(msg.reference_indices) == [0, 2, 4, 6] and list(msg.current_indices) == [1, 3, 5, 7]
+    assert list(msg.reference_x) == [0, 2, 4, 6] and list(msg.current_y) == [2, 4, 6, 8]
+    assert list(msg.current_track_ids) == [0, 9, 0, 10, 0, 11, 0, 12]
+    invalid = frame_match_to_msg(Header(), MatchResult(
+        reference_stamp=Time(), homography=None, num_matches=3, reference_indices=np.zeros(0, np.int64),
+        current_indices=np.zeros(0, np.int64), reference_points=np.zeros((0, 2), np.float32),
+        current_points=np.zeros((0, 2), np.float32), current_track_ids=np.zeros(0, np.uint64)))
+    assert not invalid.valid and invalid.num_matches == 3 and invalid.num_inliers == 0
     np.testing.assert_array_equal(homography_from_msg(invalid), np.eye(3))
+
+
+def test_ground_truth_is_a_match_without_matches():
+    homography = np.array([[1.0, 0.0, 2.5], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
+    msg = frame_match_to_msg(Header(), MatchResult.from_homography(Time(sec=3), homography))
+    assert msg.valid and msg.reference_stamp == Time(sec=3)
+    assert msg.num_matches == 0 and msg.num_inliers == 0
+    assert not (msg.reference_indices or msg.current_indices or msg.current_x or msg.current_track_ids)
+    np.testing.assert_array_equal(homography_from_msg(msg), homography)
+
+
+def test_match_indices_are_rows_of_the_features_messages():
+    """A Features message with a NaN row, through the tracker: FrameMatch indices and track ids are message rows."""
+    reference = random_features(60, 32, seed=2)
+    keypoints, descriptors = reference.keypoints + np.float32([4.0, -2.0]), reference.descriptors.copy()
+    keypoints[5] = np.nan
+    messages = [features_to_msg(Header(), reference),
+                features_to_msg(Header(), Features(keypoints, reference.scores, descriptors, (640, 480)))]
+    tracker = FrameTracker(MatchConfig(), KeyframeConfig())
+    results = [tracker.track(Frame.from_features(index, msg_to_features(msg), "cpu"))
+               for index, msg in enumerate(messages)]
+    assert results[0] is None
+    msg = frame_match_to_msg(Header(), results[1])
+    assert msg.valid and msg.num_inliers == 59 and 5 not in msg.current_indices
+    assert list(msg.reference_indices) == list(msg.current_indices)  # the same points in the same order
+    current = msg_to_features(messages[1])
+    np.testing.assert_array_equal(current.keypoints[msg.current_indices], np.stack([msg.current_x, msg.current_y], 1))
+    assert len(msg.current_track_ids) == 60 and msg.current_track_ids[5] == 0
+    assert np.count_nonzero(msg.current_track_ids) == 59
 
 
 def compressed(data: bytes) -> CompressedImage:

@@ -1,5 +1,6 @@
 """The detector node as its own process over real DDS: encodings, sizes, compressed input, garbage frames,
-runtime parameters, diagnostics, start-up failures. A small random-initialised model keeps it fast."""
+runtime parameters, diagnostics, start-up failures; and its image -> Features path (usp_ros.support.detection)
+in-process. A small random-initialised model keeps it fast."""
 import itertools
 import re
 import time
@@ -20,15 +21,18 @@ from std_msgs.msg import Header
 from usp_core import inference
 from usp_core.backends import BackendError
 from usp_core.checkpoint import save_checkpoint
+from usp_core.drawing import CAPTION_HEIGHT, draw_keypoints
+from usp_core.features import Features as NumpyFeatures
 from usp_core.inference import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
 from usp_core.model import ModelConfig, UnsuperPoint
-from usp_ros import detector_node
-from usp_ros.conversions import finite_rows, msg_to_features, numpy_to_compressed, numpy_to_image
-from usp_ros.detector_node import (MAX_INFERENCE_SIDE, MAX_INPUT_PIXELS, DetectorNode, inference_size,
-                                   to_source_pixels)
-from usp_ros.drawing import draw_keypoints, draw_matches, score_colours
-from usp_ros.image_source import bgr_to_encoding
+from usp_ros.bridge.images import numpy_to_compressed, numpy_to_image
+from usp_ros.bridge.messages import msg_to_features
 from usp_ros.msg import Features
+from usp_ros.nodes import detector as detector_node
+from usp_ros.nodes.detector import MAX_INFERENCE_SIDE, MAX_INPUT_PIXELS, DetectorNode
+from usp_ros.nodes.image_source import bgr_to_encoding
+from usp_ros.support.detection import detect_image_message, input_size
+from usp_ros.support.diagnostics import PUBLISHED
 
 TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
 _namespaces = itertools.count()
@@ -62,7 +66,7 @@ class Detector:
         args = ["-p", f"model_path:={model}", "-p", "num_threads:=1"]
         for parameter in parameters:
             args += ["-p", parameter]
-        self.process = spawn("-m", "usp_ros.detector_node", "--ros-args", "-r", f"__ns:={self.namespace}", *args,
+        self.process = spawn("-m", "usp_ros.nodes.detector", "--ros-args", "-r", f"__ns:={self.namespace}", *args,
                              name="detector")
         self.features: dict[tuple[int, int], Features] = {}
         self.debug_images: dict[tuple[int, int], Image] = {}
@@ -149,7 +153,7 @@ def test_encodings_and_sizes_over_dds(ros_node, spawn, wait, tiny_model):
     reference = KeypointDetector.from_pretrained(tiny_model, config=DetectorConfig(max_keypoints=1000))
     for height, width in ((480, 640), (720, 1280)):
         grey = textured(height, width)
-        expected = reference.detect(grey)[0].numpy()[0]
+        expected = reference.detect(grey)[0].keypoints
         bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
         for encoding in ("mono8", "bgr8", "rgb8", "mono16", "bayer_rggb8"):
             header = detector.header()
@@ -180,7 +184,9 @@ def test_debug_image_is_published_to_subscribers(ros_node, spawn, wait, tiny_mod
     assert debug.header == header and (debug.width, debug.height, debug.encoding) == (320, 240, "bgr8")
     picture = np.frombuffer(bytes(debug.data), np.uint8).reshape(240, 320, 3)
     arrays = msg_to_features(features)
-    np.testing.assert_array_equal(picture, draw_keypoints(rgb[..., ::-1], arrays.keypoints, arrays.scores))
+    expected = draw_keypoints(rgb[..., ::-1], arrays.keypoints, arrays.scores)
+    np.testing.assert_array_equal(picture[CAPTION_HEIGHT:], expected[CAPTION_HEIGHT:])
+    assert (picture[:CAPTION_HEIGHT] != expected[:CAPTION_HEIGHT]).any(), "a caption on a band at the top"
 
 
 def test_compressed_input_and_undecodable_frames(ros_node, spawn, wait, tiny_model):
@@ -305,7 +311,8 @@ def test_device_change_prepares_a_new_detector_and_a_refused_one_leaves_the_node
         assert not result.successful and result.reason == "backend 'torch' cannot run: simulated"
         assert node.get_parameter("device").value == "cpu" and node._detector is before
         node._process(numpy_to_image(textured(240, 320), "mono8", Header()))
-        assert (node._stats.published, node._stats.bad) == (1, 0), "the refused change left the node working"
+        assert (node._stats.total(PUBLISHED), node._stats.total("bad")) == (1, 0), \
+            "the refused change left the node working"
 
         monkeypatch.setattr(inference, "make_runner", real_make_runner)
         assert node.set_parameters([Parameter("device", value="cuda")])[0].successful
@@ -313,7 +320,6 @@ def test_device_change_prepares_a_new_detector_and_a_refused_one_leaves_the_node
         assert node._device.type == "meta" and node._backend == "torch"
         assert before.device.type == "cpu", "the new detector has its own copy of the model"
     finally:
-        node.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
 
@@ -323,7 +329,7 @@ def test_missing_or_corrupt_model_fails_start_up_with_one_line(spawn, wait, tmp_
     model = tmp_path / "model.pt"
     if content is not None:
         model.write_bytes(content)
-    child = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", f"model_path:={model}", name="failing")
+    child = spawn("-m", "usp_ros.nodes.detector", "--ros-args", "-p", f"model_path:={model}", name="failing")
     assert wait(lambda: child.poll() is not None, timeout=30)
     assert child.returncode != 0
     lines = (tmp_path / "failing.log").read_text().strip().splitlines()
@@ -347,15 +353,15 @@ def test_model_path_superpoint_runs_the_bundled_superpoint(ros_node, spawn, wait
     grey, header = textured(240, 320), detector.header()
     msg = detector.send(numpy_to_image(grey, "mono8", header))
     arrays = msg_to_features(msg)
-    expected = reference.detect(grey)[0].numpy()
+    expected = reference.detect(grey)[0]
     assert arrays.descriptors.shape[1] == reference.model.config.descriptor_dim
-    np.testing.assert_allclose(arrays.keypoints, expected[0], atol=1e-3)
+    np.testing.assert_allclose(arrays.keypoints, expected.keypoints, atol=1e-3)
     start = [line for line in (tmp_path / "detector.log").read_text().splitlines() if "ready:" in line]
     assert len(start) == 1 and "model superpoint" in start[0]
 
 
 def test_unknown_backend_fails_start_up_with_one_line(spawn, wait, tmp_path, tiny_model):
-    child = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", f"model_path:={tiny_model}",
+    child = spawn("-m", "usp_ros.nodes.detector", "--ros-args", "-p", f"model_path:={tiny_model}",
                   "-p", "backend:=tensorrt", name="failing")
     assert wait(lambda: child.poll() is not None, timeout=30)
     lines = (tmp_path / "failing.log").read_text().strip().splitlines()
@@ -363,50 +369,34 @@ def test_unknown_backend_fails_start_up_with_one_line(spawn, wait, tmp_path, tin
     assert "FATAL" in lines[0] and "backend must be one of auto, torch, onnxruntime, openvino" in lines[0]
 
 
-def test_inference_size():
-    assert inference_size(480, 640, 0, 0) is None
-    assert inference_size(480, 640, 640, 480) is None
-    assert inference_size(480, 640, 320, 240) == (240, 320)
-    assert inference_size(480, 640, 320, 0) == (240, 320)
-    assert inference_size(720, 1280, 0, 360) == (360, 640)
-    assert inference_size(100, 1000, 80, 0) == (8, 80)
-    assert inference_size(3000, 4000, 0, 0, max_side=1280) == (960, 1280)
-    assert inference_size(6000, 8000, 0, 0, max_side=1280) == (960, 1280)
-    assert inference_size(720, 1280, 0, 0, max_side=1280) is None
-    assert inference_size(3000, 4000, 0, 0, max_side=0) is None
-    assert inference_size(1080, 1920, 1920, 1080, max_side=1280) == (720, 1280)
-    assert inference_size(1000, 30, 0, 0, max_side=64) == (64, 8)
+def test_a_large_jpeg_is_decoded_reduced_and_its_keypoints_come_in_source_pixels(tiny_model):
+    detector = KeypointDetector.from_pretrained(tiny_model, config=DetectorConfig(max_inference_side=320),
+                                                backend="torch")
+    grey = textured(960, 1280)
+    msg = numpy_to_compressed(grey, "jpeg")
+    assert input_size(msg) == (1280, 960)
+    detection = detect_image_message(detector, msg)
+    assert detection.image.shape == (240, 320) and detection.encoding == "mono8", "JPEG decoded at 1/4"
+    assert detection.non_finite == 0 and detection.features.image_size == (1280, 960)
+    (reduced,) = detector.detect(detection.image)
+    np.testing.assert_allclose(detection.features.keypoints, reduced.resized((1280, 960)).keypoints)
+    assert detection.features.keypoints[:, 0].max() > 1200, "keypoints span the source image"
 
 
-def test_points_map_back_to_source_pixels_and_non_finite_rows_are_found():
-    points = np.array([[-0.5, -0.5], [0.0, 0.0], [199.5, 149.5]], np.float32)
-    np.testing.assert_allclose(to_source_pixels(points, (150, 200), (600, 800)),
-                               [[-0.5, -0.5], [1.5, 1.5], [799.5, 599.5]])
-    assert to_source_pixels(points, (150, 200), (150, 200)) is points
-    keypoints, scores, descriptors = np.zeros((4, 2)), np.ones(4), np.zeros((4, 3))
-    keypoints[1, 0], scores[2], descriptors[3, 2] = np.nan, np.inf, -np.inf
-    np.testing.assert_array_equal(finite_rows(keypoints, descriptors, scores), [True, False, False, False])
-    np.testing.assert_array_equal(finite_rows(keypoints, descriptors), [True, False, True, False])
+def poisoned(features: NumpyFeatures) -> NumpyFeatures:
+    """A copy with NaN or inf in three rows: a keypoint's x, a score, a descriptor value."""
+    keypoints, scores, descriptors = features.keypoints.copy(), features.scores.copy(), features.descriptors.copy()
+    keypoints[0, 0], scores[1], descriptors[2, 3] = np.nan, np.inf, np.nan
+    return NumpyFeatures(keypoints, scores, descriptors, features.image_size)
 
 
-def test_drawing_colours_keypoints_by_score_and_joins_matches():
-    image = np.zeros((60, 80), np.uint8)
-    drawn = draw_keypoints(image, np.array([[20.0, 30.0], [60.0, 30.0]]), np.array([0.95, 0.05]))
-    assert drawn.shape == (60, 80, 3) and image.max() == 0, "the input is not modified"
-    colours = score_colours(np.array([0.95, 0.05]))
-    high, low = drawn[30, 17], drawn[30, 57]  # on each circle (radius 3)
-    assert np.abs(high.astype(int) - colours[0]).max() < 60 and np.abs(low.astype(int) - colours[1]).max() < 60
-    assert colours[0][2] > colours[0][0] and colours[1][0] > colours[1][2], "high scores red, low scores blue"
-    pair = draw_matches(image, np.zeros((40, 50, 3), np.uint8), np.array([[10.0, 10.0]]), np.array([[5.0, 20.0]]))
-    assert pair.shape == (60, 130, 3)
-    assert pair[10:21, 10:56].any(), "a line joins the two matched points"
-    assert not pair[45:, 80:].any(), "the shorter image is padded with black"
-    rows = np.array([[10.0, 10.0], [10.0, 30.0], [10.0, 50.0]])
-    thinned = draw_matches(image, image, rows, rows, max_lines=2)  # lines for matches 0 and 2 only (every 2nd)
-    assert thinned[10, 20:80].any() and thinned[50, 20:80].any() and not thinned[30, 20:80].any()
-    assert thinned[30, 10].any() and thinned[30, 90].any(), "a match without a line still has its dots"
-    with pytest.raises(ValueError):
-        draw_matches(image, image, np.zeros((2, 2)), np.zeros((3, 2)))
+def test_non_finite_rows_are_dropped_and_counted(tiny_model, monkeypatch):
+    detector = KeypointDetector.from_pretrained(tiny_model, backend="torch")
+    detect = detector.detect
+    monkeypatch.setattr(detector, "detect", lambda images: [poisoned(features) for features in detect(images)])
+    detection = detect_image_message(detector, numpy_to_image(textured(240, 320), "mono8"))
+    assert detection.non_finite == 3 and len(detection.features) > 0
+    assert detection.features.finite_rows().all()
 
 
 def peak_rss_gib(process) -> float:
@@ -497,24 +487,17 @@ def test_non_finite_keypoints_are_never_published(tiny_model, monkeypatch):
     node = DetectorNode(context=context, parameter_overrides=[Parameter("model_path", value=str(tiny_model))])
     try:
         detect = node._detector.detect
-
-        def poisoned(images):
-            (features,) = detect(images)
-            features.keypoints[0, 0], features.scores[1], features.descriptors[2, 3] = np.nan, np.inf, np.nan
-            return [features]
-
         published = []
-        monkeypatch.setattr(node._detector, "detect", poisoned)
+        monkeypatch.setattr(node._detector, "detect", lambda images: [poisoned(found) for found in detect(images)])
         monkeypatch.setattr(node._features_pub, "publish", published.append)
         node._process(numpy_to_image(textured(240, 320), "mono8", Header()))
         arrays = msg_to_features(published[0])
         assert np.isfinite(arrays.keypoints).all() and np.isfinite(arrays.scores).all()
         assert np.isfinite(arrays.descriptors).all() and len(arrays.keypoints) > 0
-        assert node._stats.non_finite == 3 and node._stats.published == 1
+        assert node._stats.total("non_finite") == 3 and node._stats.total(PUBLISHED) == 1
         for name, top in (("max_inference_side", MAX_INFERENCE_SIDE), ("max_input_pixels", MAX_INPUT_PIXELS)):
             descriptor = node.describe_parameter(name)
             assert descriptor.description and descriptor.integer_range[0].to_value == top
     finally:
-        node.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)

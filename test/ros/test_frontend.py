@@ -1,4 +1,5 @@
-"""The front-end over real DDS: virtual camera -> (oracle or learned) features -> matcher, and the one-command run.
+"""The front-end over real DDS: virtual camera -> (oracle or learned) features -> matcher, the one-command run,
+and the child-process helper the run shares with the tests.
 
 Without trained weights a learned detector gives poor matches, so accuracy is checked with an
 oracle in place of the detector: it publishes Features built from the virtual camera's ground
@@ -12,18 +13,22 @@ import re
 import signal
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image as PilImage
 
 from usp_core.evaluation.metrics import corner_error
+from usp_core.features import Features
 from usp_core.inference import BUNDLED_WEIGHTS
 from usp_core.model import ModelConfig, UnsuperPoint
-from usp_ros.conversions import features_to_msg, homography_from_msg
-from usp_ros.frontend import Options, RunStats, child_commands, compose_ground_truth, parse_args
-from usp_ros.msg import Features, FrameMatch
-from usp_ros.qos import output_qos
+from usp_ros.bridge.messages import features_to_msg, homography_from_msg
+from usp_ros.msg import Features as FeaturesMsg
+from usp_ros.msg import FrameMatch
+from usp_ros.support.qos import output_qos
+from usp_ros.tools.children import Children
+from usp_ros.tools.frontend import Options, RunStats, Sample, child_commands, compose_ground_truth, parse_args
 
 SIZE = (320, 240)
 LIVE_LINE = re.compile(r"^fps +[\d.]+ \| latency +[\d.]+ ms \| keypoints \d+ \| inliers (\d+|-) \| valid \d+/\d+")
@@ -50,10 +55,8 @@ def test_compose_ground_truth_walks_the_chain():
 
 
 def test_run_stats_line_and_summary():
-    stats = RunStats()
-    for index in range(4):
-        stats.add(10.0 + index * 0.5, 20.0 + index, 1000, 100 + index, index != 3,
-                  0.5 if index < 3 else float("inf"))
+    stats = RunStats(Sample(10.0 + index * 0.5, 20.0 + index, 1000, 100 + index, index != 3,
+                            0.5 if index < 3 else float("inf")) for index in range(4))
     assert LIVE_LINE.match(stats.line(0, 2.0))
     assert "fps  2.0" in stats.line(0, 2.0) and "valid 3/4" in stats.line(0, 2.0)
     summary = stats.summary()
@@ -71,7 +74,7 @@ def test_options_and_child_commands(tmp_path):
     assert options.frames == 5 and options.duration is None and options.out.is_absolute()
     commands = child_commands(options, Path("/share"))
     matcher = " ".join(commands["matcher_node"])
-    assert "usp_ros.matcher_node" in matcher and "keyframe_mode:=true" in matcher and "device:=cpu" in matcher
+    assert "usp_ros.nodes.matcher" in matcher and "keyframe_mode:=true" in matcher and "device:=cpu" in matcher
     assert "/share/config/matcher.yaml" in matcher
     assert "source:=virtual" in " ".join(commands["image_source"])
     assert "model_path" not in " ".join(commands["detector_node"])  # the detector's default: bundled weights
@@ -89,6 +92,56 @@ def test_options_and_child_commands(tmp_path):
     assert parse_args([]).duration == Options.duration
 
 
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_children_report_a_dead_child_and_stop_with_sigint_then_sigkill(tmp_path, wait):
+    sleep = "import time; print('up', flush=True); time.sleep(60)"
+    with Children(tmp_path, stop_timeout=2.0) as children:
+        polite = children.start("polite", "-c", sleep)
+        stubborn = children.start("stubborn", "-c", "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                                  + sleep)
+        failing = children.start("failing", "-c", "import sys; print('cannot start: no camera'); sys.exit(3)")
+        with pytest.raises(ValueError):
+            children.start("failing", "-c", "pass")
+        failing.wait(timeout=30)
+        assert children.dead() == "failing"
+        assert children.death_report("failing") == "failing exited with code 3; last lines of its log:\n" \
+                                                   "cannot start: no camera"
+        assert wait(lambda: "up" in children.log_tail("stubborn") and "up" in children.log_tail("polite"), 30)
+    assert polite.returncode == -signal.SIGINT and stubborn.returncode == -signal.SIGKILL
+
+
+def test_children_die_with_their_parent(tmp_path, wait):
+    parent_code = ("import sys, time; from usp_ros.tools.children import Children; "
+                   "child = Children(sys.argv[1]).start('grandchild', '-c', 'import time; time.sleep(60)'); "
+                   "print(child.pid, flush=True); time.sleep(60)")
+    with Children(tmp_path) as children:
+        parent = children.start("parent", "-c", parent_code, str(tmp_path))
+        assert wait(lambda: children.log_tail("parent").strip().isdigit(), 30), children.log_tail("parent")
+        grandchild = int(children.log_tail("parent"))
+        parent.kill()
+        assert wait(lambda: not running(grandchild), 10)
+
+
 class OracleDetector:
     """Stands in for the detector: Features for each virtual-camera frame, built from the ground truth."""
 
@@ -97,7 +150,7 @@ class OracleDetector:
         self.points, self.dim = points, dim
         self.steps: dict = {}
         self.previous = None  # (stamp key, keypoints, descriptors) of the last published frame
-        self.publisher = node.create_publisher(Features, "features", output_qos())
+        self.publisher = node.create_publisher(FeaturesMsg, "features", output_qos())
         node.create_subscription(FrameMatch, "ground_truth", self.on_truth, output_qos())
 
     def new_points(self, count: int):
@@ -106,8 +159,9 @@ class OracleDetector:
         return keypoints, descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True)
 
     def publish(self, header, keypoints, descriptors):
-        self.publisher.publish(features_to_msg(header, SIZE, keypoints.astype(np.float32),
-                                               np.ones(len(keypoints), np.float32), descriptors.astype(np.float32)))
+        features = Features(keypoints.astype(np.float32), np.ones(len(keypoints), np.float32),
+                            descriptors.astype(np.float32), SIZE)
+        self.publisher.publish(features_to_msg(header, features))
 
     def on_truth(self, msg: FrameMatch):
         reference, current = (msg.reference_stamp.sec, msg.reference_stamp.nanosec), \
@@ -137,9 +191,9 @@ def test_virtual_camera_matcher_homographies_match_ground_truth(ros_node, spawn,
     oracle = OracleDetector(ros_node)
     matches = []
     ros_node.create_subscription(FrameMatch, "matches", matches.append, output_qos())
-    matcher = spawn("-m", "usp_ros.matcher_node", name="matcher")
+    matcher = spawn("-m", "usp_ros.nodes.matcher", name="matcher")
     assert wait(lambda: oracle.publisher.get_subscription_count() > 0 or matcher.poll() is not None, 30)
-    spawn("-m", "usp_ros.image_source", "--ros-args", "-p", "source:=virtual", "-p", "rate:=15.0",
+    spawn("-m", "usp_ros.nodes.image_source", "--ros-args", "-p", "source:=virtual", "-p", "rate:=15.0",
           "-p", f"width:={SIZE[0]}", "-p", f"height:={SIZE[1]}", name="image_source")
     assert wait(lambda: len(matches) >= 15, 40), f"only {len(matches)} FrameMatch received"
     errors = []
@@ -152,22 +206,9 @@ def test_virtual_camera_matcher_homographies_match_ground_truth(ros_node, spawn,
     assert np.mean(np.array(errors) < 2.0) >= 0.9, f"corner errors {np.round(errors, 2)}"
 
 
-def child_pids(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (Linux /proc)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
 def test_frontend_runs_the_chain_and_stops_cleanly_on_ctrl_c(spawn, wait, tmp_path, tiny_checkpoint):
     out = tmp_path / "matches.gif"
-    frontend = spawn("-m", "usp_ros.frontend", "--model-path", str(tiny_checkpoint), "--device", "cpu",
+    frontend = spawn("-m", "usp_ros.tools.frontend", "--model-path", str(tiny_checkpoint), "--device", "cpu",
                      "--duration", "600", "--rate", "8", "--width", str(SIZE[0]), "--height", str(SIZE[1]),
                      "--out", str(out), name="frontend")
     log = tmp_path / "frontend.log"
@@ -183,14 +224,13 @@ def test_frontend_runs_the_chain_and_stops_cleanly_on_ctrl_c(spawn, wait, tmp_pa
     text = log.read_text()
     assert re.search(r"summary: \d+ frames matched", text) and "latency image -> FrameMatch" in text
     assert "keypoints" in live_lines()[0] and "Traceback" not in text
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists() and
-                (Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z")], "child nodes still running"
-    with PilImage.open(out) as gif:
-        assert gif.n_frames >= 2 and gif.size == (SIZE[0], SIZE[1] // 2)
+    assert not [pid for pid in children if running(pid)], "child nodes still running"
+    with PilImage.open(out) as gif:  # the matcher's debug images (the current frame), at half size
+        assert gif.n_frames >= 2 and gif.size == (SIZE[0] // 2, SIZE[1] // 2)
 
 
 def test_frontend_reports_a_failing_node_and_stops_the_others(spawn, tmp_path, tiny_checkpoint):
-    frontend = spawn("-m", "usp_ros.frontend", "--model-path", str(tiny_checkpoint), "--device", "cuda:7",
+    frontend = spawn("-m", "usp_ros.tools.frontend", "--model-path", str(tiny_checkpoint), "--device", "cuda:7",
                      "--frames", "3", "--out", str(tmp_path / "m.mp4"), name="frontend")
     assert frontend.wait(timeout=60) == 1
     text = (tmp_path / "frontend.log").read_text()
@@ -203,25 +243,13 @@ def test_frontend_reports_a_failing_node_and_stops_the_others(spawn, tmp_path, t
                     "chain's accuracy cannot be judged with a random model")
 def test_frontend_homographies_with_bundled_weights(spawn, tmp_path):
     # 2 Hz: the detector keeps up with every frame even on a slow CPU, so the result does not depend on load
-    frontend = spawn("-m", "usp_ros.frontend", "--frames", "20", "--rate", "2", "--out", str(tmp_path / "m.mp4"),
+    frontend = spawn("-m", "usp_ros.tools.frontend", "--frames", "20", "--rate", "2", "--out", str(tmp_path / "m.mp4"),
                      name="frontend")
     assert frontend.wait(timeout=120) == 0
     text = (tmp_path / "frontend.log").read_text()
     within = re.search(r"<= 5 px (\d+)%", text)
     assert within and int(within.group(1)) >= 70, text
+    video = cv2.VideoCapture(str(tmp_path / "m.mp4"))
+    readable, frame = video.read()
+    assert readable and frame.shape == (480, 640, 3) and video.get(cv2.CAP_PROP_FRAME_COUNT) >= 10
 
-
-def test_launch_file_starts_detector_matcher_and_optional_camera():
-    pytest.importorskip("launch_ros", reason="launch/launch_ros are not installed (no ROS 2 launch on this machine)")
-    import importlib.util
-
-    from launch_ros.actions import Node
-
-    path = Path(__file__).resolve().parents[2] / "launch" / "frontend.launch.py"
-    spec = importlib.util.spec_from_file_location("frontend_launch", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    entities = module.generate_launch_description().entities
-    nodes = [entity for entity in entities if isinstance(entity, Node)]
-    assert [node.node_executable for node in nodes] == ["detector_node", "matcher_node", "image_source"]
-    assert nodes[2].condition is not None and nodes[0].condition is None

@@ -14,12 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CompressedImage, Image
-
-from usp_ros.conversions import (ENCODINGS, MAX_IMAGE_SIDE, ConversionError, compressed_to_numpy, features_to_msg,
-                                 frame_match_to_msg, homography_from_msg, image_to_numpy, msg_to_features, to_bgr8,
-                                 to_gray)
-from usp_ros.msg import Features
 from std_msgs.msg import Header
+
+from usp_core.features import Features
+from usp_core.tracking import MatchResult
+from usp_ros.bridge.images import (ENCODINGS, MAX_IMAGE_SIDE, ConversionError, compressed_to_numpy, image_to_numpy,
+                                   to_bgr8, to_gray)
+from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg, homography_from_msg, msg_to_features
+from usp_ros.msg import Features as FeaturesMsg
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 ANY_FLOAT32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
@@ -71,11 +73,11 @@ def compressed_images(draw) -> CompressedImage:
 
 
 @st.composite
-def features_messages(draw) -> Features:
+def features_messages(draw) -> FeaturesMsg:
     """usp_ros/Features whose array lengths agree or not, with any float32 values."""
     count, size = draw(st.integers(0, 12)), draw(st.integers(0, 8))
     lengths = st.sampled_from([count, count, count, count + 1, max(count - 1, 0)])
-    msg = Features()
+    msg = FeaturesMsg()
     msg.keypoints.x = array.array("f", draw(st.lists(ANY_FLOAT32, min_size=draw(lengths), max_size=count + 1)))
     msg.keypoints.y = array.array("f", draw(st.lists(ANY_FLOAT32, min_size=len(msg.keypoints.x),
                                                      max_size=len(msg.keypoints.x) + 1)))
@@ -123,29 +125,27 @@ def test_compressed_images_decode_or_raise_conversion_error(msg):
 @given(features_messages())
 def test_features_messages_convert_or_raise_conversion_error(msg):
     try:
-        arrays = msg_to_features(msg)
+        features = msg_to_features(msg)
     except ConversionError:
         return
     count = len(msg.keypoints.x)
-    assert arrays.keypoints.shape == (count, 2) and arrays.scores.shape == (count,)
-    assert arrays.descriptors.shape == (count, msg.descriptors.size)
-    assert arrays.image_size == (msg.keypoints.image_width, msg.keypoints.image_height)
+    assert isinstance(features, Features) and len(features) == count
+    assert features.keypoints.shape == (count, 2) and features.scores.shape == (count,)
+    assert features.descriptors.shape == (count, msg.descriptors.size)
+    assert features.image_size == (msg.keypoints.image_width, msg.keypoints.image_height)
+    assert features.finite_rows().shape == (count,)
 
 
 @FUZZ
-@given(count=st.integers(0, 10), extra=st.sampled_from([0, 0, 1]), size=st.integers(1, 6), data=st.data())
-def test_feature_arrays_round_trip_or_raise_conversion_error(count, extra, size, data):
-    keypoints = data.draw(_float_arrays((count + extra, 2)))
-    scores, descriptors = data.draw(_float_arrays((count,))), data.draw(_float_arrays((count, size)))
-    try:
-        msg = features_to_msg(Header(), (640, 480), keypoints, scores, descriptors)
-    except ConversionError:
-        assert extra, "consistent arrays are accepted"
-        return
-    back = msg_to_features(msg)
-    np.testing.assert_array_equal(back.keypoints, keypoints)  # NaN == NaN here: values pass through unchanged
-    np.testing.assert_array_equal(back.scores, scores)
-    np.testing.assert_array_equal(back.descriptors, descriptors)
+@given(count=st.integers(0, 10), size=st.integers(1, 6), data=st.data())
+def test_features_round_trip_unchanged(count, size, data):
+    keypoints, scores = data.draw(_float_arrays((count, 2))), data.draw(_float_arrays((count,)))
+    features = Features(keypoints, scores, data.draw(_float_arrays((count, size))), (640, 480))
+    back = msg_to_features(features_to_msg(Header(), features))
+    for name in ("keypoints", "scores", "descriptors"):  # NaN == NaN here: values pass through unchanged
+        np.testing.assert_array_equal(getattr(back, name), getattr(features, name))
+    assert back.image_size == (640, 480)
+    np.testing.assert_array_equal(back.finite_rows(), features.finite_rows())
 
 
 @FUZZ
@@ -154,8 +154,11 @@ def test_frame_matches_round_trip(homography, count, data):
     indices = data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=count, max_size=count))
     points = data.draw(_float_arrays((count, 2)))
     track_ids = data.draw(st.lists(st.integers(0, 2**64 - 1), max_size=12))
-    msg = frame_match_to_msg(Header(), Header().stamp, homography, count, np.array(indices, np.uint32),
-                             np.array(indices, np.uint32), points, points, np.array(track_ids, np.uint64))
+    result = MatchResult(reference_stamp=Header().stamp, homography=homography, num_matches=count,
+                         reference_indices=np.array(indices, np.int64), current_indices=np.array(indices, np.int64),
+                         reference_points=points, current_points=points,
+                         current_track_ids=np.array(track_ids, np.uint64))
+    msg = frame_match_to_msg(Header(), result)
     assert msg.valid == (homography is not None) and msg.num_inliers == count
     expected = np.eye(3) if homography is None else homography.astype(np.float64)
     np.testing.assert_array_equal(homography_from_msg(msg), expected)

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
-from usp_ros.conversions import homography_from_msg, image_to_numpy, to_bgr8
-from usp_ros.image_source import (LARGE_IMAGE_BYTES, SourceSpec, bgr_to_encoding, default_photo,
-                                  large_image_warning, open_reader)
+from usp_ros.bridge.images import image_to_numpy, to_bgr8
+from usp_ros.bridge.messages import homography_from_msg
 from usp_ros.msg import FrameMatch
+from usp_ros.nodes.image_source import (LARGE_IMAGE_BYTES, SourceSpec, bgr_to_encoding, default_photo,
+                                        describe_source, large_image_warning, open_reader)
 
 ENCODINGS = ("bgr8", "rgb8", "mono8", "mono16", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
 
@@ -100,11 +101,18 @@ def test_virtual_reader_defaults_to_a_packaged_photo_and_other_sources_fail_clea
         open_reader(SourceSpec("kinect"))
 
 
+def test_sources_are_described_in_words():
+    assert describe_source(SourceSpec("virtual")) == "virtual camera over grace_hopper.jpg"
+    assert describe_source(SourceSpec("virtual", "/photos/boat.png")) == "virtual camera over boat.png"
+    assert describe_source(SourceSpec("folder", "/data/run1")) == "folder /data/run1"
+    assert describe_source(SourceSpec("camera", camera_index=2)) == "camera 2"
+
+
 def test_folder_source_publishes_in_order_and_loops(ros_node, spawn, wait, tmp_path):
     folder = write_folder(tmp_path / "images", 4)
     received = []
     ros_node.create_subscription(Image, "/folder_test/image", received.append, 10)
-    spawn("-m", "usp_ros.image_source", "--ros-args", "-r", "__ns:=/folder_test", "-p", "source:=folder",
+    spawn("-m", "usp_ros.nodes.image_source", "--ros-args", "-r", "__ns:=/folder_test", "-p", "source:=folder",
           "-p", f"path:={folder}", "-p", "rate:=20.0", "-p", "encoding:=mono8", "-p", "frame_id:=cam_test",
           name="source")
     assert wait(lambda: len(received) >= 10, timeout=30)
@@ -117,7 +125,7 @@ def test_folder_source_publishes_in_order_and_loops(ros_node, spawn, wait, tmp_p
 
 def test_source_stops_at_the_end_without_loop(spawn, wait, tmp_path):
     folder = write_folder(tmp_path / "images", 2)
-    child = spawn("-m", "usp_ros.image_source", "--ros-args", "-p", "source:=folder", "-p", f"path:={folder}",
+    child = spawn("-m", "usp_ros.nodes.image_source", "--ros-args", "-p", "source:=folder", "-p", f"path:={folder}",
                   "-p", "loop:=false", "-p", "rate:=20.0", name="source")
     assert wait(lambda: child.poll() is not None, timeout=30)
     assert child.returncode == 0
@@ -125,7 +133,7 @@ def test_source_stops_at_the_end_without_loop(spawn, wait, tmp_path):
 
 
 def test_bad_source_fails_start_up_with_one_line(spawn, wait, tmp_path):
-    child = spawn("-m", "usp_ros.image_source", "--ros-args", "-p", "source:=video",
+    child = spawn("-m", "usp_ros.nodes.image_source", "--ros-args", "-p", "source:=video",
                   "-p", f"path:={tmp_path / 'absent.mp4'}", name="source")
     assert wait(lambda: child.poll() is not None, timeout=30)
     assert child.returncode != 0
@@ -133,13 +141,13 @@ def test_bad_source_fails_start_up_with_one_line(spawn, wait, tmp_path):
     assert len(lines) == 1 and "FATAL" in lines[0] and "does not exist" in lines[0], lines
 
 
-def test_virtual_source_publishes_exact_ground_truth(ros_node, spawn, wait):
+def test_virtual_source_publishes_exact_ground_truth(ros_node, spawn, wait, tmp_path):
     images, truths = {}, []
     ros_node.create_subscription(Image, "/virtual_test/image",
                                  lambda msg: images.__setitem__((msg.header.stamp.sec, msg.header.stamp.nanosec),
                                                                 msg), 10)
     ros_node.create_subscription(FrameMatch, "/virtual_test/ground_truth", truths.append, 10)
-    spawn("-m", "usp_ros.image_source", "--ros-args", "-r", "__ns:=/virtual_test", "-p", "source:=virtual",
+    spawn("-m", "usp_ros.nodes.image_source", "--ros-args", "-r", "__ns:=/virtual_test", "-p", "source:=virtual",
           "-p", "width:=320", "-p", "height:=240", "-p", "rate:=20.0", name="source")
 
     def pair_received():
@@ -161,3 +169,5 @@ def test_virtual_source_publishes_exact_ground_truth(ros_node, spawn, wait):
     error = np.abs(predicted - current)[covered].mean()
     assert error < 3.0
     assert np.abs(previous - current)[covered].mean() > 2 * error  # the camera moved: identity is far worse
+    log = (tmp_path / "source.log").read_text()
+    assert "publishing virtual camera over grace_hopper.jpg on /virtual_test/image at 20.0 Hz as bgr8" in log, log

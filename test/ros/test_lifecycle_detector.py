@@ -14,7 +14,7 @@ from std_msgs.msg import Header
 
 from usp_core.checkpoint import save_checkpoint
 from usp_core.model import ModelConfig, UnsuperPoint
-from usp_ros.conversions import numpy_to_image
+from usp_ros.bridge.images import numpy_to_image
 from usp_ros.msg import Features
 
 TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
@@ -36,7 +36,7 @@ class ManagedDetector:
     def __init__(self, ros_node, spawn, wait, model):
         self.node, self.wait = ros_node, wait
         namespace = f"/lifecycle_test_{next(_namespaces)}"
-        self.process = spawn("-m", "usp_ros.lifecycle_detector_node", "--ros-args", "-r", f"__ns:={namespace}",
+        self.process = spawn("-m", "usp_ros.nodes.lifecycle_detector", "--ros-args", "-r", f"__ns:={namespace}",
                              "-p", f"model_path:={model}", "-p", "backend:=torch", "-p", "num_threads:=1",
                              name="detector")
         self.image_topic = f"{namespace}/image"

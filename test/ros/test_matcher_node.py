@@ -1,26 +1,33 @@
 """The matcher node as its own process over DDS, fed Features whose correspondences are known.
 
-The Features come from usp_ros.bench_matcher.synthetic_sequence: each frame keeps a share of the
+The Features come from usp_core.synthetic_sequence: each frame keeps a share of the
 previous frame's keypoints moved by a known homography, with noisy descriptors. So the test checks
 the node (topics, headers, stamps, counts, homography accuracy, keyframes, bad input, debug image,
-parameters) independently of how good a learned detector is.
+parameters) independently of how good a learned detector is. Parameter changes reaching the tracker under
+the worker's lock are checked in-process.
 """
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter as NodeParameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from usp_core.drawing import CAPTION_HEIGHT
 from usp_core.evaluation.metrics import corner_error
-from usp_ros.bench_matcher import SyntheticFrame, synthetic_sequence
-from usp_ros.conversions import features_to_msg, homography_from_msg, numpy_to_image
+from usp_core.synthetic_sequence import SyntheticFrame, synthetic_sequence
+from usp_ros.bridge.images import image_to_numpy, numpy_to_image
+from usp_ros.bridge.messages import features_to_msg, homography_from_msg
 from usp_ros.msg import Features, FrameMatch
-from usp_ros.qos import output_qos
+from usp_ros.nodes.matcher import MatcherNode
+from usp_ros.support.qos import output_qos
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "matcher.yaml"
 SIZE = (640, 480)
@@ -31,11 +38,11 @@ def header(index: int) -> Header:
 
 
 def features(frame, index: int) -> Features:
-    return features_to_msg(header(index), SIZE, frame.keypoints, frame.scores, frame.descriptors)
+    return features_to_msg(header(index), frame.features(SIZE))
 
 
 def start_matcher(spawn, *parameters: str):
-    args = ["-m", "usp_ros.matcher_node", "--ros-args", "--params-file", str(CONFIG)]
+    args = ["-m", "usp_ros.nodes.matcher", "--ros-args", "--params-file", str(CONFIG)]
     for parameter in parameters:
         args += ["-p", parameter]
     return spawn(*args, name="matcher")
@@ -109,17 +116,14 @@ def test_homographies_of_known_motion_invalid_and_malformed_frames(ros_node, spa
     match = link.send(features(unrelated, 30))  # still serving: matches the last good frame (10), same points
     assert match.reference_stamp == header(10).stamp and match.valid and match.num_inliers == 1000
 
-    def bad_frames():
-        values = [{kv.key: kv.value for kv in status.values} for array in diagnostics for status in array.status
-                  if status.name == "matcher: matcher"]
-        return values and values[-1]["bad frames"] == "3"
-    assert wait(bad_frames, 5), "diagnostics do not report the 3 malformed frames"
+    assert wait(lambda: matcher_diagnostics(diagnostics).get("bad frames") == "3", 5), \
+        "diagnostics do not report the 3 malformed frames"
 
 
 def matcher_diagnostics(diagnostics: list[DiagnosticArray]) -> dict[str, str]:
     """The values of the matcher's last diagnostics status ({} before the first)."""
     values = [{kv.key: kv.value for kv in status.values} for array in diagnostics for status in array.status
-              if status.name == "matcher: matcher"]
+              if status.name == "/matcher: matcher"]
     return values[-1] if values else {}
 
 
@@ -189,14 +193,18 @@ def test_debug_image_only_while_subscribed(ros_node, spawn, wait):
     debug = []
     subscription = ros_node.create_subscription(Image, "matches/debug_image", debug.append, output_qos())
     assert wait(lambda: images.get_subscription_count() > 0, 10), "no image subscription for the debug view"
-    picture = np.random.default_rng(0).integers(0, 255, (SIZE[1], SIZE[0]), dtype=np.uint8)
+    picture = np.full((SIZE[1], SIZE[0]), 128, dtype=np.uint8)
     for index, frame in enumerate(sequence):
         images.publish(numpy_to_image(picture, "mono8", header(index)))
         wait(lambda: False, 0.1)
         link.send(features(frame, index), expect_match=index > 0)
     assert wait(lambda: len(debug) >= 2, 10), "no debug image"
-    assert (debug[-1].width, debug[-1].height, debug[-1].encoding) == (2 * SIZE[0], SIZE[1], "bgr8")
+    assert (debug[-1].width, debug[-1].height, debug[-1].encoding) == (SIZE[0], SIZE[1], "bgr8"), "the current frame"
     assert debug[-1].header == header(2)
+    drawn = image_to_numpy(debug[-1])
+    assert np.median(drawn[:CAPTION_HEIGHT]) < np.median(drawn[CAPTION_HEIGHT:]), "a caption band darkens the top"
+    green = drawn[CAPTION_HEIGHT:, :, 1].astype(int) > drawn[CAPTION_HEIGHT:, :, 0].astype(int) + 20
+    assert 0.001 < green.mean() < 0.2, "green flow tracks on the grey frame, a capped number of them"
     ros_node.destroy_subscription(subscription)
     assert wait(lambda: images.get_subscription_count() == 0, 10), "image subscription kept without a viewer"
 
@@ -230,3 +238,28 @@ def test_unavailable_device_fails_start_with_one_line(spawn, tmp_path):
     log = (tmp_path / "matcher.log").read_text()
     assert "cannot start" in log and "cuda:7" in log and "Traceback" not in log
 
+
+
+def test_changes_reach_the_tracker_under_the_workers_lock_and_refused_ones_never_do():
+    """In-process (num_threads 0: the test process keeps its torch threads)."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MatcherNode(context=context, parameter_overrides=[NodeParameter("num_threads", value=0),
+                                                             NodeParameter("device", value="cpu")])
+    try:
+        for name, value in (("method", "foo"), ("ratio_test", 2.0), ("device", "gpu")):
+            (result,) = node.set_parameters([NodeParameter(name, value=value)])
+            assert not result.successful and result.reason
+        assert node._tracker.match_config.method == "ransac" and node._tracker.match_config.ratio_test == 0.0
+        with node._lock:  # the worker is matching a frame
+            setter = threading.Thread(target=node.set_parameters, args=([NodeParameter("method", value="magsac")],))
+            setter.start()
+            setter.join(timeout=0.5)
+            assert node._tracker.match_config.method == "ransac", "changed while the worker matches"
+        setter.join(timeout=5)
+        assert node._tracker.match_config.method == "magsac"
+        assert node.set_parameters([NodeParameter("keyframe_mode", value=True)])[0].successful
+        assert node._tracker.policy.config.mode == "keyframe"
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -4,7 +4,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from usp_ros.conversions import msg_to_features
+from usp_ros.bridge.messages import msg_to_features
 
 from .conftest import TEST_DIR
 
@@ -51,6 +51,6 @@ def test_features_arrays_survive_the_trip(ros_node, spawn, wait):
     assert wait(lambda: received)
     sent = msg_to_features(publisher.build_samples()["features"])
     got = msg_to_features(received[0])
-    np.testing.assert_array_equal(got.keypoints, sent.keypoints)
-    np.testing.assert_array_equal(got.descriptors, sent.descriptors)
-    assert got.descriptors.shape == (300, 256)
+    for name in ("keypoints", "scores", "descriptors"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(sent, name))
+    assert got.descriptors.shape == (300, 256) and got.image_size == sent.image_size == (640, 480)

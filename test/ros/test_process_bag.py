@@ -1,7 +1,7 @@
 """process_bag on real sequences: rosbag2 of images in, rosbag2 of Features and FrameMatch out.
 
 Input bags are written here with rosbags' writer from ../shared/data/sequences (skipped when absent);
-process_bag runs as a child process (`python -m usp_ros.process_bag`, from a temporary folder so the
+process_bag runs as a child process (`python -m usp_ros.tools.process_bag`, from a temporary folder so the
 installed usp_ros with its messages is imported); the output is read with rosbags and deserialized with
 rclpy into the generated messages. Matching quality needs the trained bundled weights, as in
 test_sequences.py: without them the quality checks are skipped.
@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message, serialize_message
@@ -20,7 +21,7 @@ from rosbags.typesys import Stores, get_typestore
 from std_msgs.msg import Header, String
 
 from usp_core.inference import BUNDLED_WEIGHTS
-from usp_ros.conversions import numpy_to_compressed, numpy_to_image
+from usp_ros.bridge.images import numpy_to_compressed, numpy_to_image
 from usp_ros.msg import Features, FrameMatch
 
 FIRST_STAMP_S = 100  # header stamp of frame i: FIRST_STAMP_S + i seconds
@@ -58,7 +59,7 @@ def frames(shared_data, sequence, count):
 
 def process_bag(tmp_path, *args):
     """Run process_bag to completion; returns the CompletedProcess (text stderr)."""
-    return subprocess.run([sys.executable, "-m", "usp_ros.process_bag", *map(str, args)], cwd=tmp_path,
+    return subprocess.run([sys.executable, "-m", "usp_ros.tools.process_bag", *map(str, args)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -72,7 +73,8 @@ def wait_for_frames(stderr, count, total):
 
 
 def check_output(bag, namespace, count):
-    """One Features per image (its header, its bag time), a FrameMatch per consecutive pair; returns the matches."""
+    """One Features per image (its header, its bag time), a FrameMatch per consecutive pair whose indices are rows
+    of the two frames' Features; returns the matches."""
     topics = read_bag(bag)
     assert set(topics) == {f"{namespace}/features", f"{namespace}/matches"}
     features, matches = topics[f"{namespace}/features"], topics[f"{namespace}/matches"]
@@ -82,6 +84,12 @@ def check_output(bag, namespace, count):
                for _, m in features)
     assert [(t, m.header.stamp.sec, m.reference_stamp.sec) for t, m in matches] == [
         (FIRST_BAG_TIME_NS + i * 100_000_000, FIRST_STAMP_S + i, FIRST_STAMP_S + i - 1) for i in range(1, count)]
+    by_stamp = {m.header.stamp.sec: m.keypoints for _, m in features}
+    for _, match in matches:  # indices are rows of the frames' Features; a track id for every current row
+        current, reference = by_stamp[match.header.stamp.sec], by_stamp[match.reference_stamp.sec]
+        np.testing.assert_array_equal(np.array(current.x)[match.current_indices], match.current_x)
+        np.testing.assert_array_equal(np.array(reference.y)[match.reference_indices], match.reference_y)
+        assert len(match.current_track_ids) == len(current.x)
     return [m for _, m in matches]
 
 
@@ -153,7 +161,7 @@ def test_force_replaces_an_existing_output(shared_data, tmp_path):
 def test_ctrl_c_leaves_a_shorter_readable_bag(shared_data, tmp_path):
     images = frames(shared_data, "tum_fr2", 20)
     write_image_bag(tmp_path / "in", images * 10, "/camera/image_raw")  # 200 frames: some seconds of work
-    child = subprocess.Popen([sys.executable, "-m", "usp_ros.process_bag", "in", "out", "--image-topic",
+    child = subprocess.Popen([sys.executable, "-m", "usp_ros.tools.process_bag", "in", "out", "--image-topic",
                               "/camera/image_raw"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     wait_for_frames(child.stderr, 3, 200)
     child.send_signal(signal.SIGINT)

@@ -3,7 +3,7 @@ import pytest
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from usp_ros.qos import (choose_input_reliability, input_qos, output_qos, publisher_reliabilities,
+from usp_ros.support.qos import (choose_input_reliability, input_qos, output_qos, publisher_reliabilities,
                          reliability_from_name, reliability_from_publishers, reliability_name)
 
 RELIABLE, BEST_EFFORT = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT

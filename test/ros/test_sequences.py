@@ -2,11 +2,11 @@
 
 After warm-up frames that show the whole path is connected, the test publishes each sequence's 20
 frames in order on `image` (each after the previous frame's result arrived, so no frame is dropped),
-the detector node turns them into Features and the matcher node into FrameMatch messages. Every FrameMatch must pair a frame with the one published just
-before it, and most pairs must give a valid homography. The inlier counts are recorded
-(``user_properties``, shown with ``pytest -rA``). Needs ../shared/data and the trained bundled
-weights: a random-initialised network gives no meaningful matches on real images, so without the
-weights the test is skipped rather than asserting a bad result.
+the detector node turns them into Features and the matcher node into FrameMatch messages. Every
+FrameMatch must pair a frame with the one published just before it, and most pairs must give a valid
+homography. The inlier counts are recorded (``user_properties``, shown with ``pytest -rA``). Needs
+../shared/data and the trained bundled weights: a random-initialised network gives no meaningful
+matches on real images, so without the weights the test is skipped rather than asserting a bad result.
 """
 import cv2
 import pytest
@@ -15,9 +15,9 @@ from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Header
 
 from usp_core.inference import BUNDLED_WEIGHTS, KeypointDetector
-from usp_ros.conversions import numpy_to_image
+from usp_ros.bridge.images import numpy_to_image
 from usp_ros.msg import Features, FrameMatch
-from usp_ros.qos import input_qos, output_qos
+from usp_ros.support.qos import input_qos, output_qos
 
 FRAMES = 20
 FIRST_SECOND = 100  # the sequence's stamps are FIRST_SECOND + index; the warm-up frames' are below
@@ -60,9 +60,9 @@ def test_consecutive_frames_match(sequence, shared_data, ros_node, spawn, wait, 
     ros_node.create_subscription(Features, "features", lambda msg: features.append(msg.header.stamp),
                                  input_qos(ReliabilityPolicy.RELIABLE, depth=FRAMES))
     ros_node.create_subscription(FrameMatch, "matches", matches.append, output_qos(depth=FRAMES))
-    spawn("-m", "usp_ros.matcher_node", "--ros-args", "-p", "device:=cpu", name="matcher")
+    spawn("-m", "usp_ros.nodes.matcher", "--ros-args", "-p", "device:=cpu", name="matcher")
     KeypointDetector.from_pretrained(None).prepare()  # exports the default backend's graph (once) off the start clock
-    detector = spawn("-m", "usp_ros.detector_node", "--ros-args", "-p", "device:=cpu", name="detector")
+    detector = spawn("-m", "usp_ros.nodes.detector", "--ros-args", "-p", "device:=cpu", name="detector")
     assert wait(lambda: (detector_listens_reliably(ros_node) and ros_node.count_subscribers("features") >= 2
                          and ros_node.count_publishers("matches") >= 1)
                 or detector.poll() is not None, 60), "detector/matcher did not start"

@@ -1,7 +1,7 @@
 """Stamp keys and the bounded stamp cache used to pair messages of one frame."""
 from builtin_interfaces.msg import Time
 
-from usp_ros.stamps import StampCache, stamp_key
+from usp_ros.support.stamps import StampCache, stamp_key
 
 
 def test_stamp_key_tells_stamps_apart():

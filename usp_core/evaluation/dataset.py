@@ -16,9 +16,12 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from usp_core.data import IMAGE_EXTENSIONS, read_grey
 from usp_core.homography import scale_homography
 
-IMAGE_EXTENSIONS = (".png", ".ppm", ".pgm", ".jpg", ".jpeg")
+# The extensions tried, in this order, for a sequence's image <k>.<ext>: the image extensions of usp_core.data,
+# .png (our sequences) and .ppm (HPatches) first, so a folder holding several picks the same file every time.
+SEARCH_ORDER = tuple(sorted(IMAGE_EXTENSIONS, key=lambda ext: (ext != ".png", ext != ".ppm")))
 
 
 class DatasetError(ValueError):
@@ -57,7 +60,7 @@ def rescale_homography(
 
 def _image_path(folder: Path, index: int) -> Path | None:
     """The image file named <index>.<ext> in folder, or None."""
-    for ext in IMAGE_EXTENSIONS:
+    for ext in SEARCH_ORDER:
         for candidate in (folder / f"{index}{ext}", folder / f"{index}{ext.upper()}"):
             if candidate.is_file():
                 return candidate
@@ -69,7 +72,7 @@ def _required_image(folder: Path, index: int) -> Path:
     path = _image_path(folder, index)
     if path is None:
         needed_by = "every H_1_k" if index == 1 else f"H_1_{index}"
-        alternatives = ", ".join(IMAGE_EXTENSIONS[1:])
+        alternatives = ", ".join(SEARCH_ORDER[1:])
         raise DatasetError(f"missing image {folder / f'{index}.png'} (or {alternatives}), needed by {needed_by}")
     return path
 
@@ -101,12 +104,12 @@ def find_sequences(data_dir: str | Path) -> list[Path]:
     return sequences
 
 
-def read_gray(path: Path) -> np.ndarray:
-    """(H, W) uint8 grey image; raises DatasetError when unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise DatasetError(f"cannot read image {path}")
-    return image
+def _read_image(path: Path) -> np.ndarray:
+    """(H, W) uint8 grey image (usp_core.data.read_grey); raises DatasetError when unreadable."""
+    try:
+        return read_grey(path)
+    except OSError as error:
+        raise DatasetError(str(error)) from None
 
 
 def read_homography(path: Path) -> np.ndarray:
@@ -120,7 +123,7 @@ def read_homography(path: Path) -> np.ndarray:
     return homography
 
 
-def resize_gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_grey(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W) uint8 image resized to size (h, w) with area interpolation (cv2 pixel-area alignment)."""
     if image.shape[:2] == tuple(size):
         return image
@@ -132,11 +135,11 @@ def load_sequence(folder: Path, size: tuple[int, int]) -> Iterator[EvalPair]:
 
     Raises DatasetError naming the first missing image, unreadable image or malformed homography.
     """
-    original_a = read_gray(_required_image(folder, 1))
-    image_a = resize_gray(original_a, size)
+    original_a = _read_image(_required_image(folder, 1))
+    image_a = resize_grey(original_a, size)
     for index in _pair_indices(folder):
-        original_b = read_gray(_required_image(folder, index))
+        original_b = _read_image(_required_image(folder, index))
         homography = rescale_homography(
             read_homography(folder / f"H_1_{index}"), original_a.shape[:2], original_b.shape[:2], size
         )
-        yield EvalPair(folder.name, index, image_a, resize_gray(original_b, size), homography)
+        yield EvalPair(folder.name, index, image_a, resize_grey(original_b, size), homography)

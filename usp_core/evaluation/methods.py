@@ -1,7 +1,8 @@
 """Keypoint methods under evaluation: UnsuperPoint, SuperPoint and OpenCV detector+descriptors, behind one interface.
 
-Every method takes a grey (H, W) uint8 image and returns at most top_k keypoints, the best by
-score, with their descriptors. ORB and SIFT are in OpenCV's main module; AKAZE and BRISK are
+Every method takes a grey (H, W) uint8 image and returns its :class:`usp_core.features.Features`: at
+most top_k keypoints, the best by score first, with their descriptors (float32, or packed bits as
+uint8 for the binary methods). ORB and SIFT are in OpenCV's main module; AKAZE and BRISK are
 offered when the installed OpenCV has them (OpenCV 5 moved them to the contrib build). AKAZE and
 BRISK have no point budget: they detect with a threshold low enough to find top_k points on nearly
 every image, and keep the top_k by response.
@@ -9,10 +10,12 @@ every image, and keep the top_k by response.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+
+from usp_core.features import Features
 
 # Detection thresholds of the methods without a point budget, set so that nearly every image yields top-k points.
 # Measured on the 96 Oxford and HPatches evaluation images: share below 300 points at 240x320 / below 1000 at 480x640.
@@ -24,36 +27,19 @@ class MethodError(ValueError):
     """A method that cannot be built (unknown name, bad option); the message is one readable line."""
 
 
-class Extraction(NamedTuple):
-    """Keypoints of one image, sorted by decreasing score (a tuple: keypoints, scores, descriptors).
-
-    keypoints: (N, 2) float32 (x, y) pixels; scores: (N,) float32;
-    descriptors: (N, D) float32, or (N, B) uint8 packed bits for binary methods.
-    """
-
-    keypoints: np.ndarray
-    scores: np.ndarray
-    descriptors: np.ndarray
-
-
 class Method(Protocol):
     """A detector+descriptor under evaluation."""
 
     name: str
     binary: bool  # descriptors are packed bits compared by Hamming distance
 
-    def extract(self, image: np.ndarray) -> Extraction:
-        """(H, W) uint8 grey image -> its top-k keypoints."""
+    def extract(self, image: np.ndarray) -> Features:
+        """(H, W) uint8 grey image -> its top-k keypoints, best score first."""
 
 
-def top_k(keypoints: np.ndarray, scores: np.ndarray, descriptors: np.ndarray, k: int) -> Extraction:
-    """The k best of (N, 2) keypoints by (N,) score (stable order for ties), with their (N, D) descriptors."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
-    return Extraction(
-        np.asarray(keypoints, dtype=np.float32).reshape(-1, 2)[order],
-        np.asarray(scores, dtype=np.float32)[order],
-        np.asarray(descriptors)[order],
-    )
+def top_k(features: Features, k: int) -> Features:
+    """The k best rows of ``features`` by score, best first (ties in row order)."""
+    return features.take(np.argsort(-features.scores.astype(np.float64), kind="stable")[:k])
 
 
 class OpenCVMethod:
@@ -65,16 +51,17 @@ class OpenCVMethod:
         self.top_k = top_k
         self.detector = detector
 
-    def extract(self, image: np.ndarray) -> Extraction:
-        """(H, W) uint8 grey image -> Extraction with (N, 2) keypoints, (N,) responses, (N, D) descriptors."""
+    def extract(self, image: np.ndarray) -> Features:
+        """(H, W) uint8 grey image -> Features: (N, 2) keypoints, (N,) responses, (N, D) descriptors."""
         keypoints, descriptors = self.detector.detectAndCompute(image, None)
         width = self.detector.descriptorSize()
         dtype = np.uint8 if self.binary else np.float32
+        size = (image.shape[1], image.shape[0])
         if descriptors is None or not keypoints:
-            return Extraction(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, width), dtype))
+            return Features(np.zeros((0, 2)), np.zeros(0), np.zeros((0, width), dtype), size)
         points = np.array([kp.pt for kp in keypoints], dtype=np.float32)
         responses = np.array([kp.response for kp in keypoints], dtype=np.float32)
-        return top_k(points, responses, descriptors.astype(dtype), self.top_k)
+        return top_k(Features(points, responses, descriptors.astype(dtype), size), self.top_k)
 
 
 LEARNED = {"usp": "unsuperpoint", "superpoint": "superpoint", "superpoint-ha": "superpoint"}  # -> bundled weights
@@ -89,9 +76,9 @@ class LearnedMethod:
         self.name = name
         self.detector = detector
 
-    def extract(self, image: np.ndarray) -> Extraction:
-        """(H, W) uint8 grey image -> Extraction with (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
-        return Extraction(*self.detector.detect(image)[0].numpy())
+    def extract(self, image: np.ndarray) -> Features:
+        """(H, W) uint8 grey image -> Features: (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
+        return self.detector.detect(image)[0]
 
 
 class AdaptedMethod:
@@ -108,8 +95,8 @@ class AdaptedMethod:
     def __init__(self, model, config, top_k_points: int, name: str = "superpoint-ha") -> None:
         self.name, self.model, self.config, self.top_k = name, model.eval(), config, top_k_points
 
-    def extract(self, image: np.ndarray) -> Extraction:
-        """(H, W) uint8 grey image -> Extraction with (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
+    def extract(self, image: np.ndarray) -> Features:
+        """(H, W) uint8 grey image -> Features: (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
         import torch
 
         from usp_core.homographic_adaptation import homographic_adaptation
@@ -126,7 +113,7 @@ class AdaptedMethod:
             raw = self.model.logits(tensor[None])[1]
             where = torch.from_numpy(points).T.reshape(1, 2, 1, -1)
             descriptors = sample_descriptors(raw, where, self.model.cell)[0, :, 0].T
-        return Extraction(points, scores, descriptors.numpy().astype(np.float32))
+        return Features(points, scores, descriptors.numpy().astype(np.float32), (width, height))
 
 
 def _opencv_factory(name: str) -> Callable[..., cv2.Feature2D] | None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from usp_core.evaluation.dataset import EvalPair
 from usp_core.evaluation.match import mutual_matches, nearest_neighbour_matches
-from usp_core.evaluation.methods import Extraction, Method
+from usp_core.evaluation.methods import Method
 from usp_core.evaluation.metrics import (
     corner_error,
     homography_accuracy,
@@ -20,6 +20,7 @@ from usp_core.evaluation.metrics import (
     mutual_matching_score,
     repeatability,
 )
+from usp_core.features import Features
 from usp_core.matching import estimate_homography
 
 logger = logging.getLogger(__name__)
@@ -58,11 +59,11 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class MatchExample:
-    """What a match picture needs: the pair, both extractions, (K, 2) matches and (K,) RANSAC inliers."""
+    """What a match picture needs: the pair, both images' features, (K, 2) matches and (K,) RANSAC inliers."""
 
     pair: EvalPair
-    extraction_a: Extraction
-    extraction_b: Extraction
+    features_a: Features
+    features_b: Features
     matches: np.ndarray
     inliers: np.ndarray
     corner_error: float
@@ -79,13 +80,13 @@ class MethodResult:
 
 
 def evaluate_pair(
-    pair: EvalPair, extraction_a: Extraction, extraction_b: Extraction, binary: bool
+    pair: EvalPair, features_a: Features, features_b: Features, binary: bool
 ) -> tuple[PairResult, MatchExample]:
-    """All metrics of one pair from both images' extractions (binary: Hamming matching)."""
+    """All metrics of one pair from both images' features (binary: Hamming matching)."""
     size_a, size_b = pair.image_a.shape[:2], pair.image_b.shape[:2]
-    points_a, points_b = extraction_a.keypoints, extraction_b.keypoints
+    points_a, points_b = features_a.keypoints, features_b.keypoints
     rep = repeatability(points_a, points_b, pair.homography, size_a, size_b)
-    matches_ab, matches_ba = nearest_neighbour_matches(extraction_a.descriptors, extraction_b.descriptors, binary)
+    matches_ab, matches_ba = nearest_neighbour_matches(features_a.descriptors, features_b.descriptors, binary)
     matches = mutual_matches(matches_ab, matches_ba)
     estimate_h, inliers = None, np.zeros(len(matches), dtype=bool)
     if len(matches) >= 4:
@@ -98,15 +99,15 @@ def evaluate_pair(
     score_mutual = mutual_matching_score(points_a, points_b, matches, pair.homography, size_a, size_b)
     result = PairResult(pair.sequence, pair.index, rep.rate, rep.localization_error, error, score, score_mutual,
                         len(matches), int(inliers.sum()))
-    return result, MatchExample(pair, extraction_a, extraction_b, matches, inliers, error)
+    return result, MatchExample(pair, features_a, features_b, matches, inliers, error)
 
 
-def _timed_extract(method: Method, image: np.ndarray, sequence: str, images: list[ImageRecord]) -> Extraction:
+def _timed_extract(method: Method, image: np.ndarray, sequence: str, images: list[ImageRecord]) -> Features:
     """method.extract(image), recording its keypoint count and wall time in images."""
     start = time.perf_counter()
-    extraction = method.extract(image)
-    images.append(ImageRecord(sequence, len(extraction.keypoints), 1000.0 * (time.perf_counter() - start)))
-    return extraction
+    features = method.extract(image)
+    images.append(ImageRecord(sequence, len(features), 1000.0 * (time.perf_counter() - start)))
+    return features
 
 
 def evaluate_method(
@@ -122,10 +123,10 @@ def evaluate_method(
     if non_empty:
         method.extract(non_empty[0][0].image_a)
     for pairs in non_empty:
-        extraction_a = _timed_extract(method, pairs[0].image_a, pairs[0].sequence, result.images)
+        features_a = _timed_extract(method, pairs[0].image_a, pairs[0].sequence, result.images)
         for pair in pairs:
-            extraction_b = _timed_extract(method, pair.image_b, pair.sequence, result.images)
-            pair_result, example = evaluate_pair(pair, extraction_a, extraction_b, method.binary)
+            features_b = _timed_extract(method, pair.image_b, pair.sequence, result.images)
+            pair_result, example = evaluate_pair(pair, features_a, features_b, method.binary)
             result.pairs.append(pair_result)
             if (pair.sequence, pair.index) in examples:
                 result.examples.append(example)

@@ -23,12 +23,12 @@ def match_image(example: MatchExample, method: str) -> np.ndarray:
     image_b = cv2.cvtColor(example.pair.image_b, cv2.COLOR_GRAY2BGR)
     offset = np.array([image_a.shape[1], 0], dtype=np.float64)
     canvas = np.concatenate([image_a, image_b], axis=1)
-    for points, shift in ((example.extraction_a.keypoints, np.zeros(2)), (example.extraction_b.keypoints, offset)):
+    for points, shift in ((example.features_a.keypoints, np.zeros(2)), (example.features_b.keypoints, offset)):
         for x, y in np.asarray(points, np.float64) + shift:
             cv2.circle(canvas, (int(round(x)), int(round(y))), 2, KEYPOINT_COLOUR, -1, cv2.LINE_AA)
     for i, j in example.matches[example.inliers]:
-        start = np.round(example.extraction_a.keypoints[i]).astype(int)
-        end = np.round(example.extraction_b.keypoints[j] + offset).astype(int)
+        start = np.round(example.features_a.keypoints[i]).astype(int)
+        end = np.round(example.features_b.keypoints[j] + offset).astype(int)
         cv2.line(canvas, tuple(int(v) for v in start), tuple(int(v) for v in end), INLIER_COLOUR, 1, cv2.LINE_AA)
     _draw_true_outline(canvas, example, offset)
     error = f"{example.corner_error:.1f} px" if math.isfinite(example.corner_error) else "failed"

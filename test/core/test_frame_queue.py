@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from usp_ros.frame_queue import FrameQueue, QueueWorker
+from usp_core.frame_queue import FrameQueue, QueueWorker
 
 
 def test_drop_oldest_keeps_the_newest_item():

@@ -1,29 +1,25 @@
-"""Conversions between ROS messages and numpy arrays (our cv_bridge), tested without a running node.
+"""sensor_msgs images <-> numpy arrays (our cv_bridge), tested without a running node.
 
-Images: sensor_msgs/Image <-> (H, W) or (H, W, C) arrays, zero-copy views where the row layout
-allows; sensor_msgs/CompressedImage (JPEG or PNG, as compressed_image_transport sends) <-> arrays, with
-the size read from the header before any pixel is decoded. JPEGs are decoded by Pillow, PNGs by OpenCV:
-OpenCV's libjpeg prints its warnings ("Corrupt JPEG data: ...") straight to stderr, once per frame, and
-no OpenCV log level reaches them; Pillow's libjpeg error manager keeps them quiet (it costs about 2 ms
-more per 640x480 frame). Features and FrameMatch messages are filled from numpy through
-``array.array`` built from bytes, the fast path of rosidl's setters (about 1 ms for 1000 keypoints
-x 256 floats, against 33 ms when assigning numpy arrays directly). Every malformed input raises
-``ConversionError`` with a message naming the problem.
+Image <-> (H, W) or (H, W, C) arrays, zero-copy views where the row layout allows; CompressedImage
+(JPEG or PNG, as compressed_image_transport sends) <-> arrays, with the size read from the header
+before any pixel is decoded. JPEGs are decoded by Pillow, PNGs by OpenCV: OpenCV's libjpeg prints
+its warnings ("Corrupt JPEG data: ...") straight to stderr, once per frame, and no OpenCV log level
+reaches them; Pillow's libjpeg error manager keeps them quiet (it costs about 2 ms more per 640x480
+frame). Message data is filled through ``array.array`` built from bytes, the fast path of rosidl's
+setters. Every malformed input raises ``ConversionError`` (also raised by usp_ros.bridge.messages)
+with a message naming the problem.
 """
 from __future__ import annotations
 
 import array
 import io
 import sys
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import PIL.Image
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-
-from usp_ros.msg import Descriptors, Features, FrameMatch, Keypoints
 
 MAX_IMAGE_SIDE = 1 << 15  # 32768 px: larger sides are treated as corrupt headers
 MAX_IMAGE_BYTES = 1 << 30  # 1 GiB: no camera frame is larger
@@ -222,107 +218,6 @@ def to_bgr8(image: np.ndarray, encoding: str) -> np.ndarray:
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
 
-def features_to_msg(
-    header: Header, image_size: tuple[int, int], keypoints: np.ndarray, scores: np.ndarray, descriptors: np.ndarray
-) -> Features:
-    """Arrays -> usp_ros/Features.
-
-    Args:
-        header: copied from the source image.
-        image_size: (width, height) of the source image.
-        keypoints: (N, 2) (x, y) in source-image pixels.
-        scores: (N,).
-        descriptors: (N, D).
-    """
-    count = len(keypoints)
-    if keypoints.shape != (count, 2) or scores.shape != (count,) or descriptors.ndim != 2 or len(descriptors) != count:
-        raise ConversionError(
-            f"inconsistent feature arrays: keypoints {keypoints.shape}, scores {scores.shape}, "
-            f"descriptors {descriptors.shape}"
-        )
-    points = np.asarray(keypoints, dtype=np.float32)
-    msg = Features(header=header)
-    msg.keypoints = Keypoints(header=header, image_width=int(image_size[0]), image_height=int(image_size[1]))
-    msg.keypoints.x = _float32_array(points[:, 0])
-    msg.keypoints.y = _float32_array(points[:, 1])
-    msg.keypoints.score = _float32_array(scores)
-    msg.descriptors = Descriptors(size=descriptors.shape[1])  # D even for no keypoints
-    msg.descriptors.data = _float32_array(descriptors)
-    return msg
-
-
-@dataclass(frozen=True)
-class FeatureArrays:
-    """Arrays of one Features message (views on the message's buffers, no copy)."""
-
-    keypoints: np.ndarray  # (N, 2) float32 (x, y) in source-image pixels
-    scores: np.ndarray  # (N,) float32
-    descriptors: np.ndarray  # (N, D) float32
-    image_size: tuple[int, int]  # (width, height)
-
-
-def msg_to_features(msg: Features) -> FeatureArrays:
-    """usp_ros/Features -> FeatureArrays; raises ConversionError when the arrays disagree."""
-    x = _as_float32(msg.keypoints.x)
-    y = _as_float32(msg.keypoints.y)
-    scores = _as_float32(msg.keypoints.score)
-    data = _as_float32(msg.descriptors.data)
-    count, size = len(x), msg.descriptors.size
-    if len(y) != count or len(scores) != count:
-        raise ConversionError(f"keypoint arrays differ in length: x {count}, y {len(y)}, score {len(scores)}")
-    if len(data) != count * size or (count and size == 0):
-        raise ConversionError(f"descriptor data has {len(data)} values, expected {count} x {size}")
-    descriptors = data.reshape(count, size)
-    image_size = (msg.keypoints.image_width, msg.keypoints.image_height)
-    return FeatureArrays(np.stack([x, y], axis=1), scores, descriptors, image_size)
-
-
-def finite_rows(keypoints: np.ndarray, descriptors: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
-    """(N,) bool: rows whose keypoint (N, 2), descriptor (N, D) and, when given, score (N,) are all finite."""
-    finite = np.isfinite(keypoints).all(axis=1) & np.isfinite(descriptors).all(axis=1)
-    return finite if scores is None else finite & np.isfinite(scores)
-
-
-def frame_match_to_msg(
-    header: Header,
-    reference_stamp,
-    homography: np.ndarray | None,
-    num_matches: int,
-    reference_indices: np.ndarray,
-    current_indices: np.ndarray,
-    reference_points: np.ndarray,
-    current_points: np.ndarray,
-    current_track_ids: np.ndarray = (),
-) -> FrameMatch:
-    """Inlier matches -> usp_ros/FrameMatch; ``homography`` None (no estimate) gives valid=false.
-
-    Args:
-        homography: (3, 3) mapping reference pixels to current pixels, or None.
-        reference_indices, current_indices: (K,) inlier indices into the two Features messages.
-        reference_points, current_points: (K, 2) the same inliers' (x, y) pixels.
-        current_track_ids: (N,) track id of each row of the current Features message (none by default).
-    """
-    msg = FrameMatch(header=header, reference_stamp=reference_stamp, valid=homography is not None)
-    msg.homography = np.eye(3).ravel() if homography is None else np.asarray(homography, np.float64).ravel()
-    msg.num_matches = int(num_matches)
-    msg.num_inliers = len(reference_indices)
-    msg.reference_indices = array.array("I", np.asarray(reference_indices, np.uint32).tobytes())
-    msg.current_indices = array.array("I", np.asarray(current_indices, np.uint32).tobytes())
-    reference_points = np.asarray(reference_points, np.float32).reshape(-1, 2)
-    current_points = np.asarray(current_points, np.float32).reshape(-1, 2)
-    msg.reference_x = _float32_array(reference_points[:, 0])
-    msg.reference_y = _float32_array(reference_points[:, 1])
-    msg.current_x = _float32_array(current_points[:, 0])
-    msg.current_y = _float32_array(current_points[:, 1])
-    msg.current_track_ids = array.array("Q", np.asarray(current_track_ids, np.uint64).tobytes())
-    return msg
-
-
-def homography_from_msg(msg: FrameMatch) -> np.ndarray:
-    """usp_ros/FrameMatch -> (3, 3) float64 homography (reference pixels -> current pixels)."""
-    return np.asarray(msg.homography, dtype=np.float64).reshape(3, 3)
-
-
 def _encoding_layout(encoding: str) -> tuple[np.dtype, int]:
     try:
         return ENCODINGS[encoding]
@@ -388,13 +283,3 @@ def _default_encoding(array_: np.ndarray) -> str:
     if array_.ndim not in (2, 3) or key not in defaults:
         raise ConversionError(f"no image encoding for an array of {array_.dtype} with shape {array_.shape}")
     return defaults[key]
-
-
-def _float32_array(values: np.ndarray) -> array.array:
-    return array.array("f", np.ascontiguousarray(values, dtype=np.float32).tobytes())
-
-
-def _as_float32(values) -> np.ndarray:
-    if isinstance(values, array.array):
-        return np.frombuffer(values, dtype=np.float32)
-    return np.asarray(values, dtype=np.float32)

@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from usp_core.evaluation.metrics import corner_error
+from usp_core.features import Features
 from usp_core.inference import BUNDLED_WEIGHTS, KeypointDetector
-from usp_ros.bench_matcher import synthetic_sequence
-from usp_ros.keyframes import Frame, FrameTracker, KeyframeConfig, KeyframePolicy, MatchConfig, match_frames
-from usp_ros.virtual_camera import VirtualCamera
+from usp_core.synthetic_sequence import synthetic_sequence
+from usp_core.tracking import (Frame, FrameTracker, KeyframeConfig, KeyframePolicy, MatchConfig, MatchResult,
+                               TrackTrails, match_frames)
+from usp_core.virtual_camera import VirtualCamera
 
 SIZE = (320, 240)
 
@@ -161,12 +163,53 @@ def test_keyframe_mode_keeps_the_keyframe_ids(sequence):
     assert len(kept_by_all) > 50  # keyframe points followed with one id through every frame matched against it
 
 
-def test_ids_by_row_marks_left_out_rows_no_track():
-    points = Frame(0, np.zeros((3, 2), np.float32), torch.zeros(3, 4), rows=np.array([0, 2, 3]))
-    ids = np.array([7, 8, 9], np.uint64)
-    np.testing.assert_array_equal(points.ids_by_row(ids, 5), [7, 0, 8, 9, 0])
-    all_rows = Frame(0, np.zeros((3, 2), np.float32), torch.zeros(3, 4))
-    np.testing.assert_array_equal(all_rows.ids_by_row(ids, 3), ids)
+def poisoned(synthetic, rows: dict[int, str]) -> Features:
+    """The synthetic frame's Features with NaN or inf written into the keypoint ("keypoint"), descriptor
+    ("descriptor") or score ("score") of the given rows."""
+    features = synthetic.features(SIZE)
+    features = Features(features.keypoints.copy(), features.scores.copy(), features.descriptors.copy(), SIZE)
+    for row, where in rows.items():
+        getattr(features, f"{where}s")[row] = np.nan if row % 2 else np.inf
+    return features
+
+
+def test_from_features_leaves_out_non_finite_keypoints_and_descriptors_but_not_scores(sequence):
+    features = poisoned(sequence[0], {3: "keypoint", 8: "descriptor", 11: "score"})
+    frame_ = Frame.from_features("a", features, "cpu")
+    assert frame_.stamp == "a" and frame_.num_rows == 300 and frame_.dropped == 2 and len(frame_.keypoints) == 298
+    assert 3 not in frame_.rows and 8 not in frame_.rows and 11 in frame_.rows
+    np.testing.assert_array_equal(frame_.keypoints, features.keypoints[frame_.rows])
+    np.testing.assert_array_equal(frame_.descriptors.numpy(), features.descriptors[frame_.rows])
+    clean = Frame.from_features("b", sequence[0].features(SIZE), "cpu")
+    assert clean.rows is None and clean.dropped == 0 and clean.num_rows == 300
+    assert Frame(0, np.zeros((3, 2), np.float32), torch.zeros(3, 4)).num_rows == 3
+
+
+def test_results_index_source_rows_and_rows_left_out_get_no_track(sequence):
+    reference = poisoned(sequence[0], {row: "keypoint" for row in range(0, 40, 4)})
+    current = poisoned(sequence[1], {row: "descriptor" for row in range(1, 60, 3)})
+    tracker = FrameTracker()
+    tracker.track(Frame.from_features(0, reference, "cpu"))
+    reference_ids = tracker.reference_track_ids
+    assert len(reference_ids) == 300 and (reference_ids[0:40:4] == 0).all() and np.count_nonzero(reference_ids) == 290
+    result = tracker.track(Frame.from_features(1, current, "cpu"))
+    assert result.valid and result.num_inliers > 100
+    np.testing.assert_array_equal(result.reference_points, reference.keypoints[result.reference_indices])
+    np.testing.assert_array_equal(result.current_points, current.keypoints[result.current_indices])
+    assert not set(result.reference_indices.tolist()) & set(range(0, 40, 4))
+    ids = result.current_track_ids
+    assert ids.dtype == np.uint64 and len(ids) == 300 and (ids[1:60:3] == 0).all() and np.count_nonzero(ids) == 280
+    np.testing.assert_array_equal(ids[result.current_indices], reference_ids[result.reference_indices])
+    assert corner_error(result.homography, sequence[1].homography, SIZE[::-1]) < 1.0
+
+
+def test_a_result_from_a_known_homography_has_no_matches():
+    truth = np.diag([1.0, 1.0, 2.0])
+    result = MatchResult.from_homography("a", truth)
+    assert result.valid and result.reference_stamp == "a" and result.num_matches == result.num_inliers == 0
+    np.testing.assert_array_equal(result.homography, truth)
+    assert result.reference_indices.dtype == np.int64 and result.current_points.shape == (0, 2)
+    assert not MatchResult.from_homography("b", None).valid
 
 
 @pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason=f"no trained weights at {BUNDLED_WEIGHTS}")
@@ -178,10 +221,10 @@ def test_tracks_on_the_virtual_camera_follow_the_ground_truth(real_photos, recor
     tracker = FrameTracker(MatchConfig(reprojection_threshold=1.0), KeyframeConfig("keyframe"))
     positions = []  # per frame: {track id: (x, y)}
     for index in range(10):
-        keypoints, _, descriptors = detector.detect(camera.render(index))[0].numpy()
-        result = tracker.track(Frame(index, keypoints, torch.from_numpy(descriptors)))
+        features = detector.detect(camera.render(index))[0]
+        result = tracker.track(Frame.from_features(index, features, "cpu"))
         ids = tracker.reference_track_ids if result is None else result.current_track_ids
-        positions.append(dict(zip(ids.tolist(), keypoints)))
+        positions.append(dict(zip(ids.tolist(), features.keypoints)))
     tracks = sorted(set.intersection(*(set(frame_positions) for frame_positions in positions)))
     record_property("tracks over 10 frames", len(tracks))
     assert len(tracks) >= 100  # 180 measured
@@ -202,3 +245,17 @@ def test_configs_refuse_bad_values():
         MatchConfig(ratio_test=1.5)
     with pytest.raises(ValueError, match="mode"):
         KeyframeConfig(mode="sometimes")
+
+
+def test_track_trails_keep_the_last_positions_of_live_tracks_only():
+    trails = TrackTrails(length=3)
+    for step in range(5):  # track 7 moves right one pixel a frame; track 9 appears at step 3; 0 is no track
+        ids = np.array([7, 0] + ([9] if step >= 3 else []), np.uint64)
+        trails.update(ids, np.array([[step, 0.0], [np.nan, np.nan]] + ([[50.0, step]] if step >= 3 else [])))
+    seven, nine, unknown = trails.trails(np.array([7, 9, 0], np.uint64))
+    np.testing.assert_array_equal(seven, [[2, 0], [3, 0], [4, 0]])  # the last three, oldest first
+    np.testing.assert_array_equal(nine, [[50, 3], [50, 4]])
+    assert unknown.shape == (0, 2)
+    trails.update(np.array([9], np.uint64), np.array([[50.0, 5.0]]))  # 7 missing from a frame: forgotten
+    assert trails.trails(np.array([7], np.uint64))[0].shape == (0, 2)
+    assert len(trails.trails(np.array([9], np.uint64))[0]) == 3

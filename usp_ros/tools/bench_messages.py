@@ -1,4 +1,4 @@
-"""Benchmark of message conversions: `python -m usp_ros.bench_messages`.
+"""Benchmark of message conversions: `python -m usp_ros.tools.bench_messages`.
 
 Prints, for 1000 keypoints x 256 floats, the time to fill and serialize a Features message and to
 deserialize it back into numpy, beside the one-message-per-keypoint layout built from the same
@@ -13,11 +13,12 @@ import time
 
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Header
 
-from usp_ros.conversions import features_to_msg, image_to_numpy, msg_to_features, numpy_to_image
-from usp_ros.msg import Features
+from usp_core.features import Features
+from usp_ros.bridge.images import image_to_numpy, numpy_to_image
+from usp_ros.bridge.messages import features_to_msg, msg_to_features
+from usp_ros.msg import Features as FeaturesMsg
 
 
 def median_ms(function, repeats: int) -> float:
@@ -32,22 +33,19 @@ def median_ms(function, repeats: int) -> float:
 
 def bench_features(count: int, dim: int, repeats: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
-    keypoints = rng.random((count, 2), dtype=np.float32) * 640
-    scores = rng.random(count, dtype=np.float32)
-    descriptors = rng.standard_normal((count, dim)).astype(np.float32)
+    features = Features(rng.random((count, 2), dtype=np.float32) * 640, rng.random(count, dtype=np.float32),
+                        rng.standard_normal((count, dim)).astype(np.float32), (640, 480))
     header = Header(frame_id="camera")
-    payload = serialize_message(features_to_msg(header, (640, 480), keypoints, scores, descriptors))
+    payload = serialize_message(features_to_msg(header, features))
 
     def per_keypoint_messages():
-        return [serialize_message(Float32MultiArray(data=row.tolist())) for row in descriptors]
+        return [serialize_message(Float32MultiArray(data=row.tolist())) for row in features.descriptors]
 
     def deserialize():
-        arrays = msg_to_features(deserialize_message(payload, Features))
-        return arrays.descriptors.sum()
+        return msg_to_features(deserialize_message(payload, FeaturesMsg)).descriptors.sum()
 
     return {
-        "fill + serialize": median_ms(
-            lambda: serialize_message(features_to_msg(header, (640, 480), keypoints, scores, descriptors)), repeats),
+        "fill + serialize": median_ms(lambda: serialize_message(features_to_msg(header, features)), repeats),
         "deserialize -> numpy": median_ms(deserialize, repeats),
         "baseline: one message per descriptor, serialize": median_ms(per_keypoint_messages, max(3, repeats // 10)),
     }

@@ -14,21 +14,29 @@ is an inlier of a valid match inherits the id of its reference point; every othe
 of a frame whose match is invalid, and of the first frame of a track) gets a fresh id. The tracker
 keeps the ids of its reference frame, so in keyframe mode every frame matched against the same
 keyframe inherits that keyframe's ids.
+
+Rows: a :class:`Frame` made by :meth:`Frame.from_features` leaves out the rows of its Features that hold
+NaN or inf. Every index of a :class:`MatchResult` is a row of the source Features (rows left out
+counted), and its track ids are one per source row, 0 ("no track") in the rows left out.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from usp_core.features import Features
 from usp_core.matching import estimate_homography, mutual_nearest_neighbours
 
-__all__ = ["MatchConfig", "KeyframeConfig", "Frame", "MatchResult", "match_frames", "KeyframePolicy", "FrameTracker"]
+__all__ = ["MatchConfig", "KeyframeConfig", "Frame", "MatchResult", "match_frames", "KeyframePolicy", "FrameTracker",
+           "TrackTrails"]
 
 METHODS = ("ransac", "magsac")
 MODES = ("previous", "keyframe")
+TRAIL_LENGTH = 10  # positions a TrackTrails keeps per track: 1 s at 10 Hz, a third of a second at 30 Hz
 
 
 @dataclass(frozen=True)
@@ -67,40 +75,57 @@ class KeyframeConfig:
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame's detections.
+    """One frame's detections, ready to match.
 
     stamp: an opaque identifier carried into the results (the node uses the image stamp);
     keypoints: (N, 2) float32 (x, y) pixels; descriptors: (N, D) float tensor on the matching device;
-    rows: (N,) int64 row of each point in its source arrays when some rows were left out (the node drops
-    non-finite ones), None when point i is row i.
+    rows: (N,) int64 row of each point in its source Features when some rows were left out, None when point i
+    is row i; num_rows: rows of the source Features (N when None is given).
     """
 
     stamp: Any
     keypoints: np.ndarray
     descriptors: torch.Tensor
     rows: np.ndarray | None = None
+    num_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_rows is None:
+            object.__setattr__(self, "num_rows", len(self.keypoints))
+
+    @classmethod
+    def from_features(cls, stamp: Any, features: Features, device: str | torch.device) -> Frame:
+        """The frame of ``features``' rows whose keypoint and descriptor are finite (scores are not checked),
+        descriptors as a float tensor on ``device``."""
+        finite = features.finite_rows(scores=False)
+        descriptors = torch.from_numpy(np.ascontiguousarray(features.descriptors, np.float32))
+        if finite.all():
+            return cls(stamp, features.keypoints, descriptors.to(device))
+        rows = np.flatnonzero(finite)
+        return cls(stamp, features.keypoints[rows], descriptors[rows].to(device), rows, len(features))
+
+    @property
+    def dropped(self) -> int:
+        """Rows of the source Features left out of this frame."""
+        return self.num_rows - len(self.keypoints)
 
     def source_rows(self, indices: np.ndarray) -> np.ndarray:
-        """Point indices (K,) -> rows (K,) of the source arrays."""
+        """Point indices (K,) -> rows (K,) int64 of the source Features."""
+        indices = np.asarray(indices, np.int64)
         return indices if self.rows is None else self.rows[indices]
-
-    def ids_by_row(self, track_ids: np.ndarray, num_rows: int) -> np.ndarray:
-        """Track ids of the points (N,) -> (num_rows,) uint64 of the source rows; 0 (no track) in rows left out."""
-        by_row = np.zeros(num_rows, dtype=np.uint64)
-        by_row[self.source_rows(np.arange(len(track_ids)))] = track_ids
-        return by_row
 
 
 @dataclass(frozen=True)
 class MatchResult:
-    """Matches of a current frame against its reference.
+    """Matches of a current frame against its reference; every index is a row of the frames' source Features.
 
     homography: (3, 3) float64 mapping reference pixels to current pixels, None when invalid.
-    reference_indices, current_indices: (K,) int64 indices of the K RANSAC inliers (when the
-    estimate is invalid: those of the rejected model, possibly empty).
+    num_matches: mutual nearest-neighbour matches (before RANSAC).
+    reference_indices, current_indices: (K,) int64 rows of the K RANSAC inliers (when the estimate is
+    invalid: those of the rejected model, possibly empty).
     reference_points, current_points: (K, 2) float32 pixels of the same inliers.
-    current_track_ids: (N,) uint64 track id of each point of the current frame (filled by
-    :class:`FrameTracker`; empty from :func:`match_frames`).
+    current_track_ids: (num_rows,) uint64 track id of each row of the current frame's Features, 0 in rows left
+    out (filled by :class:`FrameTracker`; empty from :func:`match_frames` and :meth:`from_homography`).
     """
 
     reference_stamp: Any
@@ -111,6 +136,13 @@ class MatchResult:
     reference_points: np.ndarray
     current_points: np.ndarray
     current_track_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+
+    @classmethod
+    def from_homography(cls, reference_stamp: Any, homography: np.ndarray | None) -> MatchResult:
+        """A result without matches that carries a known (3, 3) homography, e.g. the ground truth of a sequence."""
+        homography = None if homography is None else np.asarray(homography, np.float64).reshape(3, 3)
+        no_rows, no_points = np.zeros(0, np.int64), np.zeros((0, 2), np.float32)
+        return cls(reference_stamp, homography, 0, no_rows, no_rows, no_points, no_points)
 
     @property
     def valid(self) -> bool:
@@ -124,7 +156,8 @@ class MatchResult:
 def match_frames(reference: Frame, current: Frame, config: MatchConfig) -> MatchResult:
     """Mutual nearest neighbours (+ ratio test) and a robust homography reference -> current.
 
-    Frames whose descriptor lengths differ cannot be matched: the result is invalid with no matches.
+    Indices in the result are rows of the frames' source Features. Frames whose descriptor lengths differ
+    cannot be matched: the result is invalid with no matches.
     """
     if reference.descriptors.shape[1] != current.descriptors.shape[1]:
         pairs = np.zeros((0, 2), dtype=np.int64)
@@ -136,8 +169,8 @@ def match_frames(reference: Frame, current: Frame, config: MatchConfig) -> Match
     estimate = estimate_homography(reference_points, current_points, config.method,
                                    config.reprojection_threshold, config.min_inliers)
     inliers = estimate.inlier_mask
-    return MatchResult(reference.stamp, estimate.homography, len(pairs), pairs[inliers, 0], pairs[inliers, 1],
-                       reference_points[inliers], current_points[inliers])
+    return MatchResult(reference.stamp, estimate.homography, len(pairs), reference.source_rows(pairs[inliers, 0]),
+                       current.source_rows(pairs[inliers, 1]), reference_points[inliers], current_points[inliers])
 
 
 class KeyframePolicy:
@@ -173,7 +206,7 @@ class FrameTracker:
         self.match_config = match_config
         self.policy = KeyframePolicy(keyframe_config)
         self.reference: Frame | None = None
-        self.reference_track_ids = np.zeros(0, dtype=np.uint64)  # (N,) ids of the reference's points
+        self.reference_track_ids = np.zeros(0, dtype=np.uint64)  # (num_rows,) ids of the reference's source rows
         self._next_id = 1  # 0 is "no track"; never reset, so an id never repeats
 
     def reset(self) -> None:
@@ -184,23 +217,54 @@ class FrameTracker:
     def track(self, frame: Frame) -> MatchResult | None:
         """Match ``frame`` against the reference; None for the first frame of a track (it becomes the reference).
 
-        The result carries the track ids of ``frame``'s points (see the module docstring).
+        The result carries the track ids of ``frame``'s source rows (see the module docstring).
         """
+        track_ids = np.zeros(frame.num_rows, dtype=np.uint64)
         if self.reference is None:
-            self.reference, self.reference_track_ids = frame, self._fresh_ids(len(frame.keypoints))
+            self.reference, self.reference_track_ids = frame, self._with_fresh_ids(frame, track_ids)
             return None
         result = match_frames(self.reference, frame, self.match_config)
-        track_ids = np.zeros(len(frame.keypoints), dtype=np.uint64)
         if result.valid:
             track_ids[result.current_indices] = self.reference_track_ids[result.reference_indices]
-        unmatched = track_ids == 0
-        track_ids[unmatched] = self._fresh_ids(int(unmatched.sum()))
+        self._with_fresh_ids(frame, track_ids)
         if self.policy.replace_reference(result.valid, result.num_inliers):
             self.reference, self.reference_track_ids = frame, track_ids
         return replace(result, current_track_ids=track_ids)
 
-    def _fresh_ids(self, count: int) -> np.ndarray:
-        """(count,) uint64 ids never handed out before."""
-        ids = np.arange(self._next_id, self._next_id + count, dtype=np.uint64)
-        self._next_id += count
-        return ids
+    def _with_fresh_ids(self, frame: Frame, track_ids: np.ndarray) -> np.ndarray:
+        """Ids never handed out before in the rows of ``frame``'s points whose id in ``track_ids`` (num_rows,) is
+        still 0 (rows left out of the frame keep 0); fills ``track_ids`` in place and returns it."""
+        rows = frame.source_rows(np.arange(len(frame.keypoints)))
+        fresh = rows[track_ids[rows] == 0]
+        track_ids[fresh] = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.uint64)
+        self._next_id += len(fresh)
+        return track_ids
+
+
+class TrackTrails:
+    """The last positions of every live track, for drawing flow tracks (usp_core.drawing.draw_tracks).
+
+    Fed one frame at a time with its track ids and keypoints; a track missing from a frame is forgotten.
+    """
+
+    def __init__(self, length: int = TRAIL_LENGTH) -> None:
+        self.length = length
+        self._trails: dict[int, deque] = {}  # track id -> up to ``length`` (x, y), oldest first
+
+    def update(self, track_ids: np.ndarray, keypoints: np.ndarray) -> None:
+        """This frame's (N,) track ids (0: no track, skipped) and (N, 2) pixel positions."""
+        trails = {}
+        for track_id, point in zip(np.asarray(track_ids).tolist(), np.asarray(keypoints).tolist()):
+            if track_id:
+                trails[track_id] = self._trails.get(track_id) or deque(maxlen=self.length)
+                trails[track_id].append(point)
+        self._trails = trails
+
+    def trails(self, track_ids: np.ndarray) -> list[np.ndarray]:
+        """(L, 2) float32 positions of each of the (K,) tracks, oldest first; (0, 2) for a track not in the last
+        frame."""
+        return [np.array(self._trails.get(track_id, ()), np.float32).reshape(-1, 2)
+                for track_id in np.asarray(track_ids).tolist()]
+
+    def clear(self) -> None:
+        self._trails = {}

@@ -1,9 +1,9 @@
 """Offline: run the detector and the matcher's tracker over every image of a rosbag2, write a new bag.
 
 ``ros2 run usp_ros process_bag INPUT OUTPUT --image-topic /camera/image_raw`` reads INPUT (MCAP or
-sqlite3 storage; sensor_msgs/Image in any encoding of usp_ros.conversions, or sensor_msgs/CompressedImage
+sqlite3 storage; sensor_msgs/Image in any encoding of usp_ros.bridge.images, or sensor_msgs/CompressedImage
 JPEG/PNG), detects keypoints on every image (none is dropped, unlike the live detector) and matches each
-frame as the matcher node does (usp_ros.keyframes.FrameTracker, the node's default parameters). OUTPUT, a
+frame as the matcher node does (usp_core.tracking.FrameTracker, the node's default parameters). OUTPUT, a
 new rosbag2 (MCAP unless ``--storage sqlite3``), holds ``features`` (usp_ros/Features) and ``matches``
 (usp_ros/FrameMatch) beside the image topic (/camera/image_raw -> /camera/features, /camera/matches; a
 CompressedImage topic /camera/image_raw/compressed counts as /camera/image_raw). Every message carries
@@ -32,24 +32,29 @@ from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 from tqdm import tqdm
 
 from usp_core.backends import BACKENDS
 from usp_core.checkpoint import first_line
 from usp_core.device import resolve_device
+from usp_core.features import Features
 from usp_core.inference import KeypointDetector
-from usp_ros import detector_node, matcher_node
-from usp_ros.conversions import ConversionError, features_to_msg, msg_to_features, to_gray
-from usp_ros.detector_node import START_ERRORS, decode, detect_finite, inference_size, input_size, to_source_pixels
-from usp_ros.keyframes import Frame, FrameTracker
-from usp_ros.stop_request import StopRequest
+from usp_core.tracking import Frame, FrameTracker
+from usp_ros.bridge.images import ConversionError
+from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg
+from usp_ros.msg import FrameMatch
+from usp_ros.nodes import detector as detector_node
+from usp_ros.nodes import matcher as matcher_node
+from usp_ros.support.detection import detect_image_message
+from usp_ros.support.parameters import defaults
+from usp_ros.tools.stop_request import StopRequest
 
 __all__ = ["BagError", "detect", "main", "match", "open_input", "output_topics", "process_bag"]
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy and Kilted
-DETECTOR_DEFAULTS = detector_node.default_values()  # the nodes' parameters stand at their defaults
 
 
 class BagError(Exception):
@@ -109,31 +114,17 @@ def _topic_problem(reader: Reader, topic: str, connection) -> str | None:
     return None
 
 
-def detect(detector: KeypointDetector, msg: Image | CompressedImage):
-    """Image message -> usp_ros/Features, as the detector node makes them (its default parameters; rows with
-    NaN or inf dropped); ConversionError for a bad frame."""
-    width, height = input_size(msg)
-    size = inference_size(height, width, DETECTOR_DEFAULTS["inference_width"], DETECTOR_DEFAULTS["inference_height"],
-                          DETECTOR_DEFAULTS["max_inference_side"])
-    image, encoding = decode(msg, size)
-    grey = to_gray(image, encoding)
-    keypoints, scores, descriptors, _ = detect_finite(detector, grey, size)
-    points = to_source_pixels(keypoints, grey.shape[:2], (height, width))
-    return features_to_msg(msg.header, (width, height), points, scores, descriptors)
+def detect(detector: KeypointDetector, msg: Image | CompressedImage) -> Features:
+    """Image message -> Features in its pixels, as the detector node makes them (rows with NaN or inf dropped);
+    ConversionError or cv2.error for a bad frame."""
+    return detect_image_message(detector, msg).features
 
 
-def match(tracker: FrameTracker, features, device: torch.device):
-    """usp_ros/Features -> usp_ros/FrameMatch against the tracker's reference, or None for a track's first frame.
-
-    The Features come from :func:`detect`, so every row is finite and point i is row i.
-    """
-    arrays = msg_to_features(features)
-    frame = Frame(features.header.stamp, arrays.keypoints, torch.from_numpy(arrays.descriptors).to(device))
-    reference = tracker.reference
-    result = tracker.track(frame)
-    if result is None:
-        return None
-    return matcher_node.match_to_msg(features.header, reference, frame, result, len(arrays.keypoints))
+def match(tracker: FrameTracker, header: Header, features: Features, device: torch.device) -> FrameMatch | None:
+    """One frame's Features -> usp_ros/FrameMatch against the tracker's reference, as the matcher node makes it;
+    None for a track's first frame."""
+    result = tracker.track(Frame.from_features(header.stamp, features, device))
+    return None if result is None else frame_match_to_msg(header, result)
 
 
 def process_bag(reader: Reader, connection, output_path: Path, detector: KeypointDetector,
@@ -165,14 +156,15 @@ def _process(reader, connection, detector, tracker, writer, stop) -> tuple[int, 
             if stop():
                 break
             progress.update()
+            msg = deserialize_message(data, message_type)
             try:
-                features = detect(detector, deserialize_message(data, message_type))
+                features = detect(detector, msg)
             except (ConversionError, cv2.error) as error:
                 skipped += 1
                 progress.write(f"skipping bad frame at bag time {timestamp}: {str(error).strip().splitlines()[0]}")
                 continue
-            writer.write(features_out, timestamp, serialize_message(features))
-            frame_match = None if tracker is None else match(tracker, features, detector.device)
+            writer.write(features_out, timestamp, serialize_message(features_to_msg(msg.header, features)))
+            frame_match = None if tracker is None else match(tracker, msg.header, features, detector.device)
             if frame_match is not None:
                 writer.write(matches_out, timestamp, serialize_message(frame_match))
             written += 1
@@ -222,12 +214,13 @@ def _run(args: argparse.Namespace, reader: Reader, connection, output: Path) -> 
     """main, once the input is open: load the model, process into a temporary folder, move the bag to ``output``."""
     try:
         detector = KeypointDetector.from_pretrained(args.model_path or None, resolve_device(args.device),
-                                                    detector_node.detector_config(DETECTOR_DEFAULTS),
+                                                    detector_node.detector_config(defaults(detector_node.PARAMETERS)),
                                                     backend=args.backend)
-    except START_ERRORS as error:
+    except detector_node.START_ERRORS as error:
         print(f"process_bag: error: cannot load the model: {first_line(error)}", file=sys.stderr)
         return 2
-    tracker = None if args.no_matches else FrameTracker(*matcher_node.tracker_configs(matcher_node.default_values()))
+    tracker = None if args.no_matches else FrameTracker(
+        *matcher_node.tracker_configs(defaults(matcher_node.PARAMETERS)))
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:

@@ -1,9 +1,10 @@
 """ROS 2 managed (lifecycle) node ``detector``: the detector node, brought up by a lifecycle manager.
 
-Same parameters, topics and behaviour as ``detector_node`` (usp_ros.detector_node, whose DetectorCore
+Same parameters, topics and behaviour as ``detector_node`` (usp_ros.nodes.detector, whose DetectorCore
 does the work), in steps:
 
-- unconfigured: parameters declared (settable), publishers created, no model;
+- unconfigured: parameters declared (settable, validated and applied as in every state), publishers
+  created, no model;
 - configure: reads the parameters and loads the model; a failure (missing model, bad parameter)
   returns FAILURE with one log line and leaves the node unconfigured;
 - activate: subscribes to the images; Features, debug images and diagnostics are published;
@@ -18,7 +19,9 @@ from __future__ import annotations
 from lifecycle_msgs.msg import State
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from usp_ros.detector_node import NODE_NAME, START_ERRORS, DetectorCore, run
+from usp_core.checkpoint import first_line
+from usp_ros.nodes.detector import NODE_NAME, START_ERRORS, DetectorCore
+from usp_ros.support.run import run
 
 __all__ = ["LifecycleDetectorNode", "main"]
 
@@ -30,13 +33,12 @@ class LifecycleDetectorNode(DetectorCore, LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         self._declare_parameters()
         self._create_publishers(self.create_lifecycle_publisher)
-        self._detector = None  # set while configured
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._load()
         except START_ERRORS as error:
-            self.get_logger().error(f"cannot configure: {error}")
+            self.get_logger().error(f"cannot configure: {first_line(error)}")
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: {self._describe()}")
         return super().on_configure(state)
@@ -63,15 +65,10 @@ class LifecycleDetectorNode(DetectorCore, LifecycleNode):
             self.on_cleanup(state)
         return super().on_shutdown(state)
 
-    def shutdown(self) -> None:
-        """Stop the worker thread, when configured (the process may end in any state)."""
-        if self._detector is not None:
-            super().shutdown()
-
 
 def main(args: list[str] | None = None) -> int:
     """Run the managed detector until shutdown; 1 with one fatal log line when it cannot start."""
-    return run(LifecycleDetectorNode, args)
+    return run(LifecycleDetectorNode, args, name=NODE_NAME, start_errors=START_ERRORS)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark of the detector node: `python -m usp_ros.bench_detector`.
+"""Benchmark of the detector node: `python -m usp_ros.tools.bench_detector`.
 
 Starts the detector node as its own process and talks to it over DDS from this one, at 640x480 bgr8
 (frames of the virtual camera). Prints:
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,11 +46,12 @@ from usp_core.backends import BACKENDS
 from usp_core.checkpoint import save_checkpoint
 from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, KeypointDetector
 from usp_core.model import ModelConfig, UnsuperPoint
-from usp_ros.conversions import numpy_to_image
-from usp_ros.image_source import default_photo
+from usp_core.virtual_camera import VirtualCamera, VirtualCameraConfig
+from usp_ros.bridge.images import numpy_to_image
 from usp_ros.msg import Features
-from usp_ros.stamps import stamp_key
-from usp_ros.virtual_camera import VirtualCamera, VirtualCameraConfig
+from usp_ros.nodes.image_source import default_photo
+from usp_ros.support.stamps import stamp_key
+from usp_ros.tools.children import Children
 
 MODELS = {
     "small": {"widths": [8, 8, 16, 16, 32, 32, 64, 64], "descriptor_dim": 256},
@@ -147,23 +147,14 @@ class Harness:
 
 @contextmanager
 def detector_process(harness: Harness, model_path: Path, args: argparse.Namespace, folder: Path):
-    """The detector node as a child process (cwd: a temp folder, so no source tree shadows usp_ros)."""
-    command = [sys.executable, "-m", "usp_ros.detector_node", "--ros-args", "-r", f"__ns:={NAMESPACE}",
-               "-p", f"model_path:={model_path}", "-p", f"device:={args.device}",
-               "-p", f"half:={str(args.half).lower()}", "-p", f"num_threads:={args.threads}",
-               "-p", f"backend:={args.backend}", "-p", "max_keypoints:=1000"]
-    with open(folder / f"{model_path.stem}.log", "w") as log:
-        process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-        harness.process, harness.diagnostics = process, []
-        try:
-            yield process
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """The detector node as a child process (usp_ros.tools.children: working directory and log in ``folder``)."""
+    with Children(folder) as children:
+        harness.process = children.start(
+            model_path.stem, "-m", "usp_ros.nodes.detector", "--ros-args", "-r", f"__ns:={NAMESPACE}",
+            "-p", f"model_path:={model_path}", "-p", f"device:={args.device}", "-p", f"half:={str(args.half).lower()}",
+            "-p", f"num_threads:={args.threads}", "-p", f"backend:={args.backend}", "-p", "max_keypoints:=1000")
+        harness.diagnostics = []
+        yield harness.process
 
 
 def wait_until_serving(harness: Harness, msg, timeout: float) -> None:

@@ -1,14 +1,14 @@
 """Benchmark: matcher ms per frame (matching + homography) beside OpenCV BFMatcher(crossCheck) + findHomography.
 
-    python -m usp_ros.bench_matcher [--keypoints 1000] [--dim 256] [--frames 50] [--device cpu] [--threads 1]
-    python -m usp_ros.bench_matcher --images ../shared/data/sequences/tum_fr2 --model-path CKPT
+    python -m usp_ros.tools.bench_matcher [--keypoints 1000] [--dim 256] [--frames 50] [--device cpu] [--threads 1]
+    python -m usp_ros.tools.bench_matcher --images ../shared/data/sequences/tum_fr2 --model-path CKPT
 
 Both sides get the same descriptors in the same run. By default a synthetic sequence in which each frame keeps
 a share of the previous frame's keypoints, moved by a known homography with pixel noise and with
 noisy descriptors (cosine about 0.85 to their match, as learned descriptors of true matches), and
 fills the rest with new points; with ``--images`` the detector's keypoints and descriptors of a folder of
-consecutive frames (no ground truth: valid estimates are counted instead). Ours is
-usp_ros.keyframes.match_frames (the node's code: torch mutual nearest neighbours + cv2.findHomography
+consecutive frames (no ground truth: valid estimates are counted instead). Ours is the node's code,
+usp_core.tracking.Frame.from_features + match_frames (torch mutual nearest neighbours + cv2.findHomography
 RANSAC); OpenCV's is cv2.BFMatcher(NORM_L2, crossCheck=True).match + cv2.findHomography(RANSAC) with
 the same threshold. Also prints the homography corner error of both against the truth, so a fast wrong
 answer shows.
@@ -19,7 +19,6 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,78 +27,18 @@ import torch
 
 from usp_core.evaluation.metrics import corner_error
 from usp_core.inference import DetectorConfig, KeypointDetector
-from usp_ros.keyframes import Frame, MatchConfig, match_frames
+from usp_core.synthetic_sequence import SyntheticFrame, synthetic_sequence
+from usp_core.tracking import Frame, MatchConfig, match_frames
 
-__all__ = ["SyntheticFrame", "synthetic_sequence", "small_motion", "detected_frames", "main"]
-
-
-@dataclass(frozen=True)
-class SyntheticFrame:
-    """keypoints (N, 2) float32 pixels, scores (N,), descriptors (N, D) float32 unit rows, and the
-    homography (3, 3) from the previous frame's pixels to this frame's (identity for the first; None: unknown)."""
-
-    keypoints: np.ndarray
-    scores: np.ndarray
-    descriptors: np.ndarray
-    homography: np.ndarray | None
+__all__ = ["detected_frames", "main"]
 
 
-def small_motion(rng: np.random.Generator, size: tuple[int, int], step: float = 1.0) -> np.ndarray:
-    """A random homography (3, 3) of a small camera motion about the image centre of size (w, h).
-
-    ``step`` scales it: rotation up to 3 deg, scale 3 %, translation 12 px and a little perspective at 1.
-    """
-    width, height = size
-    angle = np.deg2rad(rng.uniform(-3.0, 3.0) * step)
-    scale = 1.0 + rng.uniform(-0.03, 0.03) * step
-    tx, ty = rng.uniform(-12.0, 12.0, size=2) * step
-    px, py = rng.uniform(-2e-5, 2e-5, size=2) * step
-    centre = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]], dtype=np.float64)
-    cos, sin = scale * np.cos(angle), scale * np.sin(angle)
-    motion = np.array([[cos, -sin, tx], [sin, cos, ty], [px, py, 1.0]])
-    return centre @ motion @ np.linalg.inv(centre)
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-
-
-def synthetic_sequence(frames: int, keypoints: int = 1000, dim: int = 256, size: tuple[int, int] = (640, 480),
-                       keep: float = 0.7, descriptor_noise: float = 0.6, pixel_noise: float = 0.5,
-                       seed: int = 0) -> list[SyntheticFrame]:
-    """A sequence of ``frames`` frames of ``keypoints`` points each, in an image of size (w, h).
-
-    Frame k+1 keeps a share ``keep`` of frame k's points that stay inside the image, moved by a
-    known homography (``small_motion``) plus Gaussian pixel noise, with their descriptors perturbed
-    (unit noise scaled by ``descriptor_noise``, then re-normalised); new random points fill the
-    rest. Point order is shuffled in every frame, so indices carry no information.
-    """
-    rng = np.random.default_rng(seed)
-    width, height = size
-    points = rng.uniform((0, 0), (width - 1, height - 1), size=(keypoints, 2))
-    descriptors = _unit(rng.standard_normal((keypoints, dim)))
-    sequence = [SyntheticFrame(points.astype(np.float32), np.ones(keypoints, np.float32), descriptors, np.eye(3))]
-    for _ in range(frames - 1):
-        homography = small_motion(rng, size)
-        moved = cv2.perspectiveTransform(points[None].astype(np.float64), homography)[0]
-        inside = np.flatnonzero((moved >= 0).all(1) & (moved[:, 0] <= width - 1) & (moved[:, 1] <= height - 1))
-        kept = rng.choice(inside, size=min(len(inside), int(keep * keypoints)), replace=False)
-        noise = rng.standard_normal((len(kept), dim)) * descriptor_noise / np.sqrt(dim)
-        new = keypoints - len(kept)
-        points = np.concatenate([moved[kept] + rng.normal(0.0, pixel_noise, (len(kept), 2)),
-                                 rng.uniform((0, 0), (width - 1, height - 1), size=(new, 2))])
-        descriptors = np.concatenate([_unit(descriptors[kept] + noise), _unit(rng.standard_normal((new, dim)))])
-        order = rng.permutation(keypoints)
-        points, descriptors = points[order], descriptors[order]
-        sequence.append(SyntheticFrame(points.astype(np.float32), rng.random(keypoints, dtype=np.float32),
-                                       descriptors, homography))
-    return sequence
-
-
-def _ours(reference: SyntheticFrame, current: SyntheticFrame, config: MatchConfig, device: torch.device):
-    """The node's path: descriptors to the device, match_frames; returns the homography or None."""
-    frame_a = Frame(0, reference.keypoints, torch.from_numpy(reference.descriptors).to(device))
-    frame_b = Frame(1, current.keypoints, torch.from_numpy(current.descriptors).to(device))
+def _ours(reference: SyntheticFrame, current: SyntheticFrame, size: tuple[int, int], config: MatchConfig,
+          device: torch.device):
+    """The node's path: Frame.from_features (finite rows, descriptors to the device), match_frames; returns the
+    homography or None."""
+    frame_a = Frame.from_features(0, reference.features(size), device)
+    frame_b = Frame.from_features(1, current.features(size), device)
     return match_frames(frame_a, frame_b, config).homography
 
 
@@ -143,13 +82,13 @@ def detected_frames(folder: Path, model_path: Path, keypoints: int) -> tuple[lis
     for path in paths:
         image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         size = size or (image.shape[1], image.shape[0])
-        points, scores, descriptors = detector.detect(image)[0].numpy()
-        frames.append(SyntheticFrame(points, scores, descriptors, None))
+        (features,) = detector.detect(image)
+        frames.append(SyntheticFrame(features.keypoints, features.scores, features.descriptors, None))
     return frames, size
 
 
 def _parse(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m usp_ros.bench_matcher", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m usp_ros.tools.bench_matcher", description=__doc__.split("\n")[0])
     parser.add_argument("--keypoints", type=int, default=1000, help="keypoints per frame (default 1000)")
     parser.add_argument("--dim", type=int, default=256, help="descriptor length (default 256)")
     parser.add_argument("--frames", type=int, default=50, help="frames in the synthetic sequence (default 50)")
@@ -187,9 +126,9 @@ def main(argv=None) -> int:
         sequence, size = detected_frames(args.images, args.model_path, args.keypoints)
         source = f"detector features of {args.images.name} ({args.model_path.name})"
     pairs = list(zip(sequence[:-1], sequence[1:]))
-    _time(lambda a, b: _ours(a, b, config, device), pairs[:3], 1)  # warm-up (allocations, CUDA context)
+    _time(lambda a, b: _ours(a, b, size, config, device), pairs[:3], 1)  # warm-up (allocations, CUDA context)
     _time(lambda a, b: _opencv(a, b, config), pairs[:3], 1)
-    ours_ms, ours = _time(lambda a, b: _ours(a, b, config, device), pairs, args.repeats)
+    ours_ms, ours = _time(lambda a, b: _ours(a, b, size, config, device), pairs, args.repeats)
     opencv_ms, opencv = _time(lambda a, b: _opencv(a, b, config), pairs, args.repeats)
     ours_median, opencv_median = statistics.median(ours_ms), statistics.median(opencv_ms)
     count, dim = sequence[0].descriptors.shape

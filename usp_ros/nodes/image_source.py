@@ -6,7 +6,7 @@ For people without a camera driver at hand. ``source``:
 - ``folder``: the images of a folder (``path``) in sorted name order;
 - ``camera``: a V4L2 camera by index (``camera_index``), through cv2.VideoCapture;
 - ``virtual``: a camera flying over one photo (``path``; empty = matplotlib's sample photo) along a
-  smooth random homography path (usp_ros.virtual_camera); it also publishes ``ground_truth``
+  smooth random homography path (usp_core.virtual_camera); it also publishes ``ground_truth``
   (usp_ros/FrameMatch, valid, no matches) with the exact homography previous frame -> current frame.
 
 Frames go out on ``image`` at ``rate`` Hz in ``encoding``, stamped with the node clock and
@@ -14,7 +14,6 @@ Frames go out on ``image`` at ``rate`` Hz in ``encoding``, stamped with the node
 """
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +21,27 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 
-from usp_ros.conversions import ENCODINGS, frame_match_to_msg, numpy_to_image
+from usp_core.data import IMAGE_EXTENSIONS
+from usp_core.tracking import MatchResult
+from usp_core.virtual_camera import VirtualCamera, VirtualCameraConfig
+from usp_ros.bridge.images import ENCODINGS, numpy_to_image
+from usp_ros.bridge.messages import frame_match_to_msg
 from usp_ros.msg import FrameMatch
-from usp_ros.parameters import describe
-from usp_ros.qos import output_qos, reliability_from_name
-from usp_ros.virtual_camera import VirtualCamera, VirtualCameraConfig
+from usp_ros.support.parameters import NodeParameters, ParameterSpec
+from usp_ros.support.qos import output_qos, reliability_from_name
+from usp_ros.support.run import run
 
-__all__ = ["SOURCES", "IMAGE_EXTENSIONS", "default_photo", "bgr_to_encoding", "large_image_warning",
-           "open_reader", "ImageSourceNode", "main"]
+__all__ = ["SOURCES", "PARAMETERS", "default_photo", "bgr_to_encoding", "large_image_warning", "open_reader",
+           "describe_source", "ImageSourceNode", "main"]
 
 NODE_NAME = "image_source"
 SOURCES = ("virtual", "video", "folder", "camera")
 OUTPUT_ENCODINGS = ("bgr8", "rgb8", "mono8", "mono16", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+QOS_CHOICES = ("reliable", "best_effort")
 VIRTUAL_SIZE = (640, 480)  # (width, height) of virtual frames when width/height are 0
 LARGE_IMAGE_BYTES = 400_000  # Fast DDS's default shared-memory segment (512 KB) loses best-effort samples near this
 PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
@@ -183,32 +183,43 @@ def open_reader(spec: SourceSpec) -> FrameReader:
     raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {spec.source!r}")
 
 
-_read_only = functools.partial(describe, read_only=True)  # every image_source parameter is fixed at start
+def describe_source(spec: SourceSpec) -> str:
+    """The source in words, for the log: "folder /data/run1", "camera 0", "virtual camera over grace_hopper.jpg"."""
+    if spec.source == "camera":
+        return f"camera {spec.camera_index}"
+    if spec.source == "virtual":
+        photo = Path(spec.path) if spec.path else default_photo()
+        return f"virtual camera over {photo.name if photo else 'no photo'}"
+    return f"{spec.source} {spec.path}"
 
-PARAMETERS = {
-    "source": ("virtual", _read_only(f"Where frames come from: {' | '.join(SOURCES)}")),
-    "path": ("", _read_only("Video file (video), image folder (folder) or photo (virtual; empty = matplotlib's "
-                             "sample photo)")),
-    "camera_index": (0, _read_only("V4L2 camera index (source camera)", integer_range=(0, 255))),
-    "rate": (30.0, _read_only("Frames per second published", float_range=(0.1, 1000.0))),
-    "loop": (True, _read_only("Video/folder: start again at the end (false: stop the node at the end)")),
-    "encoding": ("bgr8", _read_only(f"Published encoding: {' | '.join(OUTPUT_ENCODINGS)}")),
-    "frame_id": ("camera", _read_only("header.frame_id of the images")),
-    "width": (0, _read_only("Output width; 0 = the source's own (virtual: 640)", integer_range=(0, 16384))),
-    "height": (0, _read_only("Output height; 0 = the source's own (virtual: 480)", integer_range=(0, 16384))),
-    "qos": ("reliable", _read_only("Image reliability: reliable | best_effort")),
-    "seed": (0, _read_only("Seed of the virtual camera's path", integer_range=(0, 2**31 - 1))),
+
+PARAMETERS: dict[str, ParameterSpec] = {  # every one read-only: the source is opened once, at start
+    "source": ParameterSpec("virtual", "Where frames come from", read_only=True, choices=SOURCES),
+    "path": ParameterSpec("", "Video file (video), image folder (folder) or photo (virtual; empty = matplotlib's "
+                              "sample photo)", read_only=True),
+    "camera_index": ParameterSpec(0, "V4L2 camera index (source camera)", read_only=True, integer_range=(0, 255)),
+    "rate": ParameterSpec(30.0, "Frames per second published", read_only=True, float_range=(0.1, 1000.0)),
+    "loop": ParameterSpec(True, "Video/folder: start again at the end (false: stop the node at the end)",
+                          read_only=True),
+    "encoding": ParameterSpec("bgr8", "Published encoding", read_only=True, choices=OUTPUT_ENCODINGS),
+    "frame_id": ParameterSpec("camera", "header.frame_id of the images", read_only=True),
+    "width": ParameterSpec(0, "Output width; 0 = the source's own (virtual: 640)", read_only=True,
+                           integer_range=(0, 16384)),
+    "height": ParameterSpec(0, "Output height; 0 = the source's own (virtual: 480)", read_only=True,
+                            integer_range=(0, 16384)),
+    "qos": ParameterSpec("reliable", "Image reliability", read_only=True, choices=QOS_CHOICES),
+    "seed": ParameterSpec(0, "Seed of the virtual camera's path", read_only=True, integer_range=(0, 2**31 - 1)),
 }
 
 
 class ImageSourceNode(Node):
     """Publishes frames of one source at a fixed rate; ``finished`` completes when a non-looping source ends."""
 
+    _reader: FrameReader | None = None  # a class default: rclpy destroys a half-built node at shutdown too
+
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        values = {name: self.declare_parameter(name, default, descriptor).value
-                  for name, (default, descriptor) in PARAMETERS.items()}
-        bgr_to_encoding(np.zeros((2, 2, 3), np.uint8), values["encoding"])  # ValueError for an unknown encoding
+        values = NodeParameters(self, PARAMETERS).values
         self._spec = SourceSpec(values["source"], values["path"], values["camera_index"], values["width"],
                                 values["height"], values["seed"])
         self._values = values
@@ -220,8 +231,8 @@ class ImageSourceNode(Node):
         self._previous_stamp = None
         self._warned_size = False
         self.create_timer(1.0 / values["rate"], self._publish_next)
-        self.get_logger().info(f"publishing {values['source']} {values['path'] or ''} on "
-                               f"{self._image_pub.topic_name} at {values['rate']} Hz as {values['encoding']}")
+        self.get_logger().info(f"publishing {describe_source(self._spec)} on {self._image_pub.topic_name} at "
+                               f"{values['rate']} Hz as {values['encoding']}")
 
     def _publish_next(self) -> None:
         frame = self._next_frame()
@@ -234,8 +245,8 @@ class ImageSourceNode(Node):
         self._warn_if_large(len(msg.data))
         self._image_pub.publish(msg)
         if self._truth_pub is not None and homography is not None:
-            self._truth_pub.publish(frame_match_to_msg(msg.header, self._previous_stamp, homography, 0,
-                                                       np.zeros(0), np.zeros(0), np.zeros((0, 2)), np.zeros((0, 2))))
+            self._truth_pub.publish(frame_match_to_msg(msg.header,
+                                                       MatchResult.from_homography(self._previous_stamp, homography)))
         self._previous_stamp = now
 
     def _next_frame(self):
@@ -248,7 +259,7 @@ class ImageSourceNode(Node):
         if frame is None and self._spec.source == "camera":
             self.get_logger().warning("camera returned no frame", throttle_duration_sec=5.0)
         elif frame is None and not self.finished.done():
-            self.get_logger().info(f"end of {self._spec.source} {self._spec.path}")
+            self.get_logger().info(f"end of {describe_source(self._spec)}")
             self.finished.set_result(True)
         return frame
 
@@ -270,28 +281,16 @@ class ImageSourceNode(Node):
         if warning:
             self.get_logger().warning(warning)
 
-    def close(self) -> None:
-        self._reader.close()
+    def destroy_node(self) -> None:
+        """Release the source (device or file), then destroy the node."""
+        if self._reader is not None:
+            self._reader.close()
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     """Run until shutdown or the end of a non-looping source; 1 with one fatal log line when it cannot start."""
-    rclpy.init(args=args)
-    try:
-        node = ImageSourceNode()
-    except (ValueError, ParameterException) as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin_until_future_complete(node, node.finished)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run(ImageSourceNode, args, name=NODE_NAME, done=lambda node: node.finished)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Soak benchmark: the virtual camera -> detector -> matcher at 30 Hz for N minutes, a line a minute.
 
-    python -m usp_ros.bench_soak [--minutes 10] [--rate 30] [--model-path CKPT] [--backend auto]
+    python -m usp_ros.tools.bench_soak [--minutes 10] [--rate 30] [--model-path CKPT] [--backend auto]
 
 Each line covers one minute: frames the detector received, dropped (its drop-oldest queue) and
 skipped as bad (from its /diagnostics), FrameMatch messages received here, latency from image stamp
 to FrameMatch (p50 / p95 / max), and the resident memory of each node. What to look for: memory flat
 after the first minutes, latency flat, drops steady (a 2-core CPU cannot keep up with 30 Hz, so
 the queue must drop rather than queue). Not a test: it prints figures. The nodes run as child
-processes, as in `make run` (usp_ros.frontend).
+processes, as in `make run` (usp_ros.tools.frontend).
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from usp_core.backends import BACKENDS
-from usp_ros.bench_detector import rss_mib
-from usp_ros.frontend import Children, Options, child_commands, child_environment
 from usp_ros.msg import FrameMatch
-from usp_ros.qos import output_qos
+from usp_ros.support.qos import output_qos
+from usp_ros.tools.bench_detector import rss_mib
+from usp_ros.tools.children import Children
+from usp_ros.tools.frontend import Options, child_commands, set_dds_environment
 
 DETECTOR_COUNTERS = ("frames received", "dropped frames", "bad frames")  # cumulative values in its /diagnostics
 STARTUP_TIMEOUT_S = 120.0
@@ -80,16 +81,16 @@ def header_line(children: Children) -> str:
 def soak(options: Options, minutes: int) -> int:
     """Start the nodes, print a line a minute for ``minutes`` minutes; returns the exit code."""
     share = Path(get_package_share_directory("usp_ros"))
-    env = child_environment(share)
+    set_dds_environment(share)
     children = Children(Path(tempfile.mkdtemp(prefix="usp_soak_")))
     try:
-        for name, command in child_commands(options, share).items():
-            children.start(name, command, env)
+        for name, args in child_commands(options, share).items():
+            children.start(name, *args)
         rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
         monitor = SoakMonitor()
         if not _wait_for_first_match(monitor, children):
             return 1
-        print(f"soak: {options.rate:g} Hz virtual camera, backend {options.backend}, logs in {children.log_dir}")
+        print(f"soak: {options.rate:g} Hz virtual camera, backend {options.backend}, logs in {children.folder}")
         print(header_line(children), flush=True)
         monitor.take_latencies()
         for minute in range(1, minutes + 1):
@@ -97,7 +98,7 @@ def soak(options: Options, minutes: int) -> int:
             while time.monotonic() < end:
                 rclpy.spin_once(monitor, timeout_sec=0.1)
                 if children.dead() is not None:
-                    print(f"error: {children.dead()} exited:\n{children.log_tail(children.dead())}")
+                    print(f"error: {children.death_report(children.dead())}")
                     return 1
             print(minute_line(minute, monitor, before, children), flush=True)
         return 0
@@ -112,13 +113,13 @@ def _wait_for_first_match(monitor: SoakMonitor, children: Children) -> bool:
     while not monitor.latencies_ms:
         rclpy.spin_once(monitor, timeout_sec=0.1)
         if children.dead() is not None or time.monotonic() > deadline:
-            print(f"error: no FrameMatch within {STARTUP_TIMEOUT_S:.0f} s; logs in {children.log_dir}")
+            print(f"error: no FrameMatch within {STARTUP_TIMEOUT_S:.0f} s; logs in {children.folder}")
             return False
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m usp_ros.bench_soak", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m usp_ros.tools.bench_soak", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=int, default=10, help="minutes to run (default 10)")
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
     parser.add_argument("--model-path", type=Path, help="detector checkpoint (default: the bundled weights)")

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from usp_ros.virtual_camera import VirtualCamera, VirtualCameraConfig
+from usp_core.virtual_camera import VirtualCamera, VirtualCameraConfig
 
 SMALL = VirtualCameraConfig(width=160, height=120)
 

@@ -1,0 +1,1 @@
+"""ROS messages <-> numpy: camera images (images) and our Features/FrameMatch messages (messages)."""

@@ -1,0 +1,1 @@
+"""What every node shares: parameters, run (main), diagnostics, detection (one image message), QoS, stamps."""

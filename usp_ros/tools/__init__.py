@@ -1,0 +1,1 @@
+"""Programs beside the nodes: the front-end runner, process_bag, the benchmarks, and the child processes they start."""
