@@ -64,6 +64,8 @@ colcon_build() {
       --install-base "$ROOT/install" --symlink-install --cmake-args -DBUILD_TESTING=OFF >"$ROOT/log/colcon.out" 2>&1 \
       || { tail -40 "$ROOT/log/colcon.out" >&2; exit 1; }
   )
+  # --symlink-install leaves links to source files that were moved or deleted: drop them
+  find "$ROOT/install" -xtype l -delete
 }
 
 mkdir -p log

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from usp_core.atomic import atomic_write
+from usp_core.errors import first_line
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "model_weights", "load_weights", "first_line"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "model_weights", "load_weights"]
 
 UNSAFE = "refused: not a plain weights file (it contains Python objects that weights_only loading does not allow)"
 UNREADABLE = "not a checkpoint (corrupt, truncated or another format)"
@@ -29,18 +30,6 @@ UNREADABLE = "not a checkpoint (corrupt, truncated or another format)"
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not a checkpoint dict."""
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message, or its type name when the message is empty.
-
-    A first line that only introduces the next (it ends with ":", as torch's "Error(s) in loading
-    state_dict for X:") is joined with that next line, so the reason is not cut off.
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    return " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
 
 
 def model_weights(state: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:

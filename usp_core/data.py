@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from usp_core.homography import HomographyConfig, sample_homography, scaling_matrix, warp_image
+from usp_core.image_files import IMAGE_EXTENSIONS, read_grey
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "ImageFolder",
     "CropConfig",
     "PhotometricConfig",
@@ -40,20 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
-
-
 def _is_readable(path: Path) -> bool:
     """True when OpenCV decodes ``path`` (checked at 1/8 scale: cheap for JPEG)."""
     return cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
-
-
-def read_grey(path: str | Path) -> np.ndarray:
-    """Decode an image file as grey. Returns (H, W) uint8. Raises OSError when unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise OSError(f"cannot read image {path}")
-    return image
 
 
 class ImageFolder:

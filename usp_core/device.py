@@ -9,12 +9,13 @@ __all__ = ["resolve_device"]
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """auto | cpu | cuda | cuda:N (or a torch.device) -> torch.device usable on this machine.
 
-    "auto" is cuda when available, else cpu. Raises ValueError naming the problem for an unknown
-    name, or for a CUDA device this machine does not have.
+    "auto" is the current CUDA device when there is one, else cpu. A CUDA device always carries its index
+    (torch.device("cuda") != torch.device("cuda:0"), and the nodes compare devices). Raises ValueError naming
+    the problem for an unknown name, or for a CUDA device this machine does not have.
     """
     name = str(name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
     index = name.removeprefix("cuda:") if name.startswith("cuda:") else ("0" if name == "cuda" else None)

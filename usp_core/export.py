@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from usp_core.checkpoint import first_line, load_checkpoint, load_weights, model_weights, save_checkpoint
+from usp_core.checkpoint import load_checkpoint, load_weights, model_weights, save_checkpoint
+from usp_core.errors import first_line
 from usp_core.config import ConfigError, model_config_from_dict
 from usp_core.model import build_model
 

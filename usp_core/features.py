@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["Features"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: == would be ambiguous
 class Features:
     """One image's keypoints.
 

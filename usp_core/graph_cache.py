@@ -37,7 +37,7 @@ from torch import nn
 from usp_core import export
 from usp_core import model as layers  # the backbones and descriptor sampling every network is built from
 from usp_core.atomic import remove_stale_temp_files, write_bytes_atomic
-from usp_core.checkpoint import first_line
+from usp_core.errors import first_line
 
 __all__ = ["GRAPH_FORMAT", "MAX_ENTRIES", "GraphCache", "default_cache_root", "describe_graph", "weights_digest"]
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from usp_core.checkpoint import first_line
+from usp_core.errors import first_line
 from usp_core.data import CropConfig, HomographyPairDataset, ImageFolder, PhotometricConfig, apply_photometric, \
     sample_generator
 from usp_core.homography import HomographyConfig, sample_homography, warp_image, warp_points

@@ -22,16 +22,17 @@ counted), and its track ids are one per source row, 0 ("no track") in the rows l
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from usp_core.features import Features
+from usp_core.match_result import MatchResult
 from usp_core.matching import estimate_homography, mutual_nearest_neighbours
 
-__all__ = ["MatchConfig", "KeyframeConfig", "Frame", "MatchResult", "match_frames", "KeyframePolicy", "FrameTracker",
+__all__ = ["MatchConfig", "KeyframeConfig", "Frame", "match_frames", "KeyframePolicy", "FrameTracker",
            "TrackTrails"]
 
 METHODS = ("ransac", "magsac")
@@ -91,6 +92,8 @@ class Frame:
 
     def __post_init__(self) -> None:
         if self.num_rows is None:
+            if self.rows is not None:
+                raise ValueError("a Frame with rows left out needs num_rows, the rows of its source Features")
             object.__setattr__(self, "num_rows", len(self.keypoints))
 
     @classmethod
@@ -113,44 +116,6 @@ class Frame:
         """Point indices (K,) -> rows (K,) int64 of the source Features."""
         indices = np.asarray(indices, np.int64)
         return indices if self.rows is None else self.rows[indices]
-
-
-@dataclass(frozen=True)
-class MatchResult:
-    """Matches of a current frame against its reference; every index is a row of the frames' source Features.
-
-    homography: (3, 3) float64 mapping reference pixels to current pixels, None when invalid.
-    num_matches: mutual nearest-neighbour matches (before RANSAC).
-    reference_indices, current_indices: (K,) int64 rows of the K RANSAC inliers (when the estimate is
-    invalid: those of the rejected model, possibly empty).
-    reference_points, current_points: (K, 2) float32 pixels of the same inliers.
-    current_track_ids: (num_rows,) uint64 track id of each row of the current frame's Features, 0 in rows left
-    out (filled by :class:`FrameTracker`; empty from :func:`match_frames` and :meth:`from_homography`).
-    """
-
-    reference_stamp: Any
-    homography: np.ndarray | None
-    num_matches: int
-    reference_indices: np.ndarray
-    current_indices: np.ndarray
-    reference_points: np.ndarray
-    current_points: np.ndarray
-    current_track_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
-
-    @classmethod
-    def from_homography(cls, reference_stamp: Any, homography: np.ndarray | None) -> MatchResult:
-        """A result without matches that carries a known (3, 3) homography, e.g. the ground truth of a sequence."""
-        homography = None if homography is None else np.asarray(homography, np.float64).reshape(3, 3)
-        no_rows, no_points = np.zeros(0, np.int64), np.zeros((0, 2), np.float32)
-        return cls(reference_stamp, homography, 0, no_rows, no_rows, no_points, no_points)
-
-    @property
-    def valid(self) -> bool:
-        return self.homography is not None
-
-    @property
-    def num_inliers(self) -> int:
-        return len(self.reference_indices)
 
 
 def match_frames(reference: Frame, current: Frame, config: MatchConfig) -> MatchResult:

@@ -39,8 +39,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from usp_core.atomic import remove_stale_temp_files
-from usp_core.checkpoint import (CheckpointError, first_line, load_checkpoint, model_from_checkpoint, model_weights,
-                                 save_checkpoint)
+from usp_core.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, model_weights, save_checkpoint
+from usp_core.errors import first_line
 from usp_core.config import TrainConfig, save_config, to_dict
 from usp_core.data import HomographyPairDataset, ImageFolder, InfiniteSampler
 from usp_core.device import resolve_device

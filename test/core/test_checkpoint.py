@@ -10,6 +10,7 @@ import torch
 from usp_core import checkpoint
 from usp_core.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from usp_core.cli import eval as eval_cli
+from usp_core.errors import first_line
 from usp_core.model import ModelConfig, UnsuperPoint
 
 SMALL = {"widths": [8, 8, 8, 8, 16, 16, 16, 16], "descriptor_dim": 16}
@@ -124,9 +125,9 @@ def test_missing_and_unexpected_weights_are_named(tmp_path: Path):
 
 def test_first_line_keeps_the_reason_after_an_introducing_line():
     error = RuntimeError("Error(s) in loading state_dict for M:\n\tsize mismatch for w: shapes differ.\n\tmore")
-    assert checkpoint.first_line(error) == "Error(s) in loading state_dict for M: size mismatch for w: shapes differ."
-    assert checkpoint.first_line(ValueError("bad value\nsecond line")) == "bad value"
-    assert checkpoint.first_line(EOFError()) == "EOFError"
+    assert first_line(error) == "Error(s) in loading state_dict for M: size mismatch for w: shapes differ."
+    assert first_line(ValueError("bad value\nsecond line")) == "bad value"
+    assert first_line(EOFError()) == "EOFError"
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from usp_core.evaluation.metrics import corner_error
 from usp_core.features import Features
 from usp_core.inference import BUNDLED_WEIGHTS, KeypointDetector
 from usp_core.synthetic_sequence import synthetic_sequence
-from usp_core.tracking import (Frame, FrameTracker, KeyframeConfig, KeyframePolicy, MatchConfig, MatchResult,
-                               TrackTrails, match_frames)
+from usp_core.match_result import MatchResult
+from usp_core.tracking import (Frame, FrameTracker, KeyframeConfig, KeyframePolicy, MatchConfig, TrackTrails,
+                               match_frames)
 from usp_core.virtual_camera import VirtualCamera
 
 SIZE = (320, 240)

@@ -33,11 +33,12 @@ def tiny_model(tmp_path):
 class ManagedDetector:
     """A lifecycle_detector_node process in its own namespace, its lifecycle services, its image and Features."""
 
-    def __init__(self, ros_node, spawn, wait, model):
+    def __init__(self, ros_node, spawn, wait, model, *parameters: str):
         self.node, self.wait = ros_node, wait
         namespace = f"/lifecycle_test_{next(_namespaces)}"
+        extra = [arg for parameter in parameters for arg in ("-p", parameter)]
         self.process = spawn("-m", "usp_ros.nodes.lifecycle_detector", "--ros-args", "-r", f"__ns:={namespace}",
-                             "-p", f"model_path:={model}", "-p", "backend:=torch", "-p", "num_threads:=1",
+                             "-p", f"model_path:={model}", "-p", "backend:=torch", "-p", "num_threads:=1", *extra,
                              name="detector")
         self.image_topic = f"{namespace}/image"
         self.change_state = ros_node.create_client(ChangeState, f"{namespace}/detector/change_state")
@@ -122,14 +123,20 @@ def test_reconfigure_after_cleanup_and_shutdown_while_active(ros_node, spawn, wa
     assert not detector.answers_within(QUIET_S), "Features published after shutdown"
 
 
-def test_configure_with_a_missing_model_fails_and_stays_unconfigured(ros_node, spawn, wait, tmp_path):
+@pytest.mark.parametrize("problem", ["missing model", "bad choice"])
+def test_configure_with_a_missing_model_or_a_bad_choice_fails_and_stays_unconfigured(problem, ros_node, spawn, wait,
+                                                                                      tmp_path, tiny_model):
     missing = tmp_path / "missing.pt"
-    detector = ManagedDetector(ros_node, spawn, wait, missing)
+    if problem == "missing model":
+        detector, named = ManagedDetector(ros_node, spawn, wait, missing), str(missing)
+    else:
+        detector = ManagedDetector(ros_node, spawn, wait, tiny_model, "input_transport:=carrier_pigeon")
+        named = "input_transport must be one of raw, compressed"
     assert detector.state() == "unconfigured"
     assert not detector.transition(Transition.TRANSITION_CONFIGURE)
     assert detector.state() == "unconfigured"
     assert detector.process.poll() is None, "the node exited on a failed configure"
     errors = [line for line in (tmp_path / "detector.log").read_text().splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and "cannot configure" in errors[0] and str(missing) in errors[0], errors
+    assert len(errors) == 1 and "cannot configure" in errors[0] and named in errors[0], errors
     assert detector.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
     assert detector.state() == "finalized"

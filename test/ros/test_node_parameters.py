@@ -38,7 +38,7 @@ NODES = {
 }
 BAD_START = {  # node -> a --ros-args value that the node cannot start with, and what the fatal line names
     "detector": ("max_keypoints:=0", "max_keypoints"),
-    "lifecycle_detector": ("input_transport:=carrier_pigeon", "input_transport must be one of raw, compressed"),
+    "lifecycle_detector": ("score_threshold:=1.5", "score_threshold"),  # a bad choice fails configure instead
     "matcher": ("ratio_test:=2.0", "ratio_test"),
     "image_source": ("encoding:=yuv422", "encoding must be one of"),
 }

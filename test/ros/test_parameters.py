@@ -80,14 +80,14 @@ def test_declared_validated_then_applied_under_the_lock(context, node_class):
         (result,) = node.set_parameters([Parameter("count", value=30)])
         assert result.successful
         assert recorder.calls == [("validate", 30), ("apply", 30, True)], "validated, then applied under the lock"
-        assert parameters["count"] == 30 and node.get_parameter("count").value == 30
+        assert parameters.values["count"] == 30 and node.get_parameter("count").value == 30
 
         recorder.calls.clear()
         refusals = {"count": 13, "method": "lmeds", "ratio": 2.0, "fixed": "y"}
         for name, value in refusals.items():
             (result,) = node.set_parameters([Parameter(name, value=value)])
             assert not result.successful and result.reason, f"{name}={value!r} must be refused with a reason"
-            assert node.get_parameter(name).value == parameters[name] != value, "the old value stays in force"
+            assert node.get_parameter(name).value == parameters.values[name] != value, "the old value stays in force"
         assert "unlucky" in node.set_parameters([Parameter("count", value=13)])[0].reason
         assert "method must be one of" in node.set_parameters([Parameter("method", value="lmeds")])[0].reason
         assert recorder.calls == [("validate", 13), ("validate", 13)], "a refused change never reaches apply; " \
@@ -119,9 +119,10 @@ def test_apply_waits_for_the_worker_holding_the_lock(context):
     (Parameter("method", value="lmeds"), ValueError),  # not one of the choices
 ])
 def test_unusable_start_values_raise(context, override, error):
+    """Range and type at declaration (rclpy); choices when the node checks its start values."""
     node = Node("scaffold_start_test", context=context, parameter_overrides=[override])
     try:
         with pytest.raises(error):
-            NodeParameters(node, SPECS)
+            NodeParameters(node, SPECS).check()
     finally:
         node.destroy_node()

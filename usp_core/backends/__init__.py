@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from usp_core.checkpoint import first_line
+from usp_core.errors import first_line
 
 __all__ = ["BACKENDS", "BackendError", "Runner", "check", "make_runner", "require"]
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from usp_core.backends import require
-from usp_core.checkpoint import first_line
+from usp_core.errors import first_line
 from usp_core.export import ExportError, export_onnx
 from usp_core.graph_cache import GraphCache, describe_graph
 

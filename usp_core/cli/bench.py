@@ -35,8 +35,9 @@ from usp_core.backends import BACKENDS, BackendError
 from usp_core.checkpoint import CheckpointError
 from usp_core.cli.train import OneLineParser
 from usp_core.config import TrainConfig
-from usp_core.data import IMAGE_EXTENSIONS, PhotometricConfig, apply_photometric
+from usp_core.data import PhotometricConfig, apply_photometric
 from usp_core.homography import sample_homography, warp_image
+from usp_core.image_files import IMAGE_EXTENSIONS
 from usp_core.inference import DetectorConfig, KeypointDetector, resolve_weights
 from usp_core.trainer import Trainer
 

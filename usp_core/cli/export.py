@@ -14,7 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
-from usp_core.checkpoint import CheckpointError, first_line
+from usp_core.checkpoint import CheckpointError
+from usp_core.errors import first_line
 from usp_core.cli.train import OneLineParser
 from usp_core.export import FORMATS, ExportError, export_onnx, export_torchscript, export_weights, load_model
 

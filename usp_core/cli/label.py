@@ -44,9 +44,11 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from usp_core.atomic import atomic_write, remove_stale_temp_files, write_bytes_atomic
-from usp_core.checkpoint import CheckpointError, first_line
+from usp_core.checkpoint import CheckpointError
+from usp_core.errors import first_line
 from usp_core.cli.train import LOG_FORMAT, OneLineParser
-from usp_core.data import ImageFolder, read_grey, sample_generator
+from usp_core.data import ImageFolder, sample_generator
+from usp_core.image_files import read_grey
 from usp_core.device import resolve_device
 from usp_core.homographic_adaptation import AdaptationConfig, homographic_adaptation
 from usp_core.inference import resolve_weights

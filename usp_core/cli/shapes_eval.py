@@ -26,7 +26,8 @@ import cv2
 import torch
 
 from usp_core.atomic import write_bytes_atomic
-from usp_core.checkpoint import CheckpointError, first_line
+from usp_core.checkpoint import CheckpointError
+from usp_core.errors import first_line
 from usp_core.cli.train import OneLineParser
 from usp_core.device import resolve_device
 from usp_core.evaluation.report import markdown_table

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from usp_core.checkpoint import CheckpointError, first_line, load_checkpoint
+from usp_core.checkpoint import CheckpointError, load_checkpoint
+from usp_core.errors import first_line
 from usp_core.config import ConfigError, TrainConfig, from_dict, load_config
 from usp_core.inference import resolve_weights
 from usp_core.trainer import Trainer, cleanup_distributed, setup_distributed

@@ -16,12 +16,15 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from usp_core.data import IMAGE_EXTENSIONS, read_grey
+from usp_core.image_files import IMAGE_EXTENSIONS, read_grey
 from usp_core.homography import scale_homography
 
-# The extensions tried, in this order, for a sequence's image <k>.<ext>: the image extensions of usp_core.data,
-# .png (our sequences) and .ppm (HPatches) first, so a folder holding several picks the same file every time.
-SEARCH_ORDER = tuple(sorted(IMAGE_EXTENSIONS, key=lambda ext: (ext != ".png", ext != ".ppm")))
+# The extensions tried, in this order, for a sequence's image <k>.<ext>: usp_core.image_files' extensions, the
+# lossless ones of the benchmarks first (.png ours, .ppm HPatches, .pgm), so a folder holding several picks the
+# same file every time (.png, .ppm, .pgm, .jpg, .jpeg as before, then the other image extensions).
+LOSSLESS_FIRST = (".png", ".ppm", ".pgm")
+SEARCH_ORDER = tuple(sorted(IMAGE_EXTENSIONS, key=lambda ext: LOSSLESS_FIRST.index(ext) if ext in LOSSLESS_FIRST
+                            else len(LOSSLESS_FIRST)))
 
 
 class DatasetError(ValueError):

@@ -178,7 +178,7 @@ def build_method(name: str, top_k_points: int, weights: str | Path | None = None
         return _adapted(top_k_points, weights, adaptation_warps)
     if name in LEARNED:
         from usp_core.backends import BackendError
-        from usp_core.checkpoint import first_line
+        from usp_core.errors import first_line
         from usp_core.inference import DetectorConfig, KeypointDetector
 
         selection = {} if nms_radius is None else {"nms_radius": nms_radius}

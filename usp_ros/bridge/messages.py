@@ -7,18 +7,17 @@ directly). Every malformed message raises ``ConversionError`` with a message nam
 from __future__ import annotations
 
 import array
-from typing import TYPE_CHECKING
 
 import numpy as np
 from std_msgs.msg import Header
 
 from usp_core.features import Features
+from usp_core.match_result import MatchResult
 from usp_ros.bridge.images import ConversionError
 from usp_ros.msg import Descriptors, FrameMatch, Keypoints
 from usp_ros.msg import Features as FeaturesMsg
 
-if TYPE_CHECKING:  # the bridge does not need torch, which usp_core.tracking imports
-    from usp_core.tracking import MatchResult
+__all__ = ["features_to_msg", "msg_to_features", "frame_match_to_msg", "homography_from_msg"]
 
 
 def features_to_msg(header: Header, features: Features) -> FeaturesMsg:

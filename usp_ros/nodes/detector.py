@@ -3,7 +3,7 @@
 Subscribes to ``image`` (sensor_msgs/Image), or ``image/compressed`` with ``input_transport:
 compressed``; publishes ``features`` (usp_ros/Features, the input header copied, keypoints in the
 input image's pixels) and, only while someone subscribes, ``features/debug_image`` (the input with
-the keypoints drawn, coloured by score, and a caption with their count and the time the frame took).
+the keypoints drawn, coloured by their score's rank, and a caption with their count and the time the frame took).
 Diagnostics go to ``/diagnostics`` once a second (usp_ros.support.diagnostics; "inference (ms)" is the
 mean time from message to Features: decoding, grey conversion, network and selection).
 
@@ -20,7 +20,8 @@ drops frames instead of building a backlog. Bad frames are logged (throttled), c
 The work one frame can cost is bounded: the input size is read before decoding (a compressed image's
 header), frames over ``max_input_pixels`` are skipped and counted as oversized, the network runs with
 no side over ``max_inference_side``, and a JPEG larger than the network input is decoded reduced
-(usp_ros.support.detection). Keypoints or descriptors with NaN or inf are dropped before publishing.
+(usp_ros.support.detection). Keypoints whose position, score or descriptor holds NaN or inf are dropped
+before publishing.
 
 Run: ``ros2 run usp_ros detector_node --ros-args --params-file config/detector.yaml -r image:=/camera/image_raw``
 (compressed input: ``-p input_transport:=compressed -r image/compressed:=/camera/image_raw/compressed``;
@@ -148,7 +149,8 @@ class DetectorCore:
         self._diagnostics_pub = create_publisher(DiagnosticArray, "/diagnostics", output_qos())
 
     def _load(self) -> None:
-        """Load and prepare the model, start the worker thread."""
+        """Check the start values, load and prepare the model, start the worker thread."""
+        self._params.check()
         values = self._params.values
         self._device = resolve_device(values["device"])
         detector = KeypointDetector.from_pretrained(values["model_path"] or None, self._device,

@@ -25,8 +25,8 @@ from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 
-from usp_core.data import IMAGE_EXTENSIONS
-from usp_core.tracking import MatchResult
+from usp_core.image_files import IMAGE_EXTENSIONS
+from usp_core.match_result import MatchResult
 from usp_core.virtual_camera import VirtualCamera, VirtualCameraConfig
 from usp_ros.bridge.images import ENCODINGS, numpy_to_image
 from usp_ros.bridge.messages import frame_match_to_msg
@@ -219,7 +219,9 @@ class ImageSourceNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        values = NodeParameters(self, PARAMETERS).values
+        parameters = NodeParameters(self, PARAMETERS)
+        parameters.check()
+        values = parameters.values
         self._spec = SourceSpec(values["source"], values["path"], values["camera_index"], values["width"],
                                 values["height"], values["seed"])
         self._values = values

@@ -2,9 +2,9 @@
 
 Subscribes to ``features`` (usp_ros/Features), matches each frame against the previous frame or
 the last keyframe (usp_core.tracking), and publishes ``matches`` (usp_ros/FrameMatch) with the
-current frame's header. ``matches/debug_image`` (the current frame with a short flow track per inlier,
-from where the point was in the reference frame to where it is now, a capped and evenly spread sample
-of them, and a caption with the numbers) is built only while someone subscribes to it, and only then
+current frame's header. ``matches/debug_image`` (the current frame with each inlier's track through its
+positions in the last frames (usp_core.tracking.TrackTrails), a capped and evenly spread sample of them,
+and a caption with the numbers) is built only while someone subscribes to it, and only then
 does the node subscribe to ``image`` (images are paired with features by header stamp). Matching runs
 in a worker thread behind a drop-oldest queue of depth 1, so the executor only enqueues. Malformed
 Features are logged (throttled), counted as bad frames and skipped. Diagnostics go to /diagnostics
@@ -41,7 +41,8 @@ from usp_core.device import resolve_device
 from usp_core.drawing import draw_tracks
 from usp_core.features import Features as NumpyFeatures
 from usp_core.frame_queue import FrameQueue, QueueWorker
-from usp_core.tracking import METHODS, Frame, FrameTracker, KeyframeConfig, MatchConfig, MatchResult, TrackTrails
+from usp_core.match_result import MatchResult
+from usp_core.tracking import METHODS, Frame, FrameTracker, KeyframeConfig, MatchConfig, TrackTrails
 from usp_ros.bridge.images import ConversionError, image_to_numpy, numpy_to_image, to_bgr8
 from usp_ros.bridge.messages import frame_match_to_msg, msg_to_features
 from usp_ros.msg import Features, FrameMatch
@@ -49,7 +50,7 @@ from usp_ros.support.diagnostics import PERIOD_S, PUBLISHED, RECEIVED, Statistic
 from usp_ros.support.parameters import NodeParameters, ParameterSpec
 from usp_ros.support.qos import choose_input_reliability, input_qos, output_qos, publisher_reliabilities
 from usp_ros.support.run import run
-from usp_ros.support.stamps import StampCache, stamp_key
+from usp_ros.support.stamps import StampCache, stamp_key, stamp_ns
 
 __all__ = ["MatcherNode", "PARAMETERS", "main", "tracker_configs"]
 
@@ -87,11 +88,6 @@ def tracker_configs(values: dict) -> tuple[MatchConfig, KeyframeConfig]:
     return match, keyframe
 
 
-def seconds_between(earlier, later) -> float:
-    """later - earlier, two builtin_interfaces/Time stamps, in seconds."""
-    return (later.sec - earlier.sec) + 1e-9 * (later.nanosec - earlier.nanosec)
-
-
 def debug_caption(result: MatchResult, stamp, mode: str) -> str:
     """The numbers of one match for the debug image's caption; ``mode``: what the reference is (previous/keyframe).
 
@@ -100,7 +96,7 @@ def debug_caption(result: MatchResult, stamp, mode: str) -> str:
     state = "valid" if result.valid else "INVALID"
     continued = result.num_inliers if result.valid else 0  # a valid match's inliers inherit their reference's ids
     started = int(np.count_nonzero(result.current_track_ids)) - continued  # rows with an id (not dropped), not inliers
-    age_ms = 1000.0 * seconds_between(result.reference_stamp, stamp)
+    age_ms = (stamp_ns(stamp) - stamp_ns(result.reference_stamp)) / 1e6
     return (f"{state}: {result.num_matches} matches, {result.num_inliers} inliers | tracks {continued} kept, "
             f"{started} new | {mode} {age_ms:.0f} ms before")
 
@@ -117,15 +113,14 @@ class MatcherNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self._lock = threading.Lock()  # held while the worker matches; the device and configs change under it
         self._params = NodeParameters(self, PARAMETERS, self._validate, self._apply, self._lock)
+        self._params.check()
         values = self._params.values
         self._device = resolve_device(values["device"])
         self._tracker = FrameTracker(*tracker_configs(values))
-        if values["num_threads"] > 0:
-            torch.set_num_threads(values["num_threads"])
         self._stats = Statistics(COUNTERS)
         self._images_lock = threading.Lock()  # the image cache: filled by the executor, read by the worker
         self._images = StampCache(IMAGE_CACHE)
-        self._trails = TrackTrails()  # the live tracks' positions, kept by the worker while the debug image is viewed
+        self._trails = TrackTrails()  # the live tracks' positions: the worker's alone, while the debug image is viewed
         self._image_subscription = None
         self._match_pub = self.create_publisher(FrameMatch, "matches", output_qos())
         self._debug_pub = self.create_publisher(Image, "matches/debug_image", output_qos(depth=2))
@@ -192,6 +187,8 @@ class MatcherNode(Node):
             track_ids = self._tracker.reference_track_ids if result is None else result.current_track_ids
         if self._image_subscription is not None:
             self._trails.update(track_ids, features.keypoints)
+        else:
+            self._trails.clear()  # here, not in the executor: the worker alone touches the trails
         if result is None:
             return
         self._match_pub.publish(frame_match_to_msg(msg.header, result))
@@ -229,9 +226,11 @@ class MatcherNode(Node):
         except ConversionError as error:
             self.get_logger().warning(f"cannot draw debug image: {error}", throttle_duration_sec=THROTTLE_S)
             return
-        tracks = self._trails.trails(result.current_track_ids[result.current_indices])
-        canvas = draw_tracks(bgr, [track if len(track) else current[None] for track, current in
-                                   zip(tracks, result.current_points)], debug_caption(result, msg.header.stamp, mode))
+        tracks = []  # an invalid match's "inliers" are the rejected model's: no tracks
+        if result.valid:
+            trails = self._trails.trails(result.current_track_ids[result.current_indices])
+            tracks = [trail if len(trail) else point[None] for trail, point in zip(trails, result.current_points)]
+        canvas = draw_tracks(bgr, tracks, debug_caption(result, msg.header.stamp, mode))
         self._debug_pub.publish(numpy_to_image(canvas, "bgr8", msg.header))
 
     # ---- images for the debug view -------------------------------------------------------------------
@@ -250,7 +249,6 @@ class MatcherNode(Node):
             self._image_subscription = None
             with self._images_lock:
                 self._images.clear()
-            self._trails.clear()
 
     def _image_qos(self):
         """Images: the reliability of the publishers on `image` (best-effort when none is seen yet)."""
@@ -277,7 +275,17 @@ class MatcherNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the matcher node until shutdown; 1 with one fatal log line when it cannot start."""
-    return run(MatcherNode, args, name=NODE_NAME)
+    return run(_process_matcher, args, name=NODE_NAME)
+
+
+def _process_matcher() -> MatcherNode:
+    """The node as its own process runs it: torch's CPU threads set from ``num_threads``. Process-wide, so not in
+    the constructor (a node built inside another program leaves that program's threads alone)."""
+    node = MatcherNode()
+    threads = node.get_parameter("num_threads").value
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return node
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The frame's size is read first (a compressed image's header alone), the network's input size follows
 from the detector's config (usp_core.inference.inference_size), a JPEG larger than that is decoded
 reduced (libjpeg's DCT scaling), the decoded image is converted to grey and detected in, keypoints or
-descriptors with NaN or inf are dropped, and the keypoints are mapped to the source image's pixels.
+descriptors or scores with NaN or inf are dropped, and the keypoints are mapped to the source image's pixels.
 """
 from __future__ import annotations
 

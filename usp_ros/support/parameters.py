@@ -2,7 +2,8 @@
 
 A node module lists its parameters as ``PARAMETERS: dict[str, ParameterSpec]``. :class:`NodeParameters`
 declares them (description, range, choices, read-only flag: what ``ros2 param describe`` shows), checks
-the values the node starts with against their choices, and then watches every runtime change:
+the values the node starts with against their choices when the node asks (:meth:`NodeParameters.check`),
+and watches every runtime change:
 
 - on_set (before the change): rclpy has already refused read-only, out-of-range and wrongly typed
   values; here a string outside its choices is refused, then the node's ``validate(values)``, which
@@ -25,7 +26,7 @@ from typing import Any, Callable
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
 
-from usp_core.checkpoint import first_line
+from usp_core.errors import first_line
 
 __all__ = ["ParameterSpec", "NodeParameters", "check_choices", "defaults"]
 
@@ -80,8 +81,8 @@ class NodeParameters:
     """A node's parameters: declared from ``specs``, validated in on_set, applied in post_set under ``lock``.
 
     ``validate(values)`` and ``apply(values)`` get every parameter's value by name, the change included.
-    Construction raises rclpy's ParameterException for a start value that its range or type refuses,
-    and ValueError for one outside its choices.
+    Construction raises rclpy's ParameterException for a start value that its range or type refuses;
+    :meth:`check` raises ValueError for one outside its choices.
     """
 
     def __init__(self, node, specs: dict[str, ParameterSpec],
@@ -94,12 +95,13 @@ class NodeParameters:
         for name, spec in specs.items():
             node.declare_parameter(name, spec.default, spec.descriptor())
         self.values: dict[str, Any] = {name: node.get_parameter(name).value for name in specs}
-        check_choices(specs, self.values)
         node.add_on_set_parameters_callback(self._on_set)
         node.add_post_set_parameters_callback(self._post_set)
 
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
+    def check(self) -> None:
+        """ValueError naming a start value outside its choices; a node calls it when it starts using its values
+        (construction; a lifecycle node's configure, which then fails instead of the process)."""
+        check_choices(self._specs, self.values)
 
     def _changed(self, parameters: list[Parameter]) -> dict[str, Any] | None:
         """Every value with ``parameters`` applied; None when none of them is in the table (e.g. use_sim_time)."""

@@ -1,8 +1,8 @@
 """The one ``main()`` of every usp_ros node: start, spin, stop cleanly, or fail with one line.
 
 ``run`` initialises rclpy (``with rclpy.init(...)``: the context is shut down however the run ends),
-constructs the node, spins it until Ctrl-C, an external shutdown (SIGTERM, ``ros2 lifecycle`` shutdown
-of the context) or, when given, until the node's ``done`` future completes (a source at its end), then
+constructs the node, spins it until Ctrl-C, an external shutdown of the context (SIGTERM) or, when
+given, until the node's ``done`` future completes (a source at its end), then
 destroys the node (its ``destroy_node`` stops its worker threads and releases its devices) and returns 0.
 
 A node that cannot start (its constructor raises one of ``start_errors``, ValueError, or rclpy's
@@ -21,7 +21,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.task import Future
 
-from usp_core.checkpoint import first_line
+from usp_core.errors import first_line
 
 __all__ = ["run"]
 

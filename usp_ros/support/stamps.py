@@ -1,14 +1,20 @@
-"""Header stamps as dictionary keys: pairing messages of one frame (image, features, matches, ground truth)."""
+"""Header stamps: as dictionary keys (pairing the messages of one frame: image, features, matches, ground truth)
+and as nanoseconds (ages and latencies)."""
 from __future__ import annotations
 
 import collections
 
-__all__ = ["stamp_key", "StampCache"]
+__all__ = ["stamp_key", "stamp_ns", "StampCache"]
 
 
 def stamp_key(stamp) -> tuple[int, int]:
     """builtin_interfaces/Time -> hashable (sec, nanosec)."""
     return stamp.sec, stamp.nanosec
+
+
+def stamp_ns(stamp) -> int:
+    """builtin_interfaces/Time -> nanoseconds since the epoch (comparable with time.time_ns())."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class StampCache(collections.OrderedDict):

@@ -26,6 +26,7 @@ from rclpy.signals import SignalHandlerOptions
 from usp_core.backends import BACKENDS
 from usp_ros.msg import FrameMatch
 from usp_ros.support.qos import output_qos
+from usp_ros.support.stamps import stamp_ns
 from usp_ros.tools.bench_detector import rss_mib
 from usp_ros.tools.children import Children
 from usp_ros.tools.frontend import Options, child_commands, set_dds_environment
@@ -46,7 +47,7 @@ class SoakMonitor(Node):
 
     def _on_match(self, msg: FrameMatch) -> None:
         stamp = msg.header.stamp
-        self.latencies_ms.append((time.time_ns() - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6)
+        self.latencies_ms.append((time.time_ns() - stamp_ns(stamp)) / 1e6)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

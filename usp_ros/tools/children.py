@@ -1,10 +1,10 @@
 """Child Python processes of a tool or a test: the front-end runner's nodes, the benchmarks', the tests' `spawn`.
 
 Each child is ``python ARGS`` (``-m module ...`` or a script and its arguments) started in one scratch folder,
-so that a source tree never shadows the installed usp_ros that holds the generated messages, with its stdout
-and stderr in ``<folder>/<name>.log``. A child takes SIGINT as its stop signal even when this process was
-started with SIGINT ignored (a background job), and gets SIGTERM when this process dies (Linux
-PR_SET_PDEATHSIG). ``stop()`` sends SIGINT to every child still running and SIGKILL to those still
+with its stdout and stderr in ``<folder>/<name>.log``. A child takes SIGINT as its stop signal even when this
+process was started with SIGINT ignored (a background job), and gets SIGTERM when the thread that started it
+ends (Linux PR_SET_PDEATHSIG: for the runner and the tests, the main thread, so in effect when this process
+dies). ``stop()`` sends SIGINT to every child still running and SIGKILL to those still
 running ``stop_timeout`` seconds later.
 """
 from __future__ import annotations
@@ -27,7 +27,9 @@ _PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None  
 def _prepare_child() -> None:
     """In the child between fork and exec: SIGINT back to its default, SIGTERM on the parent's death.
 
-    No imports and no locks taken, so it is safe while this process runs other threads (rclpy executors).
+    Python warns that a preexec_fn may deadlock when the parent runs threads (a lock another thread held at
+    the fork stays locked in the child). This one imports nothing and takes no lock of ours; the runner
+    still starts its children before rclpy starts threads.
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if _PRCTL is not None:

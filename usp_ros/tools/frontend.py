@@ -42,8 +42,9 @@ from usp_core.inference import BUNDLED_WEIGHTS
 from usp_ros.bridge.images import ConversionError, image_to_numpy, to_bgr8
 from usp_ros.bridge.messages import homography_from_msg
 from usp_ros.msg import Features, FrameMatch
+from usp_ros.nodes.image_source import VIRTUAL_SIZE
 from usp_ros.support.qos import input_qos, output_qos
-from usp_ros.support.stamps import StampCache, stamp_key
+from usp_ros.support.stamps import StampCache, stamp_key, stamp_ns
 from usp_ros.tools.children import Children
 from usp_ros.tools.stop_request import StopRequest
 from usp_ros.tools.video import VIDEO_SUFFIXES, VideoWriter
@@ -54,7 +55,6 @@ __all__ = ["Options", "parse_args", "compose_ground_truth", "Sample", "RunStats"
 STARTUP_TIMEOUT_S = 120.0  # the detector imports torch and loads the model
 GROUND_TRUTH_HISTORY = 600  # previous->current homographies kept for composing keyframe ground truth
 HISTORY = 64  # frames whose keypoint count, figures or debug image wait for the rest of that frame
-VIRTUAL_SIZE = (640, 480)  # (width, height) of image_source's virtual camera when width/height are 0
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class Monitor(Node):
 
     def _on_match(self, msg: FrameMatch) -> None:
         stamp = msg.header.stamp
-        latency_ms = (time.time_ns() - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6
+        latency_ms = (time.time_ns() - stamp_ns(stamp)) / 1e6
         current = stamp_key(stamp)
         truth = compose_ground_truth(self._truth, stamp_key(msg.reference_stamp), current) if self.with_truth else None
         error = None if truth is None else corner_error(homography_from_msg(msg) if msg.valid else None, truth,

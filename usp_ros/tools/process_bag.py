@@ -36,7 +36,7 @@ from std_msgs.msg import Header
 from tqdm import tqdm
 
 from usp_core.backends import BACKENDS
-from usp_core.checkpoint import first_line
+from usp_core.errors import first_line
 from usp_core.device import resolve_device
 from usp_core.features import Features
 from usp_core.inference import KeypointDetector
