@@ -14,9 +14,22 @@ import time
 from pathlib import Path
 
 import rclpy
+import torch
 from rclpy.executors import SingleThreadedExecutor
 
+from usp_core.checkpoint import save_checkpoint
+from usp_core.model import ModelConfig, UnsuperPoint
 from usp_ros.tools.children import Children
+
+TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}  # a narrow UnsuperPoint: quick to load and run
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """A seeded random-initialised TINY UnsuperPoint checkpoint, as usp-train writes it; returns its path."""
+    torch.manual_seed(0)
+    model = UnsuperPoint(ModelConfig(**TINY))
+    return save_checkpoint(tmp_path / "tiny.pt", {"model": model.state_dict(), "config": {"model": TINY}})
 
 
 @pytest.fixture

@@ -20,11 +20,9 @@ from std_msgs.msg import Header
 
 from usp_core import inference
 from usp_core.backends import BackendError
-from usp_core.checkpoint import save_checkpoint
 from usp_core.drawing import CAPTION_HEIGHT, draw_keypoints
 from usp_core.features import Features as NumpyFeatures
 from usp_core.inference import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
-from usp_core.model import ModelConfig, UnsuperPoint
 from usp_ros.bridge.images import numpy_to_compressed, numpy_to_image
 from usp_ros.bridge.messages import msg_to_features
 from usp_ros.msg import Features
@@ -34,18 +32,16 @@ from usp_ros.nodes.image_source import bgr_to_encoding
 from usp_ros.support.detection import detect_image_message, input_size
 from usp_ros.support.diagnostics import PUBLISHED
 
-TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
+from .conftest import TINY
+
 _namespaces = itertools.count()
 
 
 @pytest.fixture
-def tiny_model(tmp_path):
-    """A random-initialised narrow UnsuperPoint checkpoint, as usp-train writes it."""
-    torch.manual_seed(0)
-    model = UnsuperPoint(ModelConfig(**TINY))
-    path = save_checkpoint(tmp_path / "tiny.pt", {"model": model.state_dict(), "config": {"model": TINY}})
-    KeypointDetector.from_pretrained(path).prepare()  # exports the default backend's graph (once) off the nodes' clocks
-    return path
+def tiny_model(tiny_model):
+    """conftest's tiny_model, with the default backend's graph exported (once) off the nodes' clocks."""
+    KeypointDetector.from_pretrained(tiny_model).prepare()
+    return tiny_model
 
 
 def textured(height, width, seed=0):

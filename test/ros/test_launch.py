@@ -20,8 +20,6 @@ from rclpy.parameter import parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 
 from usp_core.backends import BACKENDS
-from usp_core.checkpoint import save_checkpoint
-from usp_core.model import ModelConfig, UnsuperPoint
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "detector.launch.py"
@@ -30,7 +28,6 @@ ARGUMENTS = {"camera_topic", "namespace", "params_file", "device", "backend", "l
              "matcher_params_file"}
 FRONTEND_ARGUMENTS = {"camera_topic", "namespace", "device", "model_path", "backend", "keyframe_mode",
                       "use_virtual_camera"}
-TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
 # params file -> (module of its node, the node documents all its parameters in the file)
 PARAMS_FILES = {
     "detector.yaml": ("usp_ros.nodes.detector", True),
@@ -208,7 +205,7 @@ def test_every_ros_params_file_belongs_to_a_node():
 
 
 @pytest.mark.parametrize("file_name", sorted(PARAMS_FILES))
-def test_params_file_parameters_are_declared_by_the_node(file_name, ros_node, spawn, wait, tmp_path):
+def test_params_file_parameters_are_declared_by_the_node(file_name, ros_node, spawn, wait, tiny_model):
     module, complete = PARAMS_FILES[file_name]
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed yet")
@@ -217,8 +214,7 @@ def test_params_file_parameters_are_declared_by_the_node(file_name, ros_node, sp
     expected = section["ros__parameters"]
     overrides = {}
     if module == "usp_ros.nodes.detector":  # no bundled weights yet: a small random model
-        overrides["model_path"] = str(save_checkpoint(tmp_path / "tiny.pt", {
-            "model": UnsuperPoint(ModelConfig(**TINY)).state_dict(), "config": {"model": TINY}}))
+        overrides["model_path"] = str(tiny_model)
         overrides["backend"] = "torch"  # new random weights each run: no graph export holding up the start
     namespace = f"/params_{path.stem}"
     args = ["-m", module, "--ros-args", "-r", f"__ns:={namespace}", "--params-file", str(path)]

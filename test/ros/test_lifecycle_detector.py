@@ -5,29 +5,17 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from builtin_interfaces.msg import Time
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from usp_core.checkpoint import save_checkpoint
-from usp_core.model import ModelConfig, UnsuperPoint
 from usp_ros.bridge.images import numpy_to_image
 from usp_ros.msg import Features
 
-TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
 QUIET_S = 3.0  # how long an inactive node is fed images and must stay silent
 _namespaces = itertools.count()
-
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    """A random-initialised narrow UnsuperPoint checkpoint, as usp-train writes it."""
-    torch.manual_seed(0)
-    model = UnsuperPoint(ModelConfig(**TINY))
-    return save_checkpoint(tmp_path / "tiny.pt", {"model": model.state_dict(), "config": {"model": TINY}})
 
 
 class ManagedDetector:

@@ -6,11 +6,8 @@ import torch
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 
-from usp_core.checkpoint import save_checkpoint
-from usp_core.model import ModelConfig, UnsuperPoint
 from usp_ros.nodes import detector, image_source, matcher
 
-TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}
 IMPLICIT = {"use_sim_time", "start_type_description_service"}  # declared by rclpy itself
 
 # node -> (module run with -m, node name, its parameter table, invalid runtime changes)
@@ -42,13 +39,6 @@ BAD_START = {  # node -> a --ros-args value that the node cannot start with, and
     "matcher": ("ratio_test:=2.0", "ratio_test"),
     "image_source": ("encoding:=yuv422", "encoding must be one of"),
 }
-
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    """A random-initialised narrow UnsuperPoint checkpoint (the detector runs it with backend torch: no export)."""
-    model = UnsuperPoint(ModelConfig(**TINY))
-    return save_checkpoint(tmp_path / "tiny.pt", {"model": model.state_dict(), "config": {"model": TINY}})
 
 
 def start(spawn, node: str, model, *parameters: str, namespace: str = "/params_test"):
