@@ -16,7 +16,7 @@ setup(
         "torch>=2.3",  # install torch==2.13.0 (CPU) first; this range then installs nothing more
         "numpy>=1.24",
         "opencv-contrib-python-headless>=4.8",  # contrib: AKAZE and BRISK, evaluation anchors (OpenCV 5 moved them)
-        "openvino>=2026.4",  # the default CPU inference backend (usp_core.backends): +59 MB download, +180 MB installed
+        "openvino>=2026.4",  # default CPU backend (usp_core.inference.backends): +59 MB download, +180 MB installed
         "pyyaml>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",

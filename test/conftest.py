@@ -2,7 +2,7 @@
 the check of a command's one-line error.
 
 Every test session also gets the environment set in pytest_configure: DDS on localhost, its own ROS
-domain, and the graph cache (usp_core.graph_cache) under build/ rather than the user's ~/.cache.
+domain, and the graph cache (usp_core.inference.graph_cache) under build/ rather than the user's ~/.cache.
 """
 from pathlib import Path
 

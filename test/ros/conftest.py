@@ -17,8 +17,9 @@ import rclpy
 import torch
 from rclpy.executors import SingleThreadedExecutor
 
-from usp_core.checkpoint import save_checkpoint
-from usp_core.model import ModelConfig, UnsuperPoint
+from usp_core.models.layers import ModelConfig
+from usp_core.models.unsuperpoint import UnsuperPoint
+from usp_core.support.checkpoint import save_checkpoint
 from usp_ros.tools.children import Children
 
 TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 16}  # a narrow UnsuperPoint: quick to load and run

@@ -7,8 +7,8 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from std_msgs.msg import Header
 
-from usp_core.features import Features
-from usp_core.match_result import MatchResult
+from usp_core.geometry.match_result import MatchResult
+from usp_core.inference.features import Features
 from usp_ros import msg
 from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg
 

@@ -8,9 +8,9 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
-from usp_core.features import Features
-from usp_core.match_result import MatchResult
-from usp_core.tracking import Frame, FrameTracker, KeyframeConfig, MatchConfig
+from usp_core.geometry.match_result import MatchResult
+from usp_core.geometry.tracking import Frame, FrameTracker, KeyframeConfig, MatchConfig
+from usp_core.inference.features import Features
 from usp_ros.bridge.images import (ENCODINGS, ConversionError, compressed_size, compressed_to_numpy, image_to_numpy,
                                    numpy_to_compressed, numpy_to_image, to_bgr8, to_gray)
 from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg, homography_from_msg, msg_to_features

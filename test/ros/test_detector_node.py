@@ -18,11 +18,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from usp_core import inference
-from usp_core.backends import BackendError
-from usp_core.drawing import CAPTION_HEIGHT, draw_keypoints
-from usp_core.features import Features as NumpyFeatures
-from usp_core.inference import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
+from usp_core.inference import detector as inference
+from usp_core.inference.backends.base import BackendError
+from usp_core.inference.detector import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
+from usp_core.inference.features import Features as NumpyFeatures
+from usp_core.support.drawing import CAPTION_HEIGHT, draw_keypoints
 from usp_ros.bridge.images import numpy_to_compressed, numpy_to_image
 from usp_ros.bridge.messages import msg_to_features
 from usp_ros.msg import Features

@@ -20,9 +20,10 @@ import torch
 from PIL import Image as PilImage
 
 from usp_core.evaluation.metrics import corner_error
-from usp_core.features import Features
-from usp_core.inference import BUNDLED_WEIGHTS
-from usp_core.model import ModelConfig, UnsuperPoint
+from usp_core.inference.features import Features
+from usp_core.inference.weights import BUNDLED_WEIGHTS
+from usp_core.models.layers import ModelConfig
+from usp_core.models.unsuperpoint import UnsuperPoint
 from usp_ros.bridge.messages import features_to_msg, homography_from_msg
 from usp_ros.msg import Features as FeaturesMsg
 from usp_ros.msg import FrameMatch

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from usp_core.features import Features
-from usp_core.match_result import MatchResult
+from usp_core.geometry.match_result import MatchResult
+from usp_core.inference.features import Features
 from usp_ros.bridge.images import (ENCODINGS, MAX_IMAGE_SIDE, ConversionError, compressed_to_numpy, image_to_numpy,
                                    to_bgr8, to_gray)
 from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg, homography_from_msg, msg_to_features

@@ -19,7 +19,7 @@ import yaml
 from rclpy.parameter import parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 
-from usp_core.backends import BACKENDS
+from usp_core.inference.backends.base import BACKENDS
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "detector.launch.py"

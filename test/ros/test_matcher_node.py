@@ -1,6 +1,6 @@
 """The matcher node as its own process over DDS, fed Features whose correspondences are known.
 
-The Features come from usp_core.synthetic_sequence: each frame keeps a share of the
+The Features come from usp_core.synthetic.sequence: each frame keeps a share of the
 previous frame's keypoints moved by a known homography, with noisy descriptors. So the test checks
 the node (topics, headers, stamps, counts, homography accuracy, keyframes, bad input, debug image,
 parameters) independently of how good a learned detector is. Parameter changes reaching the tracker under
@@ -21,9 +21,9 @@ from rclpy.parameter import Parameter as NodeParameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from usp_core.drawing import CAPTION_HEIGHT, MAX_TRACKS
 from usp_core.evaluation.metrics import corner_error
-from usp_core.synthetic_sequence import SyntheticFrame, synthetic_sequence
+from usp_core.support.drawing import CAPTION_HEIGHT, MAX_TRACKS
+from usp_core.synthetic.sequence import SyntheticFrame, synthetic_sequence
 from usp_ros.bridge.images import image_to_numpy, numpy_to_image
 from usp_ros.bridge.messages import features_to_msg, homography_from_msg
 from usp_ros.msg import Features, FrameMatch

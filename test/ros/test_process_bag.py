@@ -20,7 +20,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from std_msgs.msg import Header, String
 
-from usp_core.inference import BUNDLED_WEIGHTS
+from usp_core.inference.weights import BUNDLED_WEIGHTS
 from usp_ros.bridge.images import numpy_to_compressed, numpy_to_image
 from usp_ros.msg import Features, FrameMatch
 

@@ -14,7 +14,8 @@ from builtin_interfaces.msg import Time
 from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Header
 
-from usp_core.inference import BUNDLED_WEIGHTS, KeypointDetector
+from usp_core.inference.detector import KeypointDetector
+from usp_core.inference.weights import BUNDLED_WEIGHTS
 from usp_ros.bridge.images import numpy_to_image
 from usp_ros.msg import Features, FrameMatch
 from usp_ros.support.qos import input_qos, output_qos

@@ -5,7 +5,7 @@
 
 Inference is ``KeypointDetector.detect`` on one grey uint8 image (network, point selection,
 descriptors), at 240x320 with 300 points and 480x640 with 1000, in each inference backend available
-on the device (usp_core.backends; default: all), beside ``detectAndCompute`` of SIFT and ORB asked
+on the device (usp_core.inference.backends; default: all), beside ``detectAndCompute`` of SIFT and ORB asked
 for the same number of points, on the same images resized the same way. The methods are timed in
 turns, one pass over the images each, so that a change of machine load hits all of them alike; the
 ratios to SIFT and ORB are the figures to compare between machines. Weights: --weights, else the
@@ -31,15 +31,16 @@ import cv2
 import numpy as np
 import torch
 
-from usp_core.backends import BACKENDS, BackendError
-from usp_core.checkpoint import CheckpointError
 from usp_core.cli.train import OneLineParser
-from usp_core.config import TrainConfig
-from usp_core.data import PhotometricConfig, apply_photometric
-from usp_core.homography import sample_homography, warp_image
-from usp_core.image_files import IMAGE_EXTENSIONS
-from usp_core.inference import DetectorConfig, KeypointDetector, resolve_weights
-from usp_core.trainer import Trainer
+from usp_core.geometry.homography import sample_homography, warp_image
+from usp_core.inference.backends.base import BACKENDS, BackendError
+from usp_core.inference.detector import DetectorConfig, KeypointDetector
+from usp_core.inference.weights import resolve_weights
+from usp_core.support.checkpoint import CheckpointError
+from usp_core.support.image_files import IMAGE_EXTENSIONS
+from usp_core.training.config import TrainConfig
+from usp_core.training.data import PhotometricConfig, apply_photometric
+from usp_core.training.trainer import Trainer
 
 logger = logging.getLogger("usp_core.bench")
 

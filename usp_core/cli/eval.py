@@ -22,18 +22,18 @@ import cv2
 import numpy as np
 import torch
 
-from usp_core.backends import BACKENDS
-from usp_core.checkpoint import CheckpointError
 from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
 from usp_core.evaluation.methods import (LEARNED, LearnedMethod, MethodError, available_methods, build_method,
                                          default_methods)
-from usp_core.atomic import write_bytes_atomic
-from usp_core.device import resolve_device
 from usp_core.evaluation.output import results_json
 from usp_core.evaluation.plot import save_summary_plot
 from usp_core.evaluation.report import overall_table, sequence_table
 from usp_core.evaluation.runner import evaluate_method, method_summary
 from usp_core.evaluation.visualize import save_match_images
+from usp_core.inference.backends.base import BACKENDS
+from usp_core.support.atomic import write_bytes_atomic
+from usp_core.support.checkpoint import CheckpointError
+from usp_core.support.device import resolve_device
 
 logger = logging.getLogger("usp_core.eval")
 

@@ -14,10 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from usp_core.checkpoint import CheckpointError
-from usp_core.errors import first_line
 from usp_core.cli.train import OneLineParser
-from usp_core.export import FORMATS, ExportError, export_onnx, export_torchscript, export_weights, load_model
+from usp_core.inference.export import FORMATS, ExportError, export_onnx, export_torchscript, export_weights
+from usp_core.inference.weights import model_from_checkpoint
+from usp_core.support.checkpoint import CheckpointError, load_checkpoint
+from usp_core.support.errors import first_line
 
 SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "weights": ".pt"}  # after the architecture's name
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        model, state = load_model(args.checkpoint)
+        state = load_checkpoint(args.checkpoint)
+        model = model_from_checkpoint(state, args.checkpoint).float().eval()
         for fmt in args.format:
             path = args.out / f"{model.config.architecture}{SUFFIXES[fmt]}"
             if fmt == "torchscript":

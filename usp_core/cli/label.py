@@ -7,12 +7,12 @@
 Per photo of --data (searched recursively, sorted): grey, resized so its shorter side is
 --short-side (INTER_AREA when shrinking, INTER_LINEAR when enlarging; 0 keeps the native size),
 padded at the bottom and right to a multiple of 8 by reflection (so every pixel of the photo is
-labelled and no artificial edge is added), Homographic Adaptation (usp_core.homographic_adaptation)
+labelled and no artificial edge is added), Homographic Adaptation (usp_core.training.homographic_adaptation)
 with the network's heatmap, the padding cropped off, NMS decoding (points closer than 4 px to the
 resized image's edge dropped), and the points mapped back to the photo's pixels as stored on disk.
 
 Output: ``label_path(OUT, DATA, photo)`` = OUT/<photo's path under DATA>.npz, read by
-``usp_core.superpoint_data.read_labels`` (the trainer's ``--labels``), holding
+``usp_core.training.superpoint_data.read_labels`` (the trainer's ``--labels``), holding
 ``points`` (N, 2) float32 pixel (x, y) in the stored photo (best first), ``scores`` (N,) float32
 (the adapted heatmap there), ``image_size`` (2,) int32 (height, width) of the stored photo,
 ``label_size`` (2,) int32 (height, width) it was labelled at, ``warps`` () int32, and
@@ -43,17 +43,17 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from usp_core.atomic import atomic_write, remove_stale_temp_files, write_bytes_atomic
-from usp_core.checkpoint import CheckpointError
-from usp_core.errors import first_line
 from usp_core.cli.train import LOG_FORMAT, OneLineParser
-from usp_core.data import ImageFolder, sample_generator
-from usp_core.image_files import read_grey
-from usp_core.device import resolve_device
-from usp_core.homographic_adaptation import AdaptationConfig, homographic_adaptation
-from usp_core.inference import resolve_weights
-from usp_core.superpoint import CELL, SuperPoint, heatmap_points, load_superpoint
-from usp_core.superpoint_data import LabelError, label_path, read_labels
+from usp_core.inference.weights import load_network, resolve_weights
+from usp_core.models.superpoint import CELL, SuperPoint, heatmap_points
+from usp_core.support.atomic import atomic_write, remove_stale_temp_files, write_bytes_atomic
+from usp_core.support.checkpoint import CheckpointError
+from usp_core.support.device import resolve_device
+from usp_core.support.errors import first_line
+from usp_core.support.image_files import read_grey
+from usp_core.training.data import ImageFolder, sample_generator
+from usp_core.training.homographic_adaptation import AdaptationConfig, homographic_adaptation
+from usp_core.training.superpoint_data import LabelError, label_path, read_labels
 
 logger = logging.getLogger("usp_core.label")
 
@@ -257,7 +257,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[ImageFolder, SuperPoint, dict
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         weights = resolve_weights(args.weights)
-        model = load_superpoint(weights, device)
+        model = load_network(weights, device, architecture="superpoint")
         photos = ImageFolder(args.data)
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         raise UsageError(first_line(error)) from None

@@ -25,16 +25,16 @@ from pathlib import Path
 import cv2
 import torch
 
-from usp_core.atomic import write_bytes_atomic
-from usp_core.checkpoint import CheckpointError
-from usp_core.errors import first_line
 from usp_core.cli.train import OneLineParser
-from usp_core.device import resolve_device
 from usp_core.evaluation.report import markdown_table
 from usp_core.evaluation.shapes import (CLASSICAL, MATCH_DISTANCE, NOISE_BLUR_SIGMA, NOISE_STD, classical_maps,
                                         evaluate_maps, network_heatmaps, render_set, summarize)
-from usp_core.inference import resolve_weights
-from usp_core.superpoint import CELL, SuperPoint, load_superpoint
+from usp_core.inference.weights import load_network, resolve_weights
+from usp_core.models.superpoint import CELL, SuperPoint
+from usp_core.support.atomic import write_bytes_atomic
+from usp_core.support.checkpoint import CheckpointError
+from usp_core.support.device import resolve_device
+from usp_core.support.errors import first_line
 
 PROG = "usp-shapes-eval"
 BATCH_SIZE = 16  # images per network call
@@ -93,11 +93,11 @@ def check_numbers(args: argparse.Namespace, size: tuple[int, int]) -> None:
         raise UsageError(problem)
 
 
-def load_network(weights: str, device: torch.device) -> tuple[SuperPoint, Path]:
+def load_detector_network(weights: str, device: torch.device) -> tuple[SuperPoint, Path]:
     """The MagicPoint/SuperPoint of a checkpoint (eval mode, on ``device``) and its path; UsageError otherwise."""
     path = resolve_weights(weights)
     try:
-        return load_superpoint(path, device), path
+        return load_network(path, device, architecture="superpoint"), path
     except CheckpointError as error:
         raise UsageError(first_line(error)) from None
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    model, weights = load_network(args.weights, device)
+    model, weights = load_detector_network(args.weights, device)
     started = time.monotonic()
     results = evaluate(args, model, size, device)
     print(results_table(results))

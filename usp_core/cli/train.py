@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from usp_core.checkpoint import CheckpointError, load_checkpoint
-from usp_core.errors import first_line
-from usp_core.config import ConfigError, TrainConfig, from_dict, load_config
-from usp_core.inference import resolve_weights
-from usp_core.trainer import Trainer, cleanup_distributed, setup_distributed
+from usp_core.inference.weights import resolve_weights
+from usp_core.support.checkpoint import CheckpointError, load_checkpoint
+from usp_core.support.errors import first_line
+from usp_core.training.config import ConfigError, TrainConfig, from_dict, load_config
+from usp_core.training.trainer import Trainer, cleanup_distributed, setup_distributed
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -16,10 +16,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from usp_core.image_files import IMAGE_EXTENSIONS, read_grey
-from usp_core.homography import scale_homography
+from usp_core.geometry.homography import scale_homography
+from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey
 
-# The extensions tried, in this order, for a sequence's image <k>.<ext>: usp_core.image_files' extensions, the
+# The extensions tried, in this order, for a sequence's image <k>.<ext>: usp_core.support.image_files' extensions, the
 # lossless ones of the benchmarks first (.png ours, .ppm HPatches, .pgm), so a folder holding several picks the
 # same file every time (.png, .ppm, .pgm, .jpg, .jpeg as before, then the other image extensions).
 LOSSLESS_FIRST = (".png", ".ppm", ".pgm")
@@ -108,7 +108,7 @@ def find_sequences(data_dir: str | Path) -> list[Path]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """(H, W) uint8 grey image (usp_core.data.read_grey); raises DatasetError when unreadable."""
+    """(H, W) uint8 grey image (usp_core.training.data.read_grey); raises DatasetError when unreadable."""
     try:
         return read_grey(path)
     except OSError as error:

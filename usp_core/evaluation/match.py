@@ -3,7 +3,7 @@
 Plain nearest neighbours (every point gets its nearest neighbour in the other image, each way) feed
 the published matching score; the mutual nearest neighbours, the pairs found both ways, feed
 homography estimation and the mutual matching score (the same pairs as the ROS matcher's
-usp_core.matching.mutual_nearest_neighbours, tested). Descriptors are first mapped to
+usp_core.geometry.matching.mutual_nearest_neighbours, tested). Descriptors are first mapped to
 vectors of one norm per kind, so that the nearest in L2 is the right one: float descriptors are
 L2-normalised (nearest in L2 = nearest in cosine), and binary descriptors (packed uint8 bits, as
 ORB/BRISK/AKAZE give them) are unpacked to +-1, for which squared L2 distance = 4 * Hamming distance,

@@ -1,6 +1,6 @@
 """Keypoint methods under evaluation: UnsuperPoint, SuperPoint and OpenCV detector+descriptors, behind one interface.
 
-Every method takes a grey (H, W) uint8 image and returns its :class:`usp_core.features.Features`: at
+Every method takes a grey (H, W) uint8 image and returns its :class:`usp_core.inference.features.Features`: at
 most top_k keypoints, the best by score first, with their descriptors (float32, or packed bits as
 uint8 for the binary methods). ORB and SIFT are in OpenCV's main module; AKAZE and BRISK are
 offered when the installed OpenCV has them (OpenCV 5 moved them to the contrib build). AKAZE and
@@ -14,8 +14,16 @@ from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+import torch
 
-from usp_core.features import Features
+from usp_core.inference.backends.base import BackendError
+from usp_core.inference.detector import DetectorConfig, KeypointDetector
+from usp_core.inference.features import Features
+from usp_core.inference.weights import load_network
+from usp_core.models.layers import sample_descriptors
+from usp_core.models.superpoint import heatmap_points
+from usp_core.support.errors import first_line
+from usp_core.training.homographic_adaptation import AdaptationConfig, homographic_adaptation
 
 # Detection thresholds of the methods without a point budget, set so that nearly every image yields top-k points.
 # Measured on the 96 Oxford and HPatches evaluation images: share below 300 points at 240x320 / below 1000 at 480x640.
@@ -82,10 +90,10 @@ class LearnedMethod:
 
 
 class AdaptedMethod:
-    """SuperPoint with Homographic Adaptation at test time (usp_core.homographic_adaptation).
+    """SuperPoint with Homographic Adaptation at test time (usp_core.training.homographic_adaptation).
 
     The network's heatmap averaged over ``config.num_warps`` random warps (the identity first; one
-    warp = the plain heatmap), decoded by NMS (usp_core.superpoint.heatmap_points, the paper's
+    warp = the plain heatmap), decoded by NMS (usp_core.models.superpoint.heatmap_points, the paper's
     radius 4, border 4) into its top-k points, with descriptors sampled from the unwarped image's
     descriptor map. The warps are the same for every image (seed 0), so a run is reproducible.
     """
@@ -97,12 +105,6 @@ class AdaptedMethod:
 
     def extract(self, image: np.ndarray) -> Features:
         """(H, W) uint8 grey image -> Features: (N, 2) keypoints, (N,) scores, (N, D) float32 descriptors."""
-        import torch
-
-        from usp_core.homographic_adaptation import homographic_adaptation
-        from usp_core.model import sample_descriptors
-        from usp_core.superpoint import heatmap_points
-
         height, width = image.shape
         padded = np.pad(image, ((0, -height % 8), (0, -width % 8)), mode="edge")
         tensor = torch.from_numpy(padded).float().div_(255.0)[None]
@@ -142,12 +144,9 @@ def _opencv_builders() -> dict[str, Callable[[int], OpenCVMethod]]:
 
 def _adapted(top_k_points: int, weights: str | Path | None, warps: int) -> AdaptedMethod:
     """The "superpoint-ha" method; CheckpointError for weights that are not a SuperPoint, MethodError for bad warps."""
-    from usp_core.homographic_adaptation import AdaptationConfig
-    from usp_core.superpoint import load_superpoint
-
     if warps < 1:
         raise MethodError(f"superpoint-ha: the number of warps must be >= 1, got {warps}")
-    model = load_superpoint(weights or LEARNED["superpoint-ha"])
+    model = load_network(weights or LEARNED["superpoint-ha"], architecture="superpoint")
     return AdaptedMethod(model, AdaptationConfig(num_warps=warps), top_k_points)
 
 
@@ -168,7 +167,7 @@ def build_method(name: str, top_k_points: int, weights: str | Path | None = None
     A learned method loads ``weights`` (None: its bundled weights, see LEARNED; any checkpoint of
     either architecture works) on device, selects points with ``nms_radius``
     (None: the DetectorConfig default) and prepares its inference backend
-    (usp_core.backends); it raises usp_core.checkpoint.CheckpointError when the weights cannot be
+    (usp_core.inference.backends); it raises usp_core.support.checkpoint.CheckpointError when the weights cannot be
     loaded, MethodError when the backend cannot run. "superpoint-ha" (:class:`AdaptedMethod`) runs
     the SuperPoint network in torch on the CPU with ``adaptation_warps`` warps. Unknown names raise MethodError.
     """
@@ -177,10 +176,6 @@ def build_method(name: str, top_k_points: int, weights: str | Path | None = None
     if name == "superpoint-ha":
         return _adapted(top_k_points, weights, adaptation_warps)
     if name in LEARNED:
-        from usp_core.backends import BackendError
-        from usp_core.errors import first_line
-        from usp_core.inference import DetectorConfig, KeypointDetector
-
         selection = {} if nms_radius is None else {"nms_radius": nms_radius}
         try:
             config = DetectorConfig(max_keypoints=top_k_points, **selection)

@@ -13,7 +13,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from usp_core.atomic import write_bytes_atomic
+from usp_core.support.atomic import write_bytes_atomic
 
 MAX_LABELLED_BARS = 30  # values are printed on the bars of a panel holding at most this many (more overlap)
 

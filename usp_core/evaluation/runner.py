@@ -20,8 +20,8 @@ from usp_core.evaluation.metrics import (
     mutual_matching_score,
     repeatability,
 )
-from usp_core.features import Features
-from usp_core.matching import estimate_homography
+from usp_core.geometry.matching import estimate_homography
+from usp_core.inference.features import Features
 
 logger = logging.getLogger(__name__)
 

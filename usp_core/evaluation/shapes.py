@@ -3,7 +3,7 @@
 Protocol (every method alike, on the same rendered images):
 
 - Candidates: each method gives a dense (H, W) score map (MagicPoint's heatmap, or a classical
-  detector's response, see :data:`CLASSICAL`), decoded by ``usp_core.superpoint.heatmap_points``
+  detector's response, see :data:`CLASSICAL`), decoded by ``usp_core.models.superpoint.heatmap_points``
   with the same NMS radius and border for all, keeping every NMS maximum with a positive score
   (the lowest possible sweep threshold: the precision-recall curve reaches as far as each method can).
 - Ground truth: the render's points whose nearest pixel lies in the evaluated region (``border``
@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 import torch
 
-from usp_core.superpoint import NMS_RADIUS, heatmap_points
-from usp_core.synthetic_shapes import ShapesConfig, render_shapes
+from usp_core.models.superpoint import NMS_RADIUS, heatmap_points
+from usp_core.training.synthetic_shapes import ShapesConfig, render_shapes
 
 __all__ = ["MATCH_DISTANCE", "CLASSICAL", "Pooled", "render_set", "add_noise", "match_detections",
            "precision_recall_curve", "average_precision", "precision_recall_at", "max_f1_threshold",

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from usp_core.evaluation.metrics import warp_points
-from usp_core.atomic import write_bytes_atomic
 from usp_core.evaluation.runner import MatchExample
+from usp_core.support.atomic import write_bytes_atomic
 
 INLIER_COLOUR = (80, 200, 60)  # BGR green: RANSAC inlier match lines
 KEYPOINT_COLOUR = (0, 170, 255)  # BGR orange: every detected keypoint

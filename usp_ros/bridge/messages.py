@@ -11,8 +11,8 @@ import array
 import numpy as np
 from std_msgs.msg import Header
 
-from usp_core.features import Features
-from usp_core.match_result import MatchResult
+from usp_core.geometry.match_result import MatchResult
+from usp_core.inference.features import Features
 from usp_ros.bridge.images import ConversionError
 from usp_ros.msg import Descriptors, FrameMatch, Keypoints
 from usp_ros.msg import Features as FeaturesMsg

@@ -7,7 +7,7 @@ the keypoints drawn, coloured by their score's rank, and a caption with their co
 Diagnostics go to ``/diagnostics`` once a second (usp_ros.support.diagnostics; "inference (ms)" is the
 mean time from message to Features: decoding, grey conversion, network and selection).
 
-The network runs in the ``backend`` parameter's runtime (usp_core.backends; ``auto``: OpenVINO on a
+The network runs in the ``backend`` parameter's runtime (usp_core.inference.backends; ``auto``: OpenVINO on a
 CPU, torch on CUDA), prepared at start so that the start log line and the diagnostics name it. A
 runtime change of ``device`` that resolves to another device prepares a detector there while the
 old one keeps running (an export can take seconds), swaps it in once ready, and is refused, with the
@@ -40,12 +40,12 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from usp_core.backends import BACKENDS, BackendError, check
-from usp_core.checkpoint import CheckpointError
-from usp_core.device import resolve_device
-from usp_core.drawing import caption, draw_keypoints
-from usp_core.frame_queue import POLICIES, FrameQueue, QueueWorker
-from usp_core.inference import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
+from usp_core.inference.backends.base import BACKENDS, BackendError, check
+from usp_core.inference.detector import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
+from usp_core.support.checkpoint import CheckpointError
+from usp_core.support.device import resolve_device
+from usp_core.support.drawing import caption, draw_keypoints
+from usp_core.support.frame_queue import POLICIES, FrameQueue, QueueWorker
 from usp_ros.bridge.images import ConversionError, numpy_to_image, to_bgr8
 from usp_ros.bridge.messages import features_to_msg
 from usp_ros.msg import Features

@@ -6,7 +6,7 @@ For people without a camera driver at hand. ``source``:
 - ``folder``: the images of a folder (``path``) in sorted name order;
 - ``camera``: a V4L2 camera by index (``camera_index``), through cv2.VideoCapture;
 - ``virtual``: a camera flying over one photo (``path``; empty = matplotlib's sample photo) along a
-  smooth random homography path (usp_core.virtual_camera); it also publishes ``ground_truth``
+  smooth random homography path (usp_core.synthetic.virtual_camera); it also publishes ``ground_truth``
   (usp_ros/FrameMatch, valid, no matches) with the exact homography previous frame -> current frame.
 
 Frames go out on ``image`` at ``rate`` Hz in ``encoding``, stamped with the node clock and
@@ -25,9 +25,9 @@ from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 
-from usp_core.image_files import IMAGE_EXTENSIONS
-from usp_core.match_result import MatchResult
-from usp_core.virtual_camera import VirtualCamera, VirtualCameraConfig
+from usp_core.geometry.match_result import MatchResult
+from usp_core.support.image_files import IMAGE_EXTENSIONS
+from usp_core.synthetic.virtual_camera import VirtualCamera, VirtualCameraConfig
 from usp_ros.bridge.images import ENCODINGS, numpy_to_image
 from usp_ros.bridge.messages import frame_match_to_msg
 from usp_ros.msg import FrameMatch

@@ -19,7 +19,7 @@ from __future__ import annotations
 from lifecycle_msgs.msg import State
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from usp_core.errors import first_line
+from usp_core.support.errors import first_line
 from usp_ros.nodes.detector import NODE_NAME, START_ERRORS, DetectorCore
 from usp_ros.support.run import run
 

@@ -1,9 +1,9 @@
 """ROS 2 node `matcher`: Features in, FrameMatch (homography reference -> current) out.
 
 Subscribes to ``features`` (usp_ros/Features), matches each frame against the previous frame or
-the last keyframe (usp_core.tracking), and publishes ``matches`` (usp_ros/FrameMatch) with the
+the last keyframe (usp_core.geometry.tracking), and publishes ``matches`` (usp_ros/FrameMatch) with the
 current frame's header. ``matches/debug_image`` (the current frame with each inlier's track through its
-positions in the last frames (usp_core.tracking.TrackTrails), a capped and evenly spread sample of them,
+positions in the last frames (usp_core.geometry.tracking.TrackTrails), a capped and evenly spread sample of them,
 and a caption with the numbers) is built only while someone subscribes to it, and only then
 does the node subscribe to ``image`` (images are paired with features by header stamp). Matching runs
 in a worker thread behind a drop-oldest queue of depth 1, so the executor only enqueues. Malformed
@@ -20,7 +20,7 @@ counted as a bad frame, never matched and never made the reference, so the next 
 matched against the last good one. The inlier indices of a FrameMatch are rows of the Features
 messages as published, dropped rows included. Scores are not used and not checked.
 
-Track ids (usp_core.tracking): each FrameMatch carries one id per row of the current Features; an
+Track ids (usp_core.geometry.tracking): each FrameMatch carries one id per row of the current Features; an
 inlier inherits its reference keypoint's id, other rows get ids never used before by this node (a
 counter from 1), dropped rows get 0 (no track). A restarted track (reset, device change) starts with
 fresh ids.
@@ -37,12 +37,12 @@ from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from usp_core.device import resolve_device
-from usp_core.drawing import draw_tracks
-from usp_core.features import Features as NumpyFeatures
-from usp_core.frame_queue import FrameQueue, QueueWorker
-from usp_core.match_result import MatchResult
-from usp_core.tracking import METHODS, Frame, FrameTracker, KeyframeConfig, MatchConfig, TrackTrails
+from usp_core.geometry.match_result import MatchResult
+from usp_core.geometry.tracking import METHODS, Frame, FrameTracker, KeyframeConfig, MatchConfig, TrackTrails
+from usp_core.inference.features import Features as NumpyFeatures
+from usp_core.support.device import resolve_device
+from usp_core.support.drawing import draw_tracks
+from usp_core.support.frame_queue import FrameQueue, QueueWorker
 from usp_ros.bridge.images import ConversionError, image_to_numpy, numpy_to_image, to_bgr8
 from usp_ros.bridge.messages import frame_match_to_msg, msg_to_features
 from usp_ros.msg import Features, FrameMatch

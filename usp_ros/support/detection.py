@@ -1,7 +1,7 @@
 """One camera image message -> Features in the source image's pixels: the detector node's and process_bag's path.
 
 The frame's size is read first (a compressed image's header alone), the network's input size follows
-from the detector's config (usp_core.inference.inference_size), a JPEG larger than that is decoded
+from the detector's config (usp_core.inference.detector.inference_size), a JPEG larger than that is decoded
 reduced (libjpeg's DCT scaling), the decoded image is converted to grey and detected in, keypoints or
 descriptors or scores with NaN or inf are dropped, and the keypoints are mapped to the source image's pixels.
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from usp_core.features import Features
-from usp_core.inference import KeypointDetector, inference_size
+from usp_core.inference.detector import KeypointDetector, inference_size
+from usp_core.inference.features import Features
 from usp_ros.bridge.images import compressed_size, compressed_to_numpy, image_to_numpy, to_gray
 
 __all__ = ["Detection", "input_size", "detect_image_message"]

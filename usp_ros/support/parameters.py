@@ -26,7 +26,7 @@ from typing import Any, Callable
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
 
-from usp_core.errors import first_line
+from usp_core.support.errors import first_line
 
 __all__ = ["ParameterSpec", "NodeParameters", "check_choices", "defaults"]
 

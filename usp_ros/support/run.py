@@ -21,7 +21,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.task import Future
 
-from usp_core.errors import first_line
+from usp_core.support.errors import first_line
 
 __all__ = ["run"]
 

@@ -42,11 +42,13 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from usp_core.backends import BACKENDS
-from usp_core.checkpoint import save_checkpoint
-from usp_core.inference import BUNDLED_WEIGHTS, DetectorConfig, KeypointDetector
-from usp_core.model import ModelConfig, UnsuperPoint
-from usp_core.virtual_camera import VirtualCamera, VirtualCameraConfig
+from usp_core.inference.backends.base import BACKENDS
+from usp_core.inference.detector import DetectorConfig, KeypointDetector
+from usp_core.inference.weights import BUNDLED_WEIGHTS
+from usp_core.models.layers import ModelConfig
+from usp_core.models.unsuperpoint import UnsuperPoint
+from usp_core.support.checkpoint import save_checkpoint
+from usp_core.synthetic.virtual_camera import VirtualCamera, VirtualCameraConfig
 from usp_ros.bridge.images import numpy_to_image
 from usp_ros.msg import Features
 from usp_ros.nodes.image_source import default_photo

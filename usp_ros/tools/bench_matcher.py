@@ -8,7 +8,7 @@ a share of the previous frame's keypoints, moved by a known homography with pixe
 noisy descriptors (cosine about 0.85 to their match, as learned descriptors of true matches), and
 fills the rest with new points; with ``--images`` the detector's keypoints and descriptors of a folder of
 consecutive frames (no ground truth: valid estimates are counted instead). Ours is the node's code,
-usp_core.tracking.Frame.from_features + match_frames (torch mutual nearest neighbours + cv2.findHomography
+usp_core.geometry.tracking.Frame.from_features + match_frames (torch mutual nearest neighbours + cv2.findHomography
 RANSAC); OpenCV's is cv2.BFMatcher(NORM_L2, crossCheck=True).match + cv2.findHomography(RANSAC) with
 the same threshold. Also prints the homography corner error of both against the truth, so a fast wrong
 answer shows.
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from usp_core.evaluation.metrics import corner_error
-from usp_core.inference import DetectorConfig, KeypointDetector
-from usp_core.synthetic_sequence import SyntheticFrame, synthetic_sequence
-from usp_core.tracking import Frame, MatchConfig, match_frames
+from usp_core.geometry.tracking import Frame, MatchConfig, match_frames
+from usp_core.inference.detector import DetectorConfig, KeypointDetector
+from usp_core.synthetic.sequence import SyntheticFrame, synthetic_sequence
 
 __all__ = ["detected_frames", "main"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import Float32MultiArray, Header
 
-from usp_core.features import Features
+from usp_core.inference.features import Features
 from usp_ros.bridge.images import image_to_numpy, numpy_to_image
 from usp_ros.bridge.messages import features_to_msg, msg_to_features
 from usp_ros.msg import Features as FeaturesMsg

@@ -23,7 +23,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from usp_core.backends import BACKENDS
+from usp_core.inference.backends.base import BACKENDS
 from usp_ros.msg import FrameMatch
 from usp_ros.support.qos import output_qos
 from usp_ros.support.stamps import stamp_ns

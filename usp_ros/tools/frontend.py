@@ -35,10 +35,10 @@ from rclpy.qos import ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 
-from usp_core.backends import BACKENDS
-from usp_core.drawing import CAPTION_HEIGHT, caption
 from usp_core.evaluation.metrics import corner_error
-from usp_core.inference import BUNDLED_WEIGHTS
+from usp_core.inference.backends.base import BACKENDS
+from usp_core.inference.weights import BUNDLED_WEIGHTS
+from usp_core.support.drawing import CAPTION_HEIGHT, caption
 from usp_ros.bridge.images import ConversionError, image_to_numpy, to_bgr8
 from usp_ros.bridge.messages import homography_from_msg
 from usp_ros.msg import Features, FrameMatch
@@ -71,7 +71,7 @@ class Options:
     width: int = 0  # image width; 0 = the source's own (virtual camera: 640; video: its frames')
     height: int = 0  # image height; 0 = the source's own (virtual camera: 480)
     keyframes: bool = False  # matcher keyframe mode
-    backend: str = "auto"  # the detector's inference backend (usp_core.backends)
+    backend: str = "auto"  # the detector's inference backend (usp_core.inference.backends)
 
 
 def parse_args(argv=None) -> Options:

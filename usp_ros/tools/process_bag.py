@@ -3,7 +3,7 @@
 ``ros2 run usp_ros process_bag INPUT OUTPUT --image-topic /camera/image_raw`` reads INPUT (MCAP or
 sqlite3 storage; sensor_msgs/Image in any encoding of usp_ros.bridge.images, or sensor_msgs/CompressedImage
 JPEG/PNG), detects keypoints on every image (none is dropped, unlike the live detector) and matches each
-frame as the matcher node does (usp_core.tracking.FrameTracker, the node's default parameters). OUTPUT, a
+frame as the matcher node does (usp_core.geometry.tracking.FrameTracker, the node's default parameters). OUTPUT, a
 new rosbag2 (MCAP unless ``--storage sqlite3``), holds ``features`` (usp_ros/Features) and ``matches``
 (usp_ros/FrameMatch) beside the image topic (/camera/image_raw -> /camera/features, /camera/matches; a
 CompressedImage topic /camera/image_raw/compressed counts as /camera/image_raw). Every message carries
@@ -35,12 +35,12 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from tqdm import tqdm
 
-from usp_core.backends import BACKENDS
-from usp_core.errors import first_line
-from usp_core.device import resolve_device
-from usp_core.features import Features
-from usp_core.inference import KeypointDetector
-from usp_core.tracking import Frame, FrameTracker
+from usp_core.geometry.tracking import Frame, FrameTracker
+from usp_core.inference.backends.base import BACKENDS
+from usp_core.inference.detector import KeypointDetector
+from usp_core.inference.features import Features
+from usp_core.support.device import resolve_device
+from usp_core.support.errors import first_line
 from usp_ros.bridge.images import ConversionError
 from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg
 from usp_ros.msg import FrameMatch

@@ -1,0 +1,202 @@
+"""Tests of usp_core.models.layers: shapes, position mapping, descriptor sampling, export by tracing."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from usp_core.models.layers import BACKBONE_WIDTHS, DenseOutput, ModelConfig, sample_descriptors
+from usp_core.models.unsuperpoint import UnsuperPoint
+
+SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
+
+
+def _model(config: ModelConfig = SMALL) -> UnsuperPoint:
+    torch.manual_seed(0)
+    return UnsuperPoint(config).eval()
+
+
+def test_default_config_is_the_papers():
+    config = ModelConfig()
+    assert config.widths == (32, 32, 64, 64, 128, 128, 256, 256)
+    assert config.descriptor_dim == 256 and config.in_channels == 1
+    assert UnsuperPoint.cell == 8
+
+
+@pytest.mark.parametrize("config", [SMALL, ModelConfig(in_channels=3)])
+def test_output_shapes_and_ranges(config):
+    model = _model(config)
+    images = torch.rand(2, config.in_channels, 48, 64)
+    out = model(images)
+    assert isinstance(out, DenseOutput)
+    assert out.score.shape == (2, 1, 6, 8)
+    assert out.position.shape == (2, 2, 6, 8)
+    assert out.descriptors.shape == (2, config.descriptor_dim, 6, 8)
+    assert ((out.score > 0) & (out.score < 1)).all()
+    norms = out.descriptors.norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def test_positions_stay_in_their_cells():
+    out = _model()(torch.rand(1, 1, 32, 40))
+    cols = torch.arange(5).view(1, 1, 5).float()
+    rows = torch.arange(4).view(1, 4, 1).float()
+    x, y = out.position[0, 0], out.position[0, 1]
+    assert ((x >= 8 * cols) & (x <= 8 * cols + 8)).all()
+    assert ((y >= 8 * rows) & (y <= 8 * rows + 8)).all()
+
+
+def test_position_head_maps_to_known_pixels():
+    model = _model()
+    final = model.position_head[-1]
+    with torch.no_grad():
+        final.weight.zero_()
+        final.bias.copy_(torch.tensor([math.log(0.25 / 0.75), math.log(0.75 / 0.25)]))  # sigmoid -> 0.25, 0.75
+    position = model(torch.rand(1, 1, 24, 32)).position[0]
+    expected_x = (torch.arange(4).float() + 0.25) * 8
+    expected_y = (torch.arange(3).float() + 0.75) * 8
+    assert torch.allclose(position[0], expected_x.expand(3, 4), atol=1e-5)
+    assert torch.allclose(position[1], expected_y[:, None].expand(3, 4), atol=1e-5)
+
+
+def _column_index_map(height: int, width: int) -> torch.Tensor:
+    """(1, 2, h, w) map whose descriptor at cell (i, j) is (j, 1)."""
+    cols = torch.arange(width).float().expand(height, width)
+    return torch.stack((cols, torch.ones(height, width))).unsqueeze(0)
+
+
+def test_descriptor_sampling_reads_cell_at_its_pixel_centre():
+    descriptor_map = _column_index_map(2, 4)
+    # x = 8 j + 3.5 is the centre of the pixels of cell j; x = 8 j + 7.5 is halfway between cells j and j + 1.
+    xs = torch.tensor([3.5, 11.5, 27.5, 7.5, 19.5])
+    position = torch.stack((xs, torch.full_like(xs, 3.5))).view(1, 2, 1, 5)
+    sampled = sample_descriptors(descriptor_map, position, cell=8)[0, :, 0]
+    expected_col = torch.tensor([0.0, 1.0, 3.0, 0.5, 2.0])
+    expected = torch.stack((expected_col, torch.ones(5)))
+    expected = expected / expected.norm(dim=0)
+    assert torch.allclose(sampled, expected, atol=1e-5)
+
+
+def test_descriptor_sampling_clamps_outside_to_border():
+    descriptor_map = _column_index_map(1, 2)
+    position = torch.tensor([[[[15.9]], [[4.0]]]])
+    sampled = sample_descriptors(descriptor_map, position, cell=8)[0, :, 0, 0]
+    expected = torch.tensor([1.0, 1.0]) / math.sqrt(2.0)
+    assert torch.allclose(sampled, expected, atol=1e-5)
+
+
+def test_model_descriptors_are_sampled_at_predicted_positions():
+    model = _model()
+    images = torch.rand(1, 1, 32, 32)
+    out = model(images)
+    raw = model.descriptor_head(model.backbone(images))
+    assert torch.allclose(out.descriptors, sample_descriptors(raw, out.position, 8), atol=1e-6)
+
+
+def test_positions_keep_float32_precision_under_autocast():
+    model = _model()
+    images = torch.rand(1, 1, 16, 512)
+    reference = model(images)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        reduced = model(images)
+    assert reduced.position.dtype == torch.float32 and reduced.descriptors.dtype == torch.float32
+    # bfloat16 spaces representable values 2 px apart above 256 px; float32 positions stay within bf16 logit noise
+    assert (reduced.position - reference.position).abs().max() < 0.05
+
+
+def test_invalid_widths_rejected():
+    with pytest.raises(ValueError):
+        ModelConfig(widths=(32, 32, 64))
+    with pytest.raises(ValueError, match="fast backbone takes 5"):
+        ModelConfig(backbone="fast", widths=(8, 8, 16, 16, 32, 32, 64, 64))
+    with pytest.raises(ValueError, match="backbone must be"):
+        ModelConfig(backbone="resnet")
+
+
+def test_each_backbone_has_default_widths():
+    assert ModelConfig(backbone="fast").widths == BACKBONE_WIDTHS["fast"]
+    assert ModelConfig(widths=()).widths == BACKBONE_WIDTHS["vgg"]
+
+
+FAST = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8)
+
+
+@pytest.mark.parametrize("size", [(48, 64), (40, 56)])  # 1/8 maps of even and odd size (1/16 rounds up)
+def test_fast_backbone_shapes(size):
+    model = _model(FAST)
+    out = model(torch.rand(2, 1, *size))
+    cells = (size[0] // 8, size[1] // 8)
+    assert out.score.shape == (2, 1, *cells) and out.position.shape == (2, 2, *cells)
+    assert out.descriptors.shape == (2, 8, *cells)
+    assert torch.allclose(out.descriptors.norm(dim=1), torch.ones(2, *cells), atol=1e-5)
+
+
+def test_fast_backbone_context_feeds_the_descriptors_only():
+    model = _model(FAST)
+    images = torch.rand(1, 1, 48, 64)
+    before = model(images)
+    with torch.no_grad():
+        model.backbone.context.bias.add_(1.0)
+    after = model(images)
+    assert torch.equal(before.score, after.score) and torch.equal(before.position, after.position)
+    assert not torch.allclose(before.descriptors, after.descriptors)
+
+
+def test_fast_backbone_costs_under_60_percent_of_the_light_vgg():
+    vgg = ModelConfig(widths=(16, 16, 32, 32, 64, 64, 128, 128), descriptor_dim=128)
+    fast = ModelConfig(backbone="fast", widths=(8, 24, 48, 96, 128), descriptor_dim=128)
+    assert _multiply_adds(UnsuperPoint(fast), (240, 320)) < 0.6 * _multiply_adds(UnsuperPoint(vgg), (240, 320))
+
+
+def _multiply_adds(model: UnsuperPoint, size: tuple[int, int]) -> int:
+    """Multiply-adds of every convolution of one forward pass on a (1, 1, *size) image."""
+    total = 0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        total += output.numel() * module.weight[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.rand(1, 1, *size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def test_widths_from_yaml_lists_become_tuples():
+    assert ModelConfig(widths=[4, 4, 8, 8, 8, 8, 16, 16]).widths == SMALL.widths
+
+
+def test_lighter_variant_has_fewer_parameters():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(UnsuperPoint(SMALL)) < count(UnsuperPoint()) / 50
+
+
+@pytest.mark.parametrize("config", [SMALL, FAST])
+def test_traced_model_matches_eager_at_another_size(config):
+    model = _model(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, torch.rand(1, 1, 32, 48))
+    images = torch.rand(2, 1, 56, 40)
+    for eager, exported in zip(model(images), traced(images)):
+        assert eager.shape == exported.shape
+        assert torch.allclose(eager, exported, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("config", [SMALL, FAST])
+def test_onnx_export_matches_eager(tmp_path, config):
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model = _model(config)
+    path = tmp_path / "usp.onnx"
+    torch.onnx.export(model, (torch.rand(1, 1, 32, 48),), str(path), input_names=["image"],
+                      output_names=["score", "position", "descriptors"],
+                      dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
+    images = torch.rand(2, 1, 40, 56)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"image": images.numpy()})
+    for eager, exported in zip(model(images), outputs):
+        assert torch.allclose(eager, torch.from_numpy(exported), atol=1e-4)

@@ -1,0 +1,178 @@
+"""What the networks are built from: ModelConfig, the dense output, backbones, heads, descriptor sampling.
+
+UnsuperPoint (Christiansen et al. 2019, :mod:`usp_core.models.unsuperpoint`) and SuperPoint
+(:mod:`usp_core.models.superpoint`) share these; :func:`usp_core.models.build.build_model` makes the
+one a config names. Networks return dense maps only, one entry per 8x8 cell; top-k selection and the
+mapping to input pixels of a particular image live in :mod:`usp_core.inference.detector`.
+
+Pixel coordinates, everywhere in ``usp_core``, follow OpenCV: ``(x, y) = (column, row)`` and the
+centre of the top-left pixel is ``(0, 0)``.
+
+Design choices where the paper is silent:
+
+- Each head is ``conv3x3(C, C) + BatchNorm + LeakyReLU`` followed by a ``conv1x1`` to its output,
+  with C the backbone's output width (``widths[-1]``, 256 by default, for the VGG; ``widths[3]`` for
+  the fast backbone): the paper's intermediate 256 -> 256 layer per head. The 1x1 output layer
+  (rather than a second 3x3) keeps each head's last step local to its cell.
+- Position: ``(cell index + sigmoid offset) * 8``, so cell ``j`` can place its point anywhere in
+  ``[8 j, 8 j + 8]``. With pixel centres at integers that range is the cell's pixels shifted by half a
+  pixel; the network learns its offsets through homography-consistent training, which absorbs that.
+- Precision: positions, descriptor sampling and normalisation are computed in float32 even under
+  autocast; in float16 (bfloat16) a coordinate near 500 px would be rounded to 0.5 px (2 px).
+- Descriptor sampling: ``grid_sample(..., mode="bilinear", align_corners=False, padding_mode="border")``
+  with normalised coordinate ``(x + 0.5) * 2 / W - 1``. With ``align_corners=False`` the centre of
+  descriptor cell ``j`` sits at normalised ``(8 j + 4) * 2 / W - 1``, so a point at the centre of the
+  cell's pixels, ``x = 8 j + 3.5``, reads exactly that cell's descriptor. ``border`` padding avoids
+  blending with zeros for points in the outer half cell.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ModelConfig", "DenseOutput", "FastBackbone", "vgg_backbone", "build_backbone", "conv_head", "cell_grid",
+           "sample_descriptors", "BACKBONE_WIDTHS", "ARCHITECTURES"]
+
+
+BACKBONE_WIDTHS = {  # default widths per backbone
+    "vgg": (32, 32, 64, 64, 128, 128, 256, 256),
+    "fast": (8, 24, 48, 96, 128),
+}
+ARCHITECTURES = ("unsuperpoint", "superpoint")  # the networks a ModelConfig can describe (see build_model)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of UnsuperPoint or SuperPoint (``architecture``; networks of usp_core.models)."""
+
+    architecture: str = "unsuperpoint"  # "unsuperpoint" (score/position/descriptor heads) or "superpoint" (65-way points)
+    backbone: str = "vgg"  # "vgg": the paper's 8 conv3x3 with 3 max-pools; "fast": one thin conv at full resolution, 1/16 context
+    widths: tuple[int, ...] = ()  # vgg: 8 conv3x3 widths (a max-pool after the 2nd, 4th, 6th); fast: 5 widths at 1, 1/2, 1/4, 1/8, 1/16 scale; () = the backbone's default
+    descriptor_dim: int = 256  # D, length of each descriptor
+    in_channels: int = 1  # grey input; colour is converted by the inference wrapper
+    negative_slope: float = 0.01  # LeakyReLU slope in backbone and heads
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        if self.backbone not in BACKBONE_WIDTHS:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONE_WIDTHS)}, got {self.backbone!r}")
+        self.widths = tuple(int(w) for w in self.widths) or BACKBONE_WIDTHS[self.backbone]
+        count = len(BACKBONE_WIDTHS[self.backbone])
+        if len(self.widths) != count or min(self.widths) < 1:
+            raise ValueError(f"the {self.backbone} backbone takes {count} positive widths, got {self.widths}")
+        if self.descriptor_dim < 1 or self.in_channels < 1:
+            raise ValueError("descriptor_dim and in_channels must be positive")
+
+
+class DenseOutput(NamedTuple):
+    """Dense per-cell predictions for a batch of images of size (H, W).
+
+    score: (B, 1, H/8, W/8) in (0, 1).
+    position: (B, 2, H/8, W/8) float32 absolute pixel (x, y) in the input image, ``(cell + offset) * 8``.
+    descriptors: (B, D, H/8, W/8) float32, sampled at ``position`` and L2-normalised over D.
+    """
+
+    score: torch.Tensor
+    position: torch.Tensor
+    descriptors: torch.Tensor
+
+
+def _conv_block(in_channels: int, out_channels: int, negative_slope: float) -> nn.Sequential:
+    """conv3x3 (stride 1, same padding, no bias) + BatchNorm + LeakyReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.LeakyReLU(negative_slope),
+    )
+
+
+def conv_head(channels: int, out_channels: int, negative_slope: float) -> nn.Sequential:
+    """Head on the 1/8 map: conv3x3 block then a 1x1 conv to ``out_channels`` (with bias)."""
+    return nn.Sequential(
+        _conv_block(channels, channels, negative_slope),
+        nn.Conv2d(channels, out_channels, kernel_size=1),
+    )
+
+
+def vgg_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
+    """The paper's backbone: 4 pairs of conv3x3 blocks, a 2x2 max-pool after the first three pairs.
+
+    Returns the module, (B, C, H, W) -> (B, widths[-1], H/8, W/8), and its output width.
+    """
+    layers: list[nn.Module] = []
+    channels = config.in_channels
+    for index, width in enumerate(config.widths):
+        layers.append(_conv_block(channels, width, config.negative_slope))
+        channels = width
+        if index in (1, 3, 5):
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers), channels
+
+
+class FastBackbone(nn.Module):
+    """A backbone cheap on a CPU (the XFeat/ALIKE pattern): thin at full resolution, depth at 1/8.
+
+    widths (w1, w2, w4, w8, w16): one conv3x3 block at full resolution, then per scale 1/2, 1/4, 1/8
+    and 1/16 a 2x2 max-pool and two conv3x3 blocks. Max-pools, as in the paper's VGG, keep each 1/8
+    cell centred on its 8x8 pixels (stride-2 convolutions centre it on its top-left pixel, and
+    positions did not learn). The 1/16 map (context: a wider receptive field) is projected to w8 by
+    a 1x1 conv, upsampled bilinearly and added to the 1/8 map for the DESCRIPTOR head only: added to
+    the map of the score and position heads, the upsampling's cell-parity pattern let the network
+    satisfy L_uni_xy with offsets that ignore the image, and positions stopped improving.
+    Input (B, C, H, W), H and W multiples of 8 -> (detection (B, w8, H/8, W/8), description (B, w8, H/8, W/8)).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        slope, widths = config.negative_slope, config.widths
+        stages: list[nn.Module] = [_conv_block(config.in_channels, widths[0], slope)]
+        for low, high in zip(widths[:-1], widths[1:]):
+            stages.append(nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),
+                                        _conv_block(low, high, slope), _conv_block(high, high, slope)))
+        self.to_eighth = nn.Sequential(*stages[:4])
+        self.to_sixteenth = stages[4]
+        self.context = nn.Conv2d(widths[4], widths[3], kernel_size=1)
+        self.out_channels = widths[3]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, C, H, W) -> (detection features, description features), each (B, w8, H/8, W/8)."""
+        eighth = self.to_eighth(images)
+        context = self.context(self.to_sixteenth(eighth))
+        context = F.interpolate(context, size=eighth.shape[-2:], mode="bilinear", align_corners=False)
+        return eighth, eighth + context
+
+
+def build_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
+    """The backbone ``config.backbone`` names (vgg or fast) and its output width at 1/8."""
+    if config.backbone == "fast":
+        backbone = FastBackbone(config)
+        return backbone, backbone.out_channels
+    return vgg_backbone(config)
+
+
+def cell_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Cell indices (x, y) of a (height, width) map: (1, 2, height, width)."""
+    ys = torch.arange(height, device=device, dtype=dtype)
+    xs = torch.arange(width, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x, grid_y)).unsqueeze(0)
+
+
+def sample_descriptors(descriptor_map: torch.Tensor, position: torch.Tensor, cell: int) -> torch.Tensor:
+    """Bilinearly sample a (B, D, h, w) map at pixel positions (B, 2, h', w') of a (cell h, cell w) image.
+
+    Returns (B, D, h', w') L2-normalised over D. See the module docstring for the coordinate
+    convention. The image size is computed with tensor ops (not Python ints) so that traced and ONNX
+    graphs stay valid for every input size.
+    """
+    map_grid = cell_grid(descriptor_map.shape[-2], descriptor_map.shape[-1], position.device, position.dtype)
+    size = (map_grid.amax(dim=(2, 3)) + 1.0) * cell
+    normalised = (position.permute(0, 2, 3, 1) + 0.5) * 2.0 / size - 1.0
+    sampled = F.grid_sample(descriptor_map.float(), normalised.float(), mode="bilinear",
+                            padding_mode="border", align_corners=False)
+    return F.normalize(sampled, p=2.0, dim=1)

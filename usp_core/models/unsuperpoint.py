@@ -1,0 +1,45 @@
+"""The UnsuperPoint network (Christiansen et al. 2019, section 1): dense score, position and descriptor maps.
+
+Backbones, heads, positions and descriptor sampling, and the design choices where the paper is silent,
+are in :mod:`usp_core.models.layers`, shared with SuperPoint.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from usp_core.models.layers import DenseOutput, ModelConfig, build_backbone, cell_grid, conv_head, sample_descriptors
+
+__all__ = ["UnsuperPoint"]
+
+
+class UnsuperPoint(nn.Module):
+    """UnsuperPoint: a stride-8 backbone (``config.backbone``) and score, position and descriptor heads.
+
+    Input: images (B, C, H, W) float in [0, 1], H and W multiples of 8, C = ``config.in_channels``.
+    Output: :class:`DenseOutput`. The forward has no data-dependent Python control flow, so it can be
+    exported with ``torch.jit.trace`` and ``torch.onnx.export``.
+    """
+
+    cell = 8
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else ModelConfig()
+        slope = self.config.negative_slope
+        self.backbone, channels = build_backbone(self.config)
+        self.score_head = conv_head(channels, 1, slope)
+        self.position_head = conv_head(channels, 2, slope)
+        self.descriptor_head = conv_head(channels, self.config.descriptor_dim, slope)
+
+    def forward(self, images: torch.Tensor) -> DenseOutput:
+        """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8)."""
+        features = self.backbone(images)
+        detection, description = features if isinstance(features, tuple) else (features, features)
+        score = torch.sigmoid(self.score_head(detection))
+        offset = torch.sigmoid(self.position_head(detection).float())
+        grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
+        position = (grid + offset) * self.cell
+        raw = self.descriptor_head(description)
+        descriptors = sample_descriptors(raw, position, self.cell)
+        return DenseOutput(score, position, descriptors)
