@@ -14,9 +14,16 @@ Design choices where the paper is silent:
   with C the backbone's output width (``widths[-1]``, 256 by default, for the VGG; ``widths[3]`` for
   the fast backbone): the paper's intermediate 256 -> 256 layer per head. The 1x1 output layer
   (rather than a second 3x3) keeps each head's last step local to its cell.
-- Position: ``(cell index + sigmoid offset) * 8``, so cell ``j`` can place its point anywhere in
-  ``[8 j, 8 j + 8]``. With pixel centres at integers that range is the cell's pixels shifted by half a
-  pixel; the network learns its offsets through homography-consistent training, which absorbs that.
+- Position, ``position_head: regression`` (the paper's, weights v1 and v2): ``(cell index + sigmoid
+  offset) * 8``, so cell ``j`` can place its point anywhere in ``[8 j, 8 j + 8]``. With pixel centres
+  at integers that range is the cell's pixels shifted by half a pixel; the network learns its offsets
+  through homography-consistent training, which absorbs that.
+- Position, ``position_head: softargmax`` (weights v3, fast backbone): a full-resolution logit map
+  from the backbone's 1, 1/2 and 1/4 features (:class:`FineHead`); in each 8x8 cell the pixel with the
+  highest logit is found and the point is the soft-argmax of the logits in a ``(2 r + 1)^2`` window
+  around it, clipped to the cell (:func:`cell_softargmax`, ALIKE's differentiable keypoint detection
+  per cell). Sub-pixel, differentiable, and still one candidate per cell, so point selection, export
+  and every backend are unchanged.
 - Precision: positions, descriptor sampling and normalisation are computed in float32 even under
   autocast; in float16 (bfloat16) a coordinate near 500 px would be rounded to 0.5 px (2 px).
 - Descriptor sampling: ``grid_sample(..., mode="bilinear", align_corners=False, padding_mode="border")``
@@ -34,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModelConfig", "DenseOutput", "FastBackbone", "vgg_backbone", "build_backbone", "conv_head", "cell_grid",
-           "sample_descriptors", "BACKBONE_WIDTHS", "ARCHITECTURES"]
+__all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
+           "conv_head", "cell_grid", "cell_softargmax", "sample_descriptors", "BACKBONE_WIDTHS", "ARCHITECTURES",
+           "POSITION_HEADS"]
 
 
 BACKBONE_WIDTHS = {  # default widths per backbone
@@ -43,6 +51,7 @@ BACKBONE_WIDTHS = {  # default widths per backbone
     "fast": (8, 24, 48, 96, 128),
 }
 ARCHITECTURES = ("unsuperpoint", "superpoint")  # the networks a ModelConfig can describe (see build_model)
+POSITION_HEADS = ("regression", "softargmax")  # how UnsuperPoint places a cell's point (see the module docstring)
 
 
 @dataclass
@@ -55,6 +64,9 @@ class ModelConfig:
     descriptor_dim: int = 256  # D, length of each descriptor
     in_channels: int = 1  # grey input; colour is converted by the inference wrapper
     negative_slope: float = 0.01  # LeakyReLU slope in backbone and heads
+    position_head: str = "regression"  # "regression": sigmoid offset per 1/8 cell (v1, v2); "softargmax": full-resolution map (v3, fast backbone)
+    refine_radius: int = 2  # softargmax: window radius (px) around each cell's peak pixel
+    fine_width: int = 8  # softargmax: channels of the full-resolution head
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -67,6 +79,13 @@ class ModelConfig:
             raise ValueError(f"the {self.backbone} backbone takes {count} positive widths, got {self.widths}")
         if self.descriptor_dim < 1 or self.in_channels < 1:
             raise ValueError("descriptor_dim and in_channels must be positive")
+        if self.position_head not in POSITION_HEADS:
+            raise ValueError(f"position_head must be one of {', '.join(POSITION_HEADS)}, got {self.position_head!r}")
+        if self.position_head == "softargmax" and self.backbone != "fast":
+            raise ValueError("position_head softargmax needs the fast backbone (its full-resolution features)")
+        if not 0 <= self.refine_radius <= 7 or self.fine_width < 1:
+            raise ValueError(f"refine_radius must be in 0..7 and fine_width positive, got {self.refine_radius}, "
+                             f"{self.fine_width}")
 
 
 class DenseOutput(NamedTuple):
@@ -139,12 +158,84 @@ class FastBackbone(nn.Module):
         self.context = nn.Conv2d(widths[4], widths[3], kernel_size=1)
         self.out_channels = widths[3]
 
+    def pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images (B, C, H, W) -> features at 1, 1/2, 1/4 and 1/8 scale: (B, w1, H, W) ... (B, w8, H/8, W/8)."""
+        levels = []
+        features = images
+        for stage in self.to_eighth:
+            features = stage(features)
+            levels.append(features)
+        return levels
+
+    def describe(self, eighth: torch.Tensor) -> torch.Tensor:
+        """The 1/8 map (B, w8, H/8, W/8) plus the upsampled 1/16 context: the descriptor head's input."""
+        context = self.context(self.to_sixteenth(eighth))
+        return eighth + F.interpolate(context, size=eighth.shape[-2:], mode="bilinear", align_corners=False)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, C, H, W) -> (detection features, description features), each (B, w8, H/8, W/8)."""
         eighth = self.to_eighth(images)
-        context = self.context(self.to_sixteenth(eighth))
-        context = F.interpolate(context, size=eighth.shape[-2:], mode="bilinear", align_corners=False)
-        return eighth, eighth + context
+        return eighth, self.describe(eighth)
+
+
+class FineHead(nn.Module):
+    """Full-resolution keypoint logits from the 1, 1/2 and 1/4 features of the fast backbone.
+
+    Each level is projected to ``width`` channels by a 1x1 conv and merged coarse to fine (the sum
+    so far upsampled 2x bilinearly, plus the next level's projection: a feature-pyramid merge), then
+    LeakyReLU and a 3x3 conv to one logit per pixel. Cheap: at 480x640 about 0.1 GFLOP, a few per cent of the backbone.
+    Input: levels (B, w1, H, W), (B, w2, H/2, W/2), (B, w4, H/4, W/4) -> logits (B, 1, H, W).
+    """
+
+    def __init__(self, widths: tuple[int, int, int], width: int, negative_slope: float) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(w, width, kernel_size=1) for w in widths)
+        self.activation = nn.LeakyReLU(negative_slope)
+        self.out = nn.Conv2d(width, 1, kernel_size=3, padding=1)
+
+    def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """levels: the backbone's [1, 1/2, 1/4] features -> logits (B, 1, H, W)."""
+        merged = self.lateral[-1](levels[-1])
+        for lateral, level in zip(self.lateral[-2::-1], levels[-2::-1]):  # coarse to fine, one 2x step at a time
+            merged = lateral(level) + F.interpolate(merged, size=level.shape[-2:], mode="bilinear",
+                                                    align_corners=False)
+        return self.out(self.activation(merged))
+
+
+def cell_softargmax(logits: torch.Tensor, radius: int, cell: int = 8) -> torch.Tensor:
+    """Per cell, the soft-argmax of full-resolution logits in a window around the cell's best pixel.
+
+    logits (B, 1, H, W), H and W multiples of ``cell`` -> positions (B, 2, H/cell, W/cell), float32
+    pixel (x, y) of the input image. The window is the pixels of the cell within ``radius`` (px, per
+    axis) of the cell's arg-max pixel; the softmax of their logits weights their coordinates. The
+    arg-max picks the window and is not differentiated; the weights are. Export-friendly: no
+    data-dependent shapes (pixel_unshuffle, argmax, where, softmax).
+    """
+    blocks = F.pixel_unshuffle(logits.float(), cell)  # (B, cell^2, h, w), channel = dy * cell + dx
+    index = torch.arange(cell * cell, device=logits.device)
+    dx = (index % cell).to(torch.float32).view(1, -1, 1, 1)
+    dy = torch.div(index, cell, rounding_mode="floor").to(torch.float32).view(1, -1, 1, 1)
+    peak = blocks.argmax(dim=1, keepdim=True)
+    peak_x = (peak % cell).to(torch.float32)
+    peak_y = torch.div(peak, cell, rounding_mode="floor").to(torch.float32)
+    window = ((dx - peak_x).abs() <= radius) & ((dy - peak_y).abs() <= radius)
+    weights = torch.softmax(blocks.masked_fill(~window, float("-inf")), dim=1)
+    offset = torch.cat([(weights * dx).sum(1, keepdim=True), (weights * dy).sum(1, keepdim=True)], dim=1)
+    grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
+    return grid * cell + offset
+
+
+class TrainingMaps(NamedTuple):
+    """What training needs beyond :class:`DenseOutput` (``UnsuperPoint.forward(images, training=True)``).
+
+    dense: the DenseOutput inference sees.
+    fine: (B, 1, H, W) full-resolution position logits (softargmax head), or None (regression head).
+    descriptor_map: (B, D, H/8, W/8) raw descriptor map, before sampling and normalisation.
+    """
+
+    dense: DenseOutput
+    fine: torch.Tensor | None
+    descriptor_map: torch.Tensor
 
 
 def build_backbone(config: ModelConfig) -> tuple[nn.Module, int]:

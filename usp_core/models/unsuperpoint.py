@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from usp_core.models.layers import DenseOutput, ModelConfig, build_backbone, cell_grid, conv_head, sample_descriptors
+from usp_core.models.layers import (DenseOutput, FineHead, ModelConfig, TrainingMaps, build_backbone, cell_grid,
+                                   cell_softargmax, conv_head, sample_descriptors)
 
 __all__ = ["UnsuperPoint"]
 
@@ -29,17 +30,30 @@ class UnsuperPoint(nn.Module):
         slope = self.config.negative_slope
         self.backbone, channels = build_backbone(self.config)
         self.score_head = conv_head(channels, 1, slope)
-        self.position_head = conv_head(channels, 2, slope)
+        if self.config.position_head == "softargmax":
+            self.fine_head = FineHead(self.config.widths[:3], self.config.fine_width, slope)
+        else:
+            self.position_head = conv_head(channels, 2, slope)
         self.descriptor_head = conv_head(channels, self.config.descriptor_dim, slope)
 
-    def forward(self, images: torch.Tensor) -> DenseOutput:
-        """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8)."""
-        features = self.backbone(images)
-        detection, description = features if isinstance(features, tuple) else (features, features)
+    def forward(self, images: torch.Tensor, training: bool = False) -> DenseOutput | TrainingMaps:
+        """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8).
+
+        ``training=True`` returns :class:`TrainingMaps` (the DenseOutput plus the maps the losses need).
+        """
+        fine = None
+        if self.config.position_head == "softargmax":
+            levels = self.backbone.pyramid(images)
+            detection, description = levels[3], self.backbone.describe(levels[3])
+            fine = self.fine_head(levels[:3])
+            position = cell_softargmax(fine, self.config.refine_radius, self.cell)
+        else:
+            features = self.backbone(images)
+            detection, description = features if isinstance(features, tuple) else (features, features)
+            offset = torch.sigmoid(self.position_head(detection).float())
+            grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
+            position = (grid + offset) * self.cell
         score = torch.sigmoid(self.score_head(detection))
-        offset = torch.sigmoid(self.position_head(detection).float())
-        grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
-        position = (grid + offset) * self.cell
         raw = self.descriptor_head(description)
-        descriptors = sample_descriptors(raw, position, self.cell)
-        return DenseOutput(score, position, descriptors)
+        dense = DenseOutput(score, position, sample_descriptors(raw, position, self.cell))
+        return TrainingMaps(dense, fine, raw) if training else dense

@@ -59,6 +59,13 @@ class LossConfig:
     descriptor_radius: float = 8.0  # max distance (px) at which two points count as a positive descriptor pair
     descriptor_loss: str = "hinge"  # "hinge": the paper's L_desc over all point pairs; "triplet": KP2D's hardest-negative triplet
     triplet_margin: float = 0.2  # margin of the triplet loss, on L2 distances between unit descriptors (in [0, 2])
+    a_reprojection: float = 0.0  # weight of the dense reprojection term (softargmax head; usp_core.dense_losses)
+    a_peakiness: float = 0.0  # weight of the peakiness term of the full-resolution logits (softargmax head)
+    a_dense_desc: float = 0.0  # weight of the InfoNCE descriptor term over every correspondence
+    reprojection_radius: int = 2  # px, half-size of the soft-argmax window of the reprojection term
+    reprojection_fraction: float = 0.25  # share of each image's cells, best scores first, in reprojection and peakiness
+    dense_temperature: float = 0.05  # temperature of the InfoNCE descriptor term (similarities are dot products)
+    dense_exclusion_radius: float = 4.0  # px, B points this close to where an A point lands are not its negatives
 
     def __post_init__(self) -> None:
         if self.descriptor_loss not in ("hinge", "triplet"):
@@ -262,7 +269,8 @@ def unsuperpoint_loss(out_a: DenseOutput, out_b: DenseOutput, homography_ab: tor
     maps A pixels to B pixels. Returns scalar tensors "total", "usp", "position", "score",
     "repeatability", "uni_xy", "desc", "decorr" (terms unweighted, "usp" weighted inside by a_pos
     and a_score), total = a_usp usp + a_uni_xy uni_xy + a_desc desc + a_decorr decorr, and the
-    diagnostics "matched" and "matched_distance" of :func:`usp_loss`.
+    diagnostics "matched" and "matched_distance" of :func:`usp_loss`. A term whose weight is 0 is
+    not computed (reported as 0).
     """
     config = config if config is not None else LossConfig()
     with _autocast_off(out_a.position.device):
@@ -270,10 +278,13 @@ def unsuperpoint_loss(out_a: DenseOutput, out_b: DenseOutput, homography_ab: tor
         matches = point_correspondences(_flat_points(position_a), _flat_points(position_b), homography_ab,
                                         image_size, config.correspondence_radius)
         terms = usp_loss(out_a.score.flatten(1), out_b.score.flatten(1), matches, config.a_pos, config.a_score)
-        terms["uni_xy"] = uniform_xy_loss(_relative_offsets(position_a)) + uniform_xy_loss(
-            _relative_offsets(position_b))
+        zero = position_a.new_zeros(())
+        terms["uni_xy"] = zero if not config.a_uni_xy else (
+            uniform_xy_loss(_relative_offsets(position_a)) + uniform_xy_loss(_relative_offsets(position_b)))
         desc_a, desc_b = _flat_points(out_a.descriptors), _flat_points(out_b.descriptors)
-        if config.descriptor_loss == "triplet":
+        if not config.a_desc:
+            terms["desc"] = zero
+        elif config.descriptor_loss == "triplet":
             terms["desc"] = triplet_descriptor_loss(desc_a, desc_b, matches, config.triplet_margin,
                                                     config.descriptor_radius)
         else:

@@ -5,7 +5,8 @@ import warnings
 import pytest
 import torch
 
-from usp_core.models.layers import BACKBONE_WIDTHS, DenseOutput, ModelConfig, sample_descriptors
+from usp_core.models.layers import (BACKBONE_WIDTHS, DenseOutput, ModelConfig, cell_grid, cell_softargmax,
+                                    sample_descriptors)
 from usp_core.models.unsuperpoint import UnsuperPoint
 
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
@@ -200,3 +201,66 @@ def test_onnx_export_matches_eager(tmp_path, config):
     outputs = session.run(None, {"image": images.numpy()})
     for eager, exported in zip(model(images), outputs):
         assert torch.allclose(eager, torch.from_numpy(exported), atol=1e-4)
+
+
+FINE = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, position_head="softargmax")
+
+
+def _one_peak_logits(points: list[tuple[float, float]], size: tuple[int, int] = (16, 24)) -> torch.Tensor:
+    """Logits (1, 1, H, W): 0 everywhere, a sharp bump of 10 on each integer (x, y) in ``points``."""
+    logits = torch.zeros(1, 1, *size)
+    for x, y in points:
+        logits[0, 0, int(y), int(x)] = 10.0
+    return logits
+
+
+def test_cell_softargmax_finds_a_peak_anywhere_in_its_cell():
+    logits = _one_peak_logits([(0, 0), (13, 5), (23, 15), (7, 8)])
+    position = cell_softargmax(logits, radius=2)  # (1, 2, 2, 3)
+    expected = {(0, 0): (0, 0), (0, 1): (13, 5), (1, 2): (23, 15), (1, 0): (7, 8)}
+    for (row, col), (x, y) in expected.items():
+        assert position[0, :, row, col].tolist() == pytest.approx([x, y], abs=0.01)
+
+
+def test_cell_softargmax_is_sub_pixel_between_two_equal_pixels():
+    logits = torch.zeros(1, 1, 8, 8)
+    logits[0, 0, 3, 4] = logits[0, 0, 3, 5] = 10.0  # two neighbours in row 3: the point lies between them
+    assert cell_softargmax(logits, radius=2)[0, :, 0, 0].tolist() == pytest.approx([4.5, 3.0], abs=0.01)
+
+
+def test_cell_softargmax_window_ignores_mass_outside_it():
+    logits = torch.zeros(1, 1, 8, 8)
+    logits[0, 0, 1, 1] = 10.0  # the peak
+    logits[0, 0, 7, 7] = 9.0  # a second bump 6 px away: outside a radius-2 window, inside a radius-7 one
+    assert cell_softargmax(logits, radius=2)[0, :, 0, 0].tolist() == pytest.approx([1.0, 1.0], abs=0.01)
+    assert cell_softargmax(logits, radius=7)[0, 0, 0, 0].item() > 2.0
+
+
+def test_softargmax_head_keeps_points_in_their_cells_and_exposes_training_maps():
+    model = _model(FINE)
+    images = torch.rand(2, 1, 32, 40)
+    out = model(images)
+    grid = cell_grid(4, 5, out.position.device, out.position.dtype) * 8
+    offsets = out.position - grid
+    assert ((offsets >= 0) & (offsets <= 7)).all()
+    maps = model(images, training=True)
+    assert maps.fine.shape == (2, 1, 32, 40) and maps.descriptor_map.shape == (2, 8, 4, 5)
+    assert torch.equal(maps.dense.position, out.position)
+    assert not hasattr(model, "position_head") and hasattr(model, "fine_head")
+
+
+def test_softargmax_head_needs_the_fast_backbone():
+    with pytest.raises(ValueError, match="fast backbone"):
+        ModelConfig(position_head="softargmax")
+    with pytest.raises(ValueError, match="position_head"):
+        ModelConfig(backbone="fast", position_head="argmax")
+
+
+@pytest.mark.parametrize("config", [FINE])
+def test_traced_softargmax_model_matches_eager_at_another_size(config):
+    test_traced_model_matches_eager_at_another_size(config)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_export_of_the_softargmax_head_matches_eager(tmp_path):
+    test_onnx_export_matches_eager(tmp_path, FINE)

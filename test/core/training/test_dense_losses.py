@@ -1,0 +1,98 @@
+"""Tests of usp_core.dense_losses: window soft-argmax, reprojection and peakiness, dense InfoNCE descriptors."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from usp_core.training.dense_losses import dense_descriptor_loss, dense_losses, reprojection_terms, window_softargmax
+from usp_core.models.layers import DenseOutput, ModelConfig, TrainingMaps, cell_grid
+from usp_core.models.unsuperpoint import UnsuperPoint
+
+
+def _peaks(points: list[tuple[int, int]], size=(32, 48), height: float = 20.0) -> torch.Tensor:
+    """Logits (1, 1, H, W) with a sharp peak at each integer (x, y)."""
+    logits = torch.zeros(1, 1, *size)
+    for x, y in points:
+        logits[0, 0, y, x] = height
+    return logits
+
+
+def _translation(tx: float, ty: float) -> torch.Tensor:
+    return torch.tensor([[[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]]])
+
+
+def test_window_softargmax_lands_on_a_peak_with_no_spread():
+    points, spread = window_softargmax(_peaks([(10, 12)]), torch.tensor([[[11.0, 13.0]]]), radius=2)
+    assert points[0, 0].tolist() == pytest.approx([10.0, 12.0], abs=1e-3)
+    assert spread.item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_window_softargmax_of_a_flat_window_is_its_centre_with_the_mean_spread():
+    points, spread = window_softargmax(torch.zeros(1, 1, 32, 48), torch.tensor([[[20.0, 9.0]]]), radius=1)
+    assert points[0, 0].tolist() == pytest.approx([20.0, 9.0], abs=1e-5)
+    expected = (4 * 1.0 + 4 * 2 ** 0.5) / 9  # 3x3 window: 4 edge neighbours at 1 px, 4 corners at sqrt 2
+    assert spread.item() == pytest.approx(expected, abs=1e-5)
+
+
+def _cell_positions(points: list[tuple[int, int]], size=(32, 48)) -> torch.Tensor:
+    """(1, 2, H/8, W/8): each cell at its centre, except cells holding one of ``points`` (placed there)."""
+    position = cell_grid(size[0] // 8, size[1] // 8, torch.device("cpu"), torch.float32) * 8 + 3.5
+    for x, y in points:
+        position[0, :, y // 8, x // 8] = torch.tensor([float(x), float(y)])
+    return position
+
+
+def test_reprojection_is_zero_for_peaks_that_move_with_the_image_and_the_shift_otherwise():
+    points = [(12, 10), (29, 20), (36, 13)]
+    score = torch.zeros(1, 1, 4, 6)
+    for x, y in points:
+        score[0, 0, y // 8, x // 8] = 1.0  # the best 3 of 24 cells (fraction 0.125): those with peaks
+    moved = _peaks([(x + 3, y + 2) for x, y in points])
+    distance, spread = reprojection_terms(_cell_positions(points), score, moved, _translation(3, 2), radius=2, fraction=0.125)
+    assert distance.item() == pytest.approx(0.0, abs=1e-3) and spread.item() == pytest.approx(0.0, abs=1e-3)
+    off_by_one = _peaks([(x + 4, y + 2) for x, y in points])  # B's peaks 1 px right of the true motion
+    distance, _ = reprojection_terms(_cell_positions(points), score, off_by_one, _translation(3, 2), radius=2, fraction=0.125)
+    assert distance.item() == pytest.approx(3.0, abs=1e-2)  # 1 px for each of the three scored cells
+
+
+def test_reprojection_ignores_points_that_land_near_or_outside_the_border():
+    score = torch.ones(1, 1, 4, 6)
+    distance, _ = reprojection_terms(_cell_positions([]), score, torch.zeros(1, 1, 32, 48),
+                                     _translation(100, 0), radius=2, fraction=1.0)
+    assert distance.item() == 0.0
+
+
+def _descriptor_maps(seed: int, dim: int = 16, size=(4, 6)) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(1, dim, *size, generator=generator)
+
+
+def test_dense_descriptor_loss_is_low_for_matching_descriptors_and_high_for_others():
+    raw = _descriptor_maps(0)
+    position = _cell_positions([])  # cell centres: sampling there reads each cell's own descriptor
+    unit = F.normalize(raw, dim=1)
+    identity = torch.eye(3)[None]
+    same = dense_descriptor_loss(unit, position, raw, unit, position, identity, 0.05, 4.0)
+    other_raw = _descriptor_maps(1)
+    other = dense_descriptor_loss(unit, position, other_raw, F.normalize(other_raw, dim=1), position, identity,
+                                  0.05, 4.0)
+    cells = 4 * 6
+    assert same.item() < 0.05 * cells
+    assert other.item() > 2.0 * cells
+
+
+def test_dense_losses_backpropagate_into_every_head_of_a_softargmax_model():
+    torch.manual_seed(0)
+    model = UnsuperPoint(ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8,
+                                     position_head="softargmax"))
+    images = torch.rand(2, 1, 32, 48)
+    maps = model(images, training=True)
+    a = TrainingMaps(DenseOutput(*(t[:1] for t in maps.dense)), maps.fine[:1], maps.descriptor_map[:1])
+    b = TrainingMaps(DenseOutput(*(t[1:] for t in maps.dense)), maps.fine[1:], maps.descriptor_map[1:])
+    terms = dense_losses(a, b, _translation(1.0, 2.0), radius=2, fraction=0.5, temperature=0.05, exclusion_radius=4.0)
+    assert set(terms) == {"reprojection", "peakiness", "dense_desc"}
+    for name, term in terms.items():
+        model.zero_grad()
+        term.backward(retain_graph=True)
+        assert model.fine_head.out.weight.grad.abs().sum() > 0 or name == "dense_desc", name
+        if name == "dense_desc":
+            assert model.descriptor_head[1].weight.grad.abs().sum() > 0
