@@ -37,6 +37,7 @@ setup(
             "usp-bench=usp_core.cli.bench:main",
             "usp-label=usp_core.cli.label:main",
             "usp-shapes-eval=usp_core.cli.shapes_eval:main",
+            "usp-select=usp_core.cli.select:main",
         ],
     },
 )

@@ -1,7 +1,12 @@
 """``usp-train``: train a network per a config's task: UnsuperPoint, MagicPoint or SuperPoint.
 
-    usp-train [--config FILE] [--data DIR] [--labels DIR] --out DIR [--steps N] [--batch-size N]
-              [--device cpu|cuda|auto] [--resume CKPT | --init CKPT|NAME] [--time-limit SECONDS] [--num-workers N]
+    usp-train [--config FILE] [--set KEY=VALUE ...] [--data DIR] [--labels DIR] --out DIR [--steps N]
+              [--batch-size N] [--device cpu|cuda|auto] [--resume CKPT | --init CKPT|NAME] [--campaign FILE]
+              [--time-limit SECONDS] [--num-workers N]
+
+A campaign (``--campaign FILE``) is one run continued over many sessions: the first starts it
+(``--init`` or from scratch), each later one resumes from FILE, which every ``last.pt`` also updates in
+compact form (small enough to commit); the same command serves every session.
 
 Tasks (``task:`` in the config): unsuperpoint (self-supervised, photos of --data), magicpoint
 (Synthetic Shapes, rendered: no photos), superpoint (photos of --data with the pseudo-labels that
@@ -25,7 +30,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from usp_core.inference.weights import resolve_weights
 from usp_core.support.checkpoint import CheckpointError, load_checkpoint
 from usp_core.support.errors import first_line
-from usp_core.training.config import ConfigError, TrainConfig, from_dict, load_config
+from usp_core.training.config import ConfigError, TrainConfig, from_dict, load_config, with_overrides
 from usp_core.training.trainer import Trainer, cleanup_distributed, setup_distributed
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -52,29 +57,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="pairs per step (overrides the config)")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers (overrides the config)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config "
+                        "entry, dotted keys and YAML values (e.g. --set image_size=[240,320] --set loss.a_pos=0.5); "
+                        "repeatable")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", type=Path, help="checkpoint to continue from (e.g. OUT/last.pt)")
     start.add_argument("--init", help="fine-tune: start from this checkpoint's weights ('bundled': the default "
                        "shipped weights; or a shipped model's name, e.g. unsuperpoint_vgg), with a fresh optimizer "
                        "and schedule")
+    parser.add_argument("--campaign", type=Path, help="a training campaign's checkpoint, continued across "
+                        "sessions: resumed from when it exists (then --init is not used), and rewritten in compact "
+                        "form (fp16 weights, bf16 optimizer state) with every last.pt")
     parser.add_argument("--time-limit", type=float, help="stop after this many seconds, saving last.pt "
                         "(for chunked runs; resume later with --resume)")
     return parser
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    """The run's config: --config, else the resumed checkpoint's, else defaults; then CLI overrides."""
+    """The run's config: --config, else the resumed checkpoint's (--resume, --campaign), else defaults; then CLI
+    overrides."""
+    resume = args.resume or (args.campaign if args.campaign is not None and args.campaign.is_file() else None)
     if args.config is not None:
         config = load_config(args.config)
-    elif args.resume is not None:
-        config = from_dict(load_checkpoint(args.resume).get("config", {}))
+    elif resume is not None:
+        config = from_dict(load_checkpoint(resume).get("config", {}))
     else:
         config = TrainConfig()
     overrides = {"data_dir": str(args.data) if args.data is not None else None,
                  "labels_dir": str(args.labels) if args.labels is not None else None, "steps": args.steps,
                  "batch_size": args.batch_size, "num_workers": args.num_workers}
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    return dataclasses.replace(config, **overrides).validate()
+    return with_overrides(dataclasses.replace(config, **overrides), args.set)
 
 
 def _prepare(args: argparse.Namespace) -> Trainer:
@@ -90,8 +103,14 @@ def _prepare(args: argparse.Namespace) -> Trainer:
     if trainer.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     trainer.prepare_data()
-    if args.resume is not None:
-        trainer.resume(args.resume)
+    resume = args.resume
+    if args.campaign is not None:
+        if args.resume is not None:
+            raise ConfigError("--campaign resumes from its own file; drop --resume")
+        trainer.campaign_path = args.campaign
+        resume = args.campaign if args.campaign.is_file() else None
+    if resume is not None:
+        trainer.resume(resume)
     elif args.init is not None:
         trainer.initialize_from(resolve_weights(args.init))
     return trainer

@@ -32,6 +32,7 @@ __all__ = [
     "to_dict",
     "load_config",
     "save_config",
+    "with_overrides",
 ]
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
@@ -230,6 +231,28 @@ def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     """Build and validate a TrainConfig from a (possibly partial) nested dict; missing keys keep defaults."""
     return _from_dict(TrainConfig, data).validate()
+
+
+def with_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """``config`` with ``KEY=VALUE`` assignments applied: dotted keys (``loss.a_pos=0.5``), YAML values
+    (``image_size=[240,320]``). Raises ConfigError for a malformed assignment, an unknown key or a bad value.
+    """
+    data = to_dict(config)
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {assignment!r}")
+        *parents, name = key.split(".")
+        section = data
+        for part in parents:
+            if not isinstance(section.get(part), dict):
+                raise ConfigError(f"unknown config section {part!r} in {key!r}")
+            section = section[part]
+        try:
+            section[name] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"cannot parse the value of {key}: {str(error).splitlines()[0]}") from error
+    return from_dict(data)
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -40,14 +40,15 @@ from tqdm.auto import tqdm
 
 from usp_core.inference.weights import load_network, resolve_weights
 from usp_core.models.build import build_model
-from usp_core.models.layers import DenseOutput
+from usp_core.models.layers import DenseOutput, TrainingMaps
 from usp_core.models.unsuperpoint import UnsuperPoint
 from usp_core.support.atomic import remove_stale_temp_files
-from usp_core.support.checkpoint import CheckpointError, load_checkpoint, model_weights, save_checkpoint
+from usp_core.support.checkpoint import CheckpointError, compact_state, load_checkpoint, model_weights, save_checkpoint
 from usp_core.support.device import resolve_device
 from usp_core.support.errors import first_line
 from usp_core.training.config import TrainConfig, save_config, to_dict
 from usp_core.training.data import HomographyPairDataset, ImageFolder, InfiniteSampler
+from usp_core.training.dense_losses import dense_losses
 from usp_core.training.losses import distillation_loss, unsuperpoint_loss
 from usp_core.training.superpoint_data import LabelledPairDataset, SyntheticShapesDataset
 from usp_core.training.superpoint_losses import point_loss, superpoint_loss
@@ -93,11 +94,19 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) 
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _split_branches(output: DenseOutput, batch: int) -> tuple[DenseOutput, DenseOutput]:
-    """A DenseOutput of 2B images -> (first B, last B), cast to float32."""
-    first = DenseOutput(*(t[:batch].float() for t in output))
-    second = DenseOutput(*(t[batch:].float() for t in output))
-    return first, second
+def _split_branches(output: TrainingMaps, batch: int) -> tuple[TrainingMaps, TrainingMaps]:
+    """TrainingMaps of 2B images -> (first B, last B), cast to float32."""
+    def part(rows: slice) -> TrainingMaps:
+        fine = None if output.fine is None else output.fine[rows].float()
+        return TrainingMaps(DenseOutput(*(t[rows].float() for t in output.dense)), fine,
+                            output.descriptor_map[rows].float())
+
+    return part(slice(None, batch)), part(slice(batch, None))
+
+
+def _modules(keys: set[str]) -> str:
+    """State-dict keys -> their modules (the keys' first two parts), sorted and comma-separated."""
+    return ", ".join(sorted({".".join(key.split(".")[:2]) for key in keys}))
 
 
 class Trainer:
@@ -120,6 +129,7 @@ class Trainer:
         self.step = 0
         self.best_val_loss = math.inf
         self.init_from: str | None = None  # the checkpoint whose weights started the run (fine-tuning)
+        self.campaign_path: Path | None = None  # also keep this compact copy of last.pt (see compact_state)
         self.history: list[dict[str, float]] = []
 
         with torch.random.fork_rng(devices=[]):
@@ -267,11 +277,20 @@ class Trainer:
         """UnsuperPoint's loss terms for image_a, image_b (B, 1, H, W), H_ab (B, 3, 3), plus score stats."""
         images = torch.cat([image_a, image_b])
         with self._autocast():
-            output = self._network(images)
-        out_a, out_b = _split_branches(output, image_a.shape[0])
-        losses = unsuperpoint_loss(out_a, out_b, h_ab.float(), tuple(self.config.image_size), self.config.loss)
+            output = self._network(images, training=True)
+        maps_a, maps_b = _split_branches(output, image_a.shape[0])
+        out_a, out_b = maps_a.dense, maps_b.dense
+        c = self.config.loss
+        losses = unsuperpoint_loss(out_a, out_b, h_ab.float(), tuple(self.config.image_size), c)
+        if c.a_reprojection or c.a_peakiness or c.a_dense_desc:
+            dense = dense_losses(maps_a, maps_b, h_ab.float(), c.reprojection_radius, c.reprojection_fraction,
+                                 c.dense_temperature, c.dense_exclusion_radius)
+            losses.update(dense)
+            losses["total"] = (losses["total"] + c.a_dense_desc * dense["dense_desc"]
+                               + c.a_reprojection * dense.get("reprojection", 0.0)
+                               + c.a_peakiness * dense.get("peakiness", 0.0))
         if self.teacher is not None:
-            losses.update(self._distillation_terms(images, output))
+            losses.update(self._distillation_terms(images, output.dense))
             losses["total"] = losses["total"] + losses["distill"]
         scores = torch.cat([out_a.score, out_b.score]).detach()
         losses["score_mean"] = scores.mean()
@@ -342,10 +361,16 @@ class Trainer:
         }
 
     def save(self, name: str = "last.pt") -> Path | None:
-        """Write a checkpoint under out_dir atomically (rank 0 only; returns its path, None elsewhere)."""
+        """Write a checkpoint under out_dir atomically (rank 0 only; returns its path, None elsewhere).
+
+        With ``campaign_path`` set, every ``last.pt`` is also written there in compact form.
+        """
         if not self.is_main:
             return None
-        return save_checkpoint(self.out_dir / name, self.state_dict())
+        state = self.state_dict()
+        if self.campaign_path is not None and name == "last.pt":
+            save_checkpoint(self.campaign_path, compact_state(state))
+        return save_checkpoint(self.out_dir / name, state)
 
     def save_snapshot(self) -> Path | None:
         """Write the model weights of this step to out_dir/snapshots/step_N.pt (rank 0; None elsewhere).
@@ -387,18 +412,24 @@ class Trainer:
     def initialize_from(self, path: str | Path) -> None:
         """Start from the model weights of a checkpoint (training or exported, fp16 too): fine-tuning.
 
-        Only the weights are taken: step, optimizer, schedule and RNG start afresh. Raises
-        CheckpointError when the file is unusable or its weights do not fit ``config.model``.
+        Only the weights are taken: step, optimizer, schedule and RNG start afresh. Weights of modules
+        the other model lacks are left as initialised (a new head on a trained backbone, e.g. v2 -> v3:
+        the log names them). Raises CheckpointError when the file is unusable, shares no weight with
+        the model, or holds a weight of another size.
         """
         weights = model_weights(load_checkpoint(path, map_location="cpu"), path)
-        try:
-            self.model.load_state_dict(weights)
-        except RuntimeError as error:
-            raise CheckpointError(f"cannot initialise from {path}: it does not fit this config "
-                                  f"({first_line(error)})") from error
+        own = self.model.state_dict()
+        shared = {key: value for key, value in weights.items() if key in own}
+        misfit = [key for key, value in shared.items() if not torch.is_tensor(value) or value.shape != own[key].shape]
+        if not shared or misfit:
+            reason = f"size mismatch for {misfit[0]}" if misfit else "no weight of it is in this model"
+            raise CheckpointError(f"cannot initialise from {path}: it does not fit this config ({reason})")
+        self.model.load_state_dict(shared, strict=False)
         self.init_from = str(path)
         if self.is_main:
-            logger.info("initialised the model from %s", path)
+            new, unused = _modules(set(own) - set(shared)), _modules(set(weights) - set(own))
+            logger.info("initialised the model from %s%s%s", path, f"; new: {new}" if new else "",
+                        f"; not used: {unused}" if unused else "")
 
     def _warn_config_changes(self, saved: dict[str, Any]) -> None:
         current = to_dict(self.config)

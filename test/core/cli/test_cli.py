@@ -76,6 +76,37 @@ def test_train_init_fine_tunes_from_exported_weights(photos: Path, tiny_yaml: Pa
     assert 0 < max(changes) < 0.1
 
 
+def _tensor_bytes(state: dict) -> int:
+    """Bytes of the floating tensors of a checkpoint's model and optimizer state (not the step counters)."""
+    tensors = list(state["model"].values()) + [v for s in state["optimizer"]["state"].values()
+                                               for k, v in s.items() if k != "step"]
+    return sum(t.numel() * t.element_size() for t in tensors if t.is_floating_point())
+
+
+def test_a_campaign_starts_from_init_then_resumes_from_its_compact_file_every_session(photos: Path, tiny_yaml: Path,
+                                                                                       tmp_path: Path, capsys):
+    campaign = tmp_path / "campaign" / "v3.pt"
+    first = tmp_path / "session1"
+    assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--out", str(first), "--device", "cpu",
+                       "--campaign", str(campaign), "--steps", "6", "--time-limit", "0"]) == 0  # stops after one step
+    compact = torch.load(campaign, weights_only=True)
+    full = torch.load(first / "last.pt", weights_only=True)
+    assert compact["step"] == full["step"] == 1
+    assert all(v.dtype == torch.float16 for v in compact["model"].values() if v.is_floating_point())
+    moments = [v for s in compact["optimizer"]["state"].values() for k, v in s.items() if k != "step"]
+    assert moments and all(v.dtype == torch.bfloat16 for v in moments)
+    assert _tensor_bytes(compact) == _tensor_bytes(full) // 2  # every float32 weight and moment in 16 bits
+
+    second = tmp_path / "session2"  # the same command, another session: continues at step 1, no --config needed
+    assert train.main(["--data", str(photos), "--out", str(second), "--device", "cpu", "--campaign", str(campaign),
+                       "--init", "bundled"]) == 0
+    assert "step 6/6" in capsys.readouterr().out
+    resumed = torch.load(second / "last.pt", weights_only=True)
+    assert resumed["step"] == 6 and resumed["init_from"] is None  # resumed, not re-initialised from --init
+    assert torch.load(campaign, weights_only=True)["step"] == 6
+    assert train.main(["--out", str(second), "--campaign", str(campaign), "--resume", str(first / "last.pt")]) == 2
+
+
 def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path: Path, one_error_line):
     out = ["--out", str(tmp_path / "out"), "--device", "cpu"]
     assert train.main(["--config", str(tiny_yaml), "--data", str(tmp_path / "nowhere")] + out) == 2
@@ -103,6 +134,23 @@ def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path
         train.main(["--data", str(photos)])
     assert info.value.code == 2
     one_error_line("usp-train", "--out")
+
+
+def test_train_set_overrides_config_entries_or_fails_in_one_line(photos: Path, tiny_yaml: Path, tmp_path: Path,
+                                                                 one_error_line, capsys):
+    out = tmp_path / "run"
+    assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--out", str(out), "--device", "cpu",
+                       "--steps", "1", "--set", "image_size=[40,56]", "--set", "loss.a_pos=0.5"]) == 0
+    saved = torch.load(out / "last.pt", weights_only=True)["config"]
+    assert saved["image_size"] == [40, 56] and saved["loss"]["a_pos"] == 0.5
+    capsys.readouterr()
+    common = ["--config", str(tiny_yaml), "--data", str(photos), "--out", str(out), "--device", "cpu"]
+    assert train.main(common + ["--set", "loss.a_pso=1"]) == 2
+    one_error_line("usp-train", "unknown config key 'loss.a_pso'")
+    assert train.main(common + ["--set", "image_size"]) == 2
+    one_error_line("usp-train", "expected KEY=VALUE")
+    assert train.main(common + ["--set", "image_size=[41,56]"]) == 2
+    one_error_line("usp-train", "multiples of 8")
 
 
 def test_magicpoint_trains_without_photos_and_exports_as_superpoint(tmp_path: Path, capsys):

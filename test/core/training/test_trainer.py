@@ -14,7 +14,7 @@ from usp_core.inference.detector import KeypointDetector
 from usp_core.models.layers import ModelConfig
 from usp_core.support.atomic import STALE_AFTER_S
 from usp_core.support.checkpoint import CheckpointError
-from usp_core.training.config import TrainConfig, from_dict
+from usp_core.training.config import TrainConfig, from_dict, to_dict
 from usp_core.training.losses import DistillConfig
 from usp_core.training.trainer import Trainer, lr_factor
 
@@ -176,3 +176,38 @@ def test_without_validation_split_no_best_checkpoint(tiny_config, tmp_path):
     trainer = Trainer(config, tmp_path, device="cpu", progress=False)
     assert trainer.train() == {}
     assert (tmp_path / "last.pt").is_file() and not (tmp_path / "best.pt").exists()
+
+
+FAST_REGRESSION = {"backbone": "fast", "widths": [8, 16, 16, 32, 32], "descriptor_dim": 32}
+DENSE_LOSS = {"a_uni_xy": 0.0, "a_desc": 0.0, "a_reprojection": 1.0, "a_peakiness": 0.5, "a_dense_desc": 0.01}
+
+
+def _with(config: TrainConfig, **changes) -> TrainConfig:
+    return from_dict({**to_dict(config), **changes})
+
+
+def test_a_softargmax_head_starts_on_regression_weights_and_learns_with_the_dense_terms(tiny_config, tmp_path,
+                                                                                         caplog):
+    regression = Trainer(_with(tiny_config, model=FAST_REGRESSION), tmp_path / "v2", device="cpu", progress=False)
+    snapshot = regression.save_snapshot()
+    config = _with(tiny_config, model={**FAST_REGRESSION, "position_head": "softargmax"}, loss=DENSE_LOSS, steps=20)
+    trainer = Trainer(config, tmp_path / "v3", device="cpu", progress=False)
+    with caplog.at_level("INFO", logger="usp_core.training.trainer"):
+        trainer.initialize_from(snapshot)
+    assert "new: fine_head.lateral, fine_head.out; not used: position_head.0, position_head.1" in caplog.text
+    for name, value in regression.model.backbone.state_dict().items():
+        assert torch.equal(trainer.model.backbone.state_dict()[name], value), name
+    trainer.train()
+    descriptor = [h["dense_desc"] for h in trainer.history]
+    assert all(np.isfinite([h["total"] for h in trainer.history]))
+    assert np.mean(descriptor[-5:]) < np.mean(descriptor[:5])
+    assert {"reprojection", "peakiness"} <= set(trainer.history[-1])
+
+
+def test_initialising_from_weights_of_another_size_is_refused(tiny_config, tmp_path):
+    snapshot = Trainer(_with(tiny_config, model=FAST_REGRESSION), tmp_path / "a", device="cpu",
+                       progress=False).save_snapshot()
+    other = Trainer(_with(tiny_config, model={**FAST_REGRESSION, "descriptor_dim": 16}), tmp_path / "b",
+                    device="cpu", progress=False)
+    with pytest.raises(CheckpointError, match="size mismatch for descriptor_head"):
+        other.initialize_from(snapshot)
