@@ -34,6 +34,7 @@ setup(
             "usp-train=usp_core.cli.train:main",
             "usp-export=usp_core.cli.export:main",
             "usp-eval=usp_core.cli.eval:main",
+            "usp-eval-pose=usp_core.cli.eval_pose:main",
             "usp-bench=usp_core.cli.bench:main",
             "usp-label=usp_core.cli.label:main",
             "usp-shapes-eval=usp_core.cli.shapes_eval:main",

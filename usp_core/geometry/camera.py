@@ -82,6 +82,13 @@ class CameraModel:
             raise CameraError("uncalibrated camera (K is all zero)")
         return cls(width, height, k.reshape(3, 3), d, model)
 
+    def same(self, other: CameraModel | None) -> bool:
+        """Whether ``other`` is the same camera (size, model, K and coefficients equal)."""
+        return other is self or (other is not None and (self.width, self.height, self.model)
+                                 == (other.width, other.height, other.model)
+                                 and np.array_equal(self.matrix, other.matrix)
+                                 and np.array_equal(self.distortion, other.distortion))
+
     @property
     def focal(self) -> float:
         """Mean focal length (fx + fy) / 2 in pixels: converts pixel thresholds to normalised units."""

@@ -28,12 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from usp_core.geometry.camera import CameraModel
 from usp_core.geometry.match_result import MatchResult
 from usp_core.geometry.matching import estimate_homography, mutual_nearest_neighbours
+from usp_core.geometry.two_view import MODELS, REFINEMENTS, TwoViewConfig, estimate_two_view
 from usp_core.inference.features import Features
 
 __all__ = ["MatchConfig", "KeyframeConfig", "Frame", "match_frames", "KeyframePolicy", "FrameTracker",
-           "TrackTrails"]
+           "TrackTrails", "MODELS"]
 
 METHODS = ("ransac", "magsac")
 MODES = ("previous", "keyframe")
@@ -46,8 +48,10 @@ class MatchConfig:
 
     ratio_test: float = 0.0  # Lowe's ratio in (0, 1], applied both ways; 0 disables it (mutual nearest neighbours only)
     method: str = "ransac"  # "ransac" (cv2.RANSAC) or "magsac" (cv2.USAC_MAGSAC)
-    reprojection_threshold: float = 3.0  # RANSAC inlier threshold, pixels
+    reprojection_threshold: float = 3.0  # RANSAC inlier threshold, pixels (divided by the focal length for E)
     min_inliers: int = 15  # fewer inliers than this gives an invalid match
+    model: str = "homography"  # homography | essential (needs a camera) | fundamental | auto (usp_core.geometry)
+    refine: str = "lm"  # essential: "lm" refines R, t on the inliers (Sampson error); "none" keeps RANSAC's model
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio_test <= 1.0:
@@ -58,6 +62,15 @@ class MatchConfig:
             raise ValueError(f"reprojection_threshold must be positive, got {self.reprojection_threshold}")
         if self.min_inliers < 4:
             raise ValueError(f"min_inliers must be at least 4 (a homography needs 4 points), got {self.min_inliers}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.refine not in REFINEMENTS:
+            raise ValueError(f"refine must be one of {REFINEMENTS}, got {self.refine!r}")
+
+    def two_view(self) -> TwoViewConfig:
+        """The settings of usp_core.geometry.two_view.estimate_two_view."""
+        return TwoViewConfig(self.model, self.method, self.reprojection_threshold, min_inliers=self.min_inliers,
+                             refine=self.refine)
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,9 @@ class Frame:
     stamp: an opaque identifier carried into the results (the node uses the image stamp);
     keypoints: (N, 2) float32 (x, y) pixels; descriptors: (N, D) float tensor on the matching device;
     rows: (N,) int64 row of each point in its source Features when some rows were left out, None when point i
-    is row i; num_rows: rows of the source Features (N when None is given).
+    is row i; num_rows: rows of the source Features (N when None is given); camera: the camera model of the
+    image (None: unknown); normalised: (N, 2) float64 undistorted normalised coordinates of the keypoints,
+    computed once when the frame is made with a camera (None without).
     """
 
     stamp: Any
@@ -89,23 +104,28 @@ class Frame:
     descriptors: torch.Tensor
     rows: np.ndarray | None = None
     num_rows: int | None = None
+    camera: CameraModel | None = None
+    normalised: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.num_rows is None:
             if self.rows is not None:
                 raise ValueError("a Frame with rows left out needs num_rows, the rows of its source Features")
             object.__setattr__(self, "num_rows", len(self.keypoints))
+        if self.camera is not None and self.normalised is None:
+            object.__setattr__(self, "normalised", self.camera.undistort(self.keypoints))
 
     @classmethod
-    def from_features(cls, stamp: Any, features: Features, device: str | torch.device) -> Frame:
+    def from_features(cls, stamp: Any, features: Features, device: str | torch.device,
+                      camera: CameraModel | None = None) -> Frame:
         """The frame of ``features``' rows whose keypoint and descriptor are finite (scores are not checked),
-        descriptors as a float tensor on ``device``."""
+        descriptors as a float tensor on ``device``; with ``camera``, the keypoints undistorted."""
         finite = features.finite_rows(scores=False)
         descriptors = torch.from_numpy(np.ascontiguousarray(features.descriptors, np.float32))
         if finite.all():
-            return cls(stamp, features.keypoints, descriptors.to(device))
+            return cls(stamp, features.keypoints, descriptors.to(device), camera=camera)
         rows = np.flatnonzero(finite)
-        return cls(stamp, features.keypoints[rows], descriptors[rows].to(device), rows, len(features))
+        return cls(stamp, features.keypoints[rows], descriptors[rows].to(device), rows, len(features), camera)
 
     @property
     def dropped(self) -> int:
@@ -119,10 +139,13 @@ class Frame:
 
 
 def match_frames(reference: Frame, current: Frame, config: MatchConfig) -> MatchResult:
-    """Mutual nearest neighbours (+ ratio test) and a robust homography reference -> current.
+    """Mutual nearest neighbours (+ ratio test) and the robust geometry of ``config.model`` reference -> current.
 
     Indices in the result are rows of the frames' source Features. Frames whose descriptor lengths differ
-    cannot be matched: the result is invalid with no matches.
+    cannot be matched: the result is invalid with no matches. The current frame's camera, when it has one,
+    undistorts the keypoints of both frames (usp_core.geometry.two_view); model ``homography`` without a
+    camera is usp_core.geometry.matching.estimate_homography on the pixels, as before cameras existed. Model
+    ``essential`` without a camera raises ValueError.
     """
     if reference.descriptors.shape[1] != current.descriptors.shape[1]:
         pairs = np.zeros((0, 2), dtype=np.int64)
@@ -131,11 +154,39 @@ def match_frames(reference: Frame, current: Frame, config: MatchConfig) -> Match
         pairs = mutual_nearest_neighbours(reference.descriptors, current.descriptors, ratio).cpu().numpy()
     reference_points = reference.keypoints[pairs[:, 0]]
     current_points = current.keypoints[pairs[:, 1]]
-    estimate = estimate_homography(reference_points, current_points, config.method,
-                                   config.reprojection_threshold, config.min_inliers)
-    inliers = estimate.inlier_mask
-    return MatchResult(reference.stamp, estimate.homography, len(pairs), reference.source_rows(pairs[inliers, 0]),
-                       current.source_rows(pairs[inliers, 1]), reference_points[inliers], current_points[inliers])
+    geometry = _geometry(reference, current, pairs, config)
+    inliers = geometry.inlier_mask
+    rows = np.stack([reference.source_rows(pairs[:, 0]), current.source_rows(pairs[:, 1])], axis=1)
+    homography = geometry.matrix if geometry.model == "homography" else None
+    return MatchResult(reference.stamp, homography, len(pairs), rows[inliers, 0], rows[inliers, 1],
+                       reference_points[inliers], current_points[inliers], model=geometry.model,
+                       matrix=geometry.matrix, rotation=geometry.rotation, translation=geometry.translation,
+                       match_pairs=rows, match_inliers=inliers)
+
+
+def _geometry(reference: Frame, current: Frame, pairs: np.ndarray, config: MatchConfig):
+    """The TwoViewResult of the matched pairs (K, 2) (point indices of both frames)."""
+    reference_points, current_points = reference.keypoints[pairs[:, 0]], current.keypoints[pairs[:, 1]]
+    camera = current.camera
+    if camera is None and config.model == "homography":
+        estimate = estimate_homography(reference_points, current_points, config.method,
+                                       config.reprojection_threshold, config.min_inliers)
+        return _TodaysHomography(estimate.homography, estimate.inlier_mask)
+    undistorted = camera is not None and reference.normalised is not None and camera.same(reference.camera)
+    return estimate_two_view(reference_points, current_points, config.two_view(), camera,
+                             reference.normalised[pairs[:, 0]] if undistorted else None,
+                             current.normalised[pairs[:, 1]] if undistorted else None)
+
+
+@dataclass(frozen=True)
+class _TodaysHomography:
+    """estimate_homography's result read as a TwoViewResult (no camera, so no pose)."""
+
+    matrix: np.ndarray | None
+    inlier_mask: np.ndarray
+    model: str = "homography"
+    rotation: None = None
+    translation: None = None
 
 
 class KeyframePolicy:
