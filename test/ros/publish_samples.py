@@ -3,8 +3,10 @@
 Run as a script (not imported by pytest); `build_samples()` is also loaded by the test to know
 what to expect.
 """
+import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from usp_core.geometry.match_result import MatchResult
@@ -13,7 +15,7 @@ from usp_ros import msg
 from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg
 
 TOPICS = {"keypoints": msg.Keypoints, "descriptors": msg.Descriptors, "features": msg.Features,
-          "frame_match": msg.FrameMatch}
+          "frame_match": msg.FrameMatch, "frame_match_pose": msg.FrameMatch, "camera_info": CameraInfo}
 
 
 def build_samples() -> dict:
@@ -29,8 +31,21 @@ def build_samples() -> dict:
         reference_stamp=Time(sec=1699999999, nanosec=900000000), homography=homography, num_matches=57,
         reference_indices=np.arange(40), current_indices=np.arange(40)[::-1], reference_points=points,
         current_points=points + 1.5, current_track_ids=np.arange(1, 301, dtype=np.uint64)))
+    rotation = cv2.Rodrigues(np.array([0.02, -0.05, 0.01]))[0]
+    translation = np.array([0.6, -0.1, 0.25]) / np.linalg.norm([0.6, -0.1, 0.25])
+    pairs = np.stack([np.arange(60), rng.permutation(300)[:60]], axis=1)
+    inliers = rng.random(60) < 0.7
+    frame_match_pose = frame_match_to_msg(header, MatchResult(
+        reference_stamp=Time(sec=1699999999, nanosec=900000000), homography=None, num_matches=60,
+        reference_indices=pairs[inliers, 0], current_indices=pairs[inliers, 1], reference_points=points[:inliers.sum()],
+        current_points=points[:inliers.sum()] + 1.5, current_track_ids=np.arange(1, 301, dtype=np.uint64),
+        model="essential", matrix=rng.standard_normal((3, 3)), rotation=rotation, translation=translation,
+        match_pairs=pairs, match_inliers=inliers))
+    camera_info = CameraInfo(header=header, width=752, height=480, distortion_model="equidistant",
+                             d=[0.1, -0.2, 0.01, 0.0], k=[458.6, 0.0, 367.2, 0.0, 457.3, 248.4, 0.0, 0.0, 1.0])
     return {"keypoints": features.keypoints, "descriptors": features.descriptors,
-            "features": features, "frame_match": frame_match}
+            "features": features, "frame_match": frame_match, "frame_match_pose": frame_match_pose,
+            "camera_info": camera_info}
 
 
 def main() -> None:

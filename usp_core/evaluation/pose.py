@@ -23,11 +23,12 @@ import numpy as np
 
 from usp_core.evaluation.match import descriptor_vectors
 from usp_core.geometry.camera import CameraError, CameraModel, load_camera_yaml
+from usp_core.geometry.rotation import quaternion_to_rotation
 from usp_core.geometry.tracking import Frame, MatchConfig, match_frames
 from usp_core.geometry.two_view import direction_angle_deg, rotation_angle_deg
 
-__all__ = ["PoseDataError", "PoseSequence", "load_pose_sequence", "quaternion_to_rotation", "relative_motion",
-           "pose_auc", "PairResult", "evaluate_pairs", "summarize", "AUC_THRESHOLDS"]
+__all__ = ["PoseDataError", "PoseSequence", "load_pose_sequence", "relative_motion",
+           "pose_auc", "PairResult", "FrameFeatures", "evaluate_pairs", "summarize", "AUC_THRESHOLDS"]
 
 AUC_THRESHOLDS = (5.0, 10.0, 20.0)  # degrees, SuperGlue's
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -46,15 +47,6 @@ class PoseSequence:
     frames: list[Path]
     poses: np.ndarray
     camera: CameraModel
-
-
-def quaternion_to_rotation(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
-    """(3, 3) rotation of a unit quaternion (Hamilton convention, as TUM's files), normalised first."""
-    q = np.array([qw, qx, qy, qz], np.float64)
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 def _numbers(path: Path, columns: int) -> np.ndarray:
@@ -164,8 +156,10 @@ class PairResult:
 
 
 @dataclass
-class _FrameCache:
-    """Each frame's features, extracted once per method; seconds spent extracting."""
+class FrameFeatures:
+    """A sequence's frames as the matcher's Frames (features of ``method`` at the frame's own size, descriptors as
+    vectors whose L2 order is the method's metric, keypoints undistorted), each extracted once on first
+    :meth:`get`; ``seconds`` spent extracting."""
 
     method: object
     sequence: PoseSequence
@@ -173,6 +167,7 @@ class _FrameCache:
     seconds: float = 0.0
 
     def get(self, index: int) -> Frame:
+        """Frame ``index`` of the sequence (its stamp is the index); PoseDataError when the image is unreadable."""
         if index not in self.frames:
             image = cv2.imread(str(self.sequence.frames[index]), cv2.IMREAD_GRAYSCALE)
             if image is None:
@@ -187,7 +182,7 @@ class _FrameCache:
 
 def evaluate_pairs(method, sequence: PoseSequence, gaps: list[int], config: MatchConfig) -> tuple[list, float]:
     """Every pair (i, i + gap) of the sequence for each gap: its PairResult; and the seconds per extracted frame."""
-    cache, results = _FrameCache(method, sequence), []
+    cache, results = FrameFeatures(method, sequence), []
     for gap in gaps:
         for i in range(len(sequence.frames) - gap):
             j = i + gap

@@ -150,7 +150,7 @@ def _homography(views: _Views, config: TwoViewConfig) -> TwoViewResult:
     count = len(views.reference)
     if count < MIN_POINTS["homography"]:
         return _invalid("homography", count)
-    # OpenCV's default confidence (0.995), as usp_core.matching.estimate_homography: the node's results unchanged
+    # OpenCV's default confidence (0.995), as usp_core.geometry.matching.estimate_homography: the node's results unchanged
     matrix, mask = cv2.findHomography(views.reference, views.current, ESTIMATORS[config.method][0], config.threshold)
     if matrix is None or mask is None:
         return _invalid("homography", count)
@@ -212,7 +212,19 @@ def _fundamental(views: _Views, config: TwoViewConfig) -> TwoViewResult:
     return TwoViewResult("fundamental", matrix[:3], inliers, rotation, translation)
 
 
-_ESTIMATE = {"homography": _homography, "essential": _essential, "fundamental": _fundamental}
+def _guarded(estimate):
+    """An estimator whose OpenCV failure on degenerate input is an invalid result: e.g. findEssentialMat's 5-point
+    solver raises (solvePoly) when every correspondence is the same point twice, as a still camera gives."""
+    def run(views: _Views, config: TwoViewConfig) -> TwoViewResult:
+        try:
+            return estimate(views, config)
+        except cv2.error:
+            return _invalid(estimate.__name__.strip("_"), len(views.reference))
+    return run
+
+
+_ESTIMATE = {"homography": _guarded(_homography), "essential": _guarded(_essential),
+             "fundamental": _guarded(_fundamental)}
 
 
 def _recover_pose(essential: np.ndarray, views: _Views, inliers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""usp_ros messages (Features, FrameMatch) <-> numpy (usp_core's Features and MatchResult), without a running node.
+"""usp_ros messages (Features, FrameMatch) <-> numpy (usp_core's Features and MatchResult), sensor_msgs/CameraInfo ->
+usp_core's CameraModel, and the relative motion as geometry_msgs/TransformStamped, without a running node.
 
 Fields are filled from numpy through ``array.array`` built from bytes, the fast path of rosidl's
 setters (about 1 ms for 1000 keypoints x 256 floats, against 33 ms when assigning numpy arrays
@@ -9,15 +10,20 @@ from __future__ import annotations
 import array
 
 import numpy as np
+from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
 from std_msgs.msg import Header
 
+from usp_core.geometry.camera import CameraError, CameraModel
 from usp_core.geometry.match_result import MatchResult
+from usp_core.geometry.rotation import quaternion_to_rotation as quaternion_to_rotation_xyzw
+from usp_core.geometry.rotation import rotation_to_quaternion as rotation_to_quaternion_xyzw
 from usp_core.inference.features import Features
 from usp_ros.bridge.images import ConversionError
 from usp_ros.msg import Descriptors, FrameMatch, Keypoints
 from usp_ros.msg import Features as FeaturesMsg
 
-__all__ = ["features_to_msg", "msg_to_features", "frame_match_to_msg", "homography_from_msg"]
+__all__ = ["features_to_msg", "msg_to_features", "frame_match_to_msg", "homography_from_msg", "camera_from_info",
+           "rotation_to_quaternion", "quaternion_to_rotation", "rotation_from_msg", "motion_transform"]
 
 
 def features_to_msg(header: Header, features: Features) -> FeaturesMsg:
@@ -61,18 +67,21 @@ def msg_to_features(msg: FeaturesMsg) -> Features:
 
 
 def frame_match_to_msg(header: Header, result: MatchResult) -> FrameMatch:
-    """MatchResult -> usp_ros/FrameMatch; no homography (None) gives valid=false and the identity.
+    """MatchResult -> usp_ros/FrameMatch; an invalid result gives valid=false and identity matrices.
 
     ``header`` is the current image's. Indices and track ids are rows of the Features messages, as in
     ``result``; a result without matches (MatchResult.from_homography: ground truth) gives empty arrays.
+    The pose fields are set when the result has a rotation (see msg/FrameMatch.msg).
     """
-    msg = FrameMatch(header=header, reference_stamp=result.reference_stamp, valid=result.homography is not None)
+    msg = FrameMatch(header=header, reference_stamp=result.reference_stamp, valid=result.valid, model=result.model)
     homography = np.eye(3) if result.homography is None else result.homography
     msg.homography = np.asarray(homography, np.float64).ravel()
+    matrix = result.matrix if result.matrix is not None else np.eye(3)
+    msg.matrix = np.asarray(matrix, np.float64).ravel()
     msg.num_matches = int(result.num_matches)
     msg.num_inliers = len(result.reference_indices)
-    msg.reference_indices = array.array("I", np.asarray(result.reference_indices, np.uint32).tobytes())
-    msg.current_indices = array.array("I", np.asarray(result.current_indices, np.uint32).tobytes())
+    msg.reference_indices = _uint32_array(result.reference_indices)
+    msg.current_indices = _uint32_array(result.current_indices)
     reference_points = np.asarray(result.reference_points, np.float32).reshape(-1, 2)
     current_points = np.asarray(result.current_points, np.float32).reshape(-1, 2)
     msg.reference_x = _float32_array(reference_points[:, 0])
@@ -80,12 +89,63 @@ def frame_match_to_msg(header: Header, result: MatchResult) -> FrameMatch:
     msg.current_x = _float32_array(current_points[:, 0])
     msg.current_y = _float32_array(current_points[:, 1])
     msg.current_track_ids = array.array("Q", np.asarray(result.current_track_ids, np.uint64).tobytes())
+    pairs = np.asarray(result.match_pairs, np.int64).reshape(-1, 2)
+    msg.match_reference_indices = _uint32_array(pairs[:, 0])
+    msg.match_current_indices = _uint32_array(pairs[:, 1])
+    msg.match_inliers = np.asarray(result.match_inliers, bool).tolist()
+    msg.has_pose = result.valid and result.rotation is not None
+    if msg.has_pose:
+        msg.rotation = rotation_to_quaternion(result.rotation)
+        x, y, z = np.asarray(result.translation, np.float64).reshape(3).tolist()
+        msg.translation_direction = Vector3(x=x, y=y, z=z)
     return msg
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> Quaternion:
+    """(3, 3) rotation matrix -> geometry_msgs/Quaternion (unit, w >= 0)."""
+    x, y, z, w = rotation_to_quaternion_xyzw(rotation)
+    return Quaternion(x=x, y=y, z=z, w=w)
+
+
+def quaternion_to_rotation(quaternion: Quaternion) -> np.ndarray:
+    """geometry_msgs/Quaternion -> (3, 3) float64 rotation matrix (normalised first)."""
+    return quaternion_to_rotation_xyzw(quaternion.x, quaternion.y, quaternion.z, quaternion.w)
+
+
+def rotation_from_msg(msg: FrameMatch) -> np.ndarray | None:
+    """The (3, 3) rotation reference -> current of a FrameMatch, None when it has no pose."""
+    return quaternion_to_rotation(msg.rotation) if msg.has_pose else None
+
+
+def motion_transform(msg: FrameMatch, child_suffix: str = "_current") -> TransformStamped:
+    """The relative motion of a FrameMatch with a pose, for tf and RViz: the current camera's pose in the reference
+    camera's frame, inv([R | t]) = [R^T | -R^T t], with the unit translation (the scale is unknown).
+
+    header: the current frame's stamp, frame_id the camera's frame (standing for the reference camera);
+    child_frame_id: that frame with ``child_suffix`` (the current camera).
+    """
+    rotation = quaternion_to_rotation(msg.rotation)
+    direction = np.array([msg.translation_direction.x, msg.translation_direction.y, msg.translation_direction.z])
+    x, y, z = (-rotation.T @ direction).tolist()
+    transform = Transform(translation=Vector3(x=x, y=y, z=z), rotation=rotation_to_quaternion(rotation.T))
+    return TransformStamped(header=msg.header, child_frame_id=msg.header.frame_id + child_suffix, transform=transform)
+
+
+def camera_from_info(msg) -> CameraModel:
+    """sensor_msgs/CameraInfo -> CameraModel (K, D, distortion_model, size); CameraError (one line) for an
+    uncalibrated camera (K all zero), an unknown model, or binning/ROI, which this bridge does not apply."""
+    if max(msg.binning_x, msg.binning_y) > 1 or msg.roi.width or msg.roi.height:
+        raise CameraError("CameraInfo with binning or a region of interest is not supported")
+    return CameraModel.from_fields(msg.width, msg.height, list(msg.k), list(msg.d), msg.distortion_model)
 
 
 def homography_from_msg(msg: FrameMatch) -> np.ndarray:
     """usp_ros/FrameMatch -> (3, 3) float64 homography (reference pixels -> current pixels)."""
     return np.asarray(msg.homography, dtype=np.float64).reshape(3, 3)
+
+
+def _uint32_array(values: np.ndarray) -> array.array:
+    return array.array("I", np.asarray(values, np.uint32).tobytes())
 
 
 def _float32_array(values: np.ndarray) -> array.array:

@@ -1,9 +1,21 @@
-"""ROS 2 node `matcher`: Features in, FrameMatch (homography reference -> current) out.
+"""ROS 2 node `matcher`: Features in, FrameMatch (homography, or essential matrix and relative pose) out.
 
 Subscribes to ``features`` (usp_ros/Features), matches each frame against the previous frame or
 the last keyframe (usp_core.geometry.tracking), and publishes ``matches`` (usp_ros/FrameMatch) with the
-current frame's header. ``matches/debug_image`` (the current frame with each inlier's track through its
-positions in the last frames (usp_core.geometry.tracking.TrackTrails), a capped and evenly spread sample of them,
+current frame's header.
+
+Geometry (parameter ``model``, usp_core.geometry.two_view): ``homography`` (the default, as before),
+``essential``, ``fundamental`` or ``auto`` (per pair, ORB-SLAM's score ratio picks homography or epipolar
+geometry). A camera model comes from the ``camera_yaml`` parameter (camera_calibration's YAML) or, when that
+is empty, from ``camera_info`` (sensor_msgs/CameraInfo): the message with the Features' stamp, as
+image_pipeline pairs them, else the latest one received. With a camera model the keypoints are undistorted
+(plumb_bob, rational_polynomial, equidistant) and the FrameMatch carries the relative pose reference ->
+current, also published as geometry_msgs/TransformStamped on ``matches/motion`` (the current camera in the
+reference camera's frame, unit translation). ``essential`` needs a camera model: until one is known,
+frames are skipped (counted, logged). Without a camera model every other model works as before on pixels.
+
+``matches/debug_image`` (the current frame with each inlier's track through its positions in the last
+frames (usp_core.geometry.tracking.TrackTrails), a capped and evenly spread sample of them,
 and a caption with the numbers) is built only while someone subscribes to it, and only then
 does the node subscribe to ``image`` (images are paired with features by header stamp). Matching runs
 in a worker thread behind a drop-oldest queue of depth 1, so the executor only enqueues. Malformed
@@ -34,17 +46,20 @@ import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from geometry_msgs.msg import TransformStamped
 from rclpy.qos import ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
+from usp_core.geometry.camera import CameraError, CameraModel, load_camera_yaml
 from usp_core.geometry.match_result import MatchResult
-from usp_core.geometry.tracking import METHODS, Frame, FrameTracker, KeyframeConfig, MatchConfig, TrackTrails
+from usp_core.geometry.tracking import METHODS, MODELS, Frame, FrameTracker, KeyframeConfig, MatchConfig, TrackTrails
+from usp_core.geometry.two_view import REFINEMENTS
 from usp_core.inference.features import Features as NumpyFeatures
 from usp_core.support.device import resolve_device
 from usp_core.support.drawing import draw_tracks
 from usp_core.support.frame_queue import FrameQueue, QueueWorker
 from usp_ros.bridge.images import ConversionError, image_to_numpy, numpy_to_image, to_bgr8
-from usp_ros.bridge.messages import frame_match_to_msg, msg_to_features
+from usp_ros.bridge.messages import camera_from_info, frame_match_to_msg, motion_transform, msg_to_features
 from usp_ros.msg import Features, FrameMatch
 from usp_ros.support.diagnostics import PERIOD_S, PUBLISHED, RECEIVED, Statistics, diagnostics_message
 from usp_ros.support.parameters import NodeParameters, ParameterSpec
@@ -52,14 +67,16 @@ from usp_ros.support.qos import choose_input_reliability, input_qos, output_qos,
 from usp_ros.support.run import run
 from usp_ros.support.stamps import StampCache, stamp_key, stamp_ns
 
-__all__ = ["MatcherNode", "PARAMETERS", "main", "tracker_configs"]
+__all__ = ["MatcherNode", "PARAMETERS", "main", "tracker_configs", "camera_file"]
 
 NODE_NAME = "matcher"
 IMAGE_CACHE = 64  # images kept for pairing with features by stamp (about 2 s at 30 Hz)
+CAMERA_INFO_CACHE = 64  # CameraInfo messages kept for pairing with features by stamp
 THROTTLE_S = 5.0  # at most one warning per this many seconds for a repeated problem
 DEBUG_SUBSCRIPTION_CHECK_S = 0.25  # how often the node looks whether matches/debug_image has subscribers
-COUNTERS = ("valid", "bad", "non_finite")  # besides received and published
-WARNINGS = {"bad": "bad Features skipped", "non_finite": "non-finite rows dropped"}  # diagnostics: WARN when these rise
+COUNTERS = ("valid", "bad", "non_finite", "no_camera")  # besides received and published
+WARNINGS = {"bad": "bad Features skipped", "non_finite": "non-finite rows dropped",
+            "no_camera": "frames skipped without a camera model"}  # diagnostics: WARN when these rise
 
 PARAMETERS: dict[str, ParameterSpec] = {
     "device": ParameterSpec("auto", "torch device for matching: auto (cuda when available), cpu, cuda or cuda:N"),
@@ -68,10 +85,17 @@ PARAMETERS: dict[str, ParameterSpec] = {
                                  read_only=True, integer_range=(0, 256)),
     "ratio_test": ParameterSpec(0.0, "Lowe's ratio test applied both ways in (0, 1]; 0 disables it",
                                 float_range=(0.0, 1.0)),
-    "method": ParameterSpec("ransac", "robust homography estimator: ransac (cv2.RANSAC) or magsac (cv2.USAC_MAGSAC)",
+    "model": ParameterSpec("homography", "geometry per pair: homography (pixels), essential (needs a camera model), "
+                                         "fundamental, or auto (ORB-SLAM's score ratio picks homography or epipolar)",
+                           choices=MODELS),
+    "method": ParameterSpec("ransac", "robust estimator: ransac (cv2.RANSAC) or magsac (cv2.USAC_MAGSAC)",
                             choices=METHODS),
-    "reprojection_threshold": ParameterSpec(3.0, "inlier threshold of the homography, pixels",
-                                            float_range=(0.1, 100.0)),
+    "reprojection_threshold": ParameterSpec(3.0, "inlier threshold in pixels (for the essential matrix divided by the "
+                                                 "focal length; 1.0 suits it)", float_range=(0.1, 100.0)),
+    "refine": ParameterSpec("lm", "essential: lm refines R, t on the inliers (Levenberg-Marquardt on the Sampson "
+                                  "error); none keeps RANSAC's model", choices=REFINEMENTS),
+    "camera_yaml": ParameterSpec("", "camera calibration YAML (camera_calibration's format); empty: the camera model "
+                                     "comes from the camera_info topic"),
     "min_inliers": ParameterSpec(15, "fewer inliers than this gives valid=false", integer_range=(4, 100000)),
     "keyframe_mode": ParameterSpec(False, "true: match against the last keyframe; false: against the previous frame"),
     "keyframe_inlier_fraction": ParameterSpec(0.5, "keyframe mode: take a new keyframe when inliers fall below this "
@@ -82,7 +106,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
 def tracker_configs(values: dict) -> tuple[MatchConfig, KeyframeConfig]:
     """Parameter values -> the FrameTracker's configs; ValueError names the bad one."""
     match = MatchConfig(float(values["ratio_test"]), values["method"], float(values["reprojection_threshold"]),
-                        int(values["min_inliers"]))
+                        int(values["min_inliers"]), values["model"], values["refine"])
     keyframe = KeyframeConfig("keyframe" if values["keyframe_mode"] else "previous",
                               float(values["keyframe_inlier_fraction"]))
     return match, keyframe
@@ -93,7 +117,7 @@ def debug_caption(result: MatchResult, stamp, mode: str) -> str:
 
     "valid: 719 matches, 700 inliers | tracks 700 kept, 300 new | previous 33 ms before"
     """
-    state = "valid" if result.valid else "INVALID"
+    state = ("valid" if result.valid else "INVALID") + ("" if result.model == "homography" else f" {result.model}")
     continued = result.num_inliers if result.valid else 0  # a valid match's inliers inherit their reference's ids
     started = int(np.count_nonzero(result.current_track_ids)) - continued  # rows with an id (not dropped), not inliers
     age_ms = (stamp_ns(stamp) - stamp_ns(result.reference_stamp)) / 1e6
@@ -117,6 +141,10 @@ class MatcherNode(Node):
         values = self._params.values
         self._device = resolve_device(values["device"])
         self._tracker = FrameTracker(*tracker_configs(values))
+        self._camera_file = camera_file(values["camera_yaml"])  # the camera_yaml parameter's camera, or None
+        self._camera_lock = threading.Lock()  # the CameraInfo cache: filled by the executor, read by the worker
+        self._camera_infos = StampCache(CAMERA_INFO_CACHE)
+        self._camera_info_model: tuple | None = None  # (CameraInfo fields, CameraModel) of the last one converted
         self._stats = Statistics(COUNTERS)
         self._images_lock = threading.Lock()  # the image cache: filled by the executor, read by the worker
         self._images = StampCache(IMAGE_CACHE)
@@ -124,6 +152,7 @@ class MatcherNode(Node):
         self._image_subscription = None
         self._match_pub = self.create_publisher(FrameMatch, "matches", output_qos())
         self._debug_pub = self.create_publisher(Image, "matches/debug_image", output_qos(depth=2))
+        self._motion_pub = self.create_publisher(TransformStamped, "matches/motion", output_qos())
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos())
         self._queue: FrameQueue[Features] = FrameQueue(depth=1, policy="drop_oldest")
         self._worker = QueueWorker(self._queue, self._process, self._on_worker_error, name="matcher").start()
@@ -131,10 +160,13 @@ class MatcherNode(Node):
         # reader of samples that large loses them unless the publisher has a large shared-memory segment).
         self._subscription = self.create_subscription(Features, "features", self._on_features,
                                                       input_qos(ReliabilityPolicy.RELIABLE, 2))
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
+                                 input_qos(ReliabilityPolicy.RELIABLE, depth=5))
         self.create_timer(DEBUG_SUBSCRIPTION_CHECK_S, self._update_debug_subscription)
         self.create_timer(PERIOD_S, self._publish_diagnostics)
         self.get_logger().info(f"matching on {self._device}, reference: {self._tracker.policy.config.mode}, "
-                               f"method: {self._tracker.match_config.method}")
+                               f"model: {self._tracker.match_config.model}, method: {self._tracker.match_config.method}"
+                               f", camera: {values['camera_yaml'] or 'camera_info'}")
 
     def destroy_node(self) -> None:
         """Stop the worker thread (waits for the frame in hand), then destroy the node."""
@@ -145,14 +177,17 @@ class MatcherNode(Node):
     # ---- parameters ----------------------------------------------------------------------------------
 
     def _validate(self, values: dict) -> None:
-        """ValueError for a device this machine lacks or a config the tracker refuses."""
+        """ValueError for a device this machine lacks, a config the tracker refuses or an unusable camera YAML."""
         resolve_device(values["device"])
         tracker_configs(values)
+        camera_file(values["camera_yaml"])
 
     def _apply(self, values: dict) -> None:
-        """Under the worker's lock: the device (the worker restarts the track there) and the tracker's configs."""
+        """Under the worker's lock: the device (the worker restarts the track there), the tracker's configs and the
+        camera file."""
         self._device = resolve_device(values["device"])
         self._tracker.match_config, self._tracker.policy.config = tracker_configs(values)
+        self._camera_file = camera_file(values["camera_yaml"])
 
     # ---- worker thread -------------------------------------------------------------------------------
 
@@ -174,7 +209,13 @@ class MatcherNode(Node):
             self.get_logger().warning(f"skipping malformed Features: {error}", throttle_duration_sec=THROTTLE_S)
             return
         with self._lock:
-            frame = self._finite_frame(msg.header.stamp, features)
+            camera = self._camera_for(msg.header.stamp, features.image_size)
+            if camera is None and self._tracker.match_config.model == "essential":
+                self._stats.count("no_camera")
+                self.get_logger().warning("model essential needs a camera model: no CameraInfo on camera_info yet and "
+                                          "no camera_yaml; frame skipped", throttle_duration_sec=THROTTLE_S)
+                return
+            frame = self._finite_frame(msg.header.stamp, features, camera)
             if frame is None:
                 return
             reference = self._tracker.reference
@@ -191,15 +232,18 @@ class MatcherNode(Node):
             self._trails.clear()  # here, not in the executor: the worker alone touches the trails
         if result is None:
             return
-        self._match_pub.publish(frame_match_to_msg(msg.header, result))
+        match = frame_match_to_msg(msg.header, result)
+        self._match_pub.publish(match)
+        if match.has_pose:
+            self._motion_pub.publish(motion_transform(match))
         self._stats.count(PUBLISHED, seconds=elapsed)
         self._stats.count("valid", int(result.valid))
         if self._image_subscription is not None:
             self._publish_debug_image(msg, result, mode)
 
-    def _finite_frame(self, stamp, features: NumpyFeatures) -> Frame | None:
+    def _finite_frame(self, stamp, features: NumpyFeatures, camera: CameraModel | None) -> Frame | None:
         """The Frame of the rows with finite values; None (counted, logged) when fewer than min_inliers are left."""
-        frame = Frame.from_features(stamp, features, self._device)
+        frame = Frame.from_features(stamp, features, self._device, camera)
         if not frame.dropped:
             return frame
         self._stats.count("non_finite", frame.dropped)
@@ -232,6 +276,41 @@ class MatcherNode(Node):
             tracks = [trail if len(trail) else point[None] for trail, point in zip(trails, result.current_points)]
         canvas = draw_tracks(bgr, tracks, debug_caption(result, msg.header.stamp, mode))
         self._debug_pub.publish(numpy_to_image(canvas, "bgr8", msg.header))
+
+    # ---- camera model --------------------------------------------------------------------------------
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._camera_lock:
+            self._camera_infos.put(msg.header.stamp, msg)
+
+    def _camera_for(self, stamp, image_size: tuple[int, int]) -> CameraModel | None:
+        """Worker: the camera_yaml camera, else the CameraInfo with this stamp (else the latest); None when there is
+        none, or (logged) when it cannot be used or its size differs from the Features' image."""
+        camera = self._camera_file
+        if camera is None:
+            with self._camera_lock:
+                info = self._camera_infos.get(stamp_key(stamp))
+                if info is None and self._camera_infos:
+                    info = next(reversed(self._camera_infos.values()))
+            camera = None if info is None else self._camera_from_info(info)
+        if camera is not None and (camera.width, camera.height) != tuple(image_size):
+            self.get_logger().warning(f"camera model is {camera.width}x{camera.height}, the features' image "
+                                      f"{image_size[0]}x{image_size[1]}: camera ignored",
+                                      throttle_duration_sec=THROTTLE_S)
+            return None
+        return camera
+
+    def _camera_from_info(self, info: CameraInfo) -> CameraModel | None:
+        """The CameraModel of a CameraInfo, converted once per distinct calibration; None (logged) when unusable."""
+        key = (info.width, info.height, tuple(info.k), tuple(info.d), info.distortion_model, info.binning_x,
+               info.binning_y, info.roi.width, info.roi.height)
+        if self._camera_info_model is None or self._camera_info_model[0] != key:
+            try:
+                self._camera_info_model = (key, camera_from_info(info))
+            except CameraError as error:
+                self.get_logger().warning(f"unusable CameraInfo: {error}", throttle_duration_sec=THROTTLE_S)
+                self._camera_info_model = (key, None)
+        return self._camera_info_model[1]
 
     # ---- images for the debug view -------------------------------------------------------------------
 
@@ -267,10 +346,17 @@ class MatcherNode(Node):
             "non-finite rows dropped": period.totals["non_finite"],
             "device": str(self._device),
             "reference": self._tracker.policy.config.mode,
+            "model": self._tracker.match_config.model,
+            "frames skipped without a camera model": period.totals["no_camera"],
         }
         self._diagnostics_pub.publish(diagnostics_message(
             self.get_clock().now().to_msg(), f"{self.get_fully_qualified_name()}: matcher", str(self._device), period,
             WARNINGS, f"waiting for Features on {self._subscription.topic_name}", values))
+
+
+def camera_file(path: str) -> CameraModel | None:
+    """The camera of a calibration YAML path (None for ""); ValueError (CameraError) naming the problem."""
+    return load_camera_yaml(path) if path else None
 
 
 def main(args: list[str] | None = None) -> int:

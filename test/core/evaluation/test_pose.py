@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from usp_core.cli.eval_pose import main
-from usp_core.evaluation.pose import (PoseDataError, load_pose_sequence, pose_auc, quaternion_to_rotation,
-                                      relative_motion)
+from usp_core.evaluation.pose import PoseDataError, load_pose_sequence, pose_auc, relative_motion
+from usp_core.geometry.rotation import quaternion_to_rotation, rotation_to_quaternion
 
 CAMERA = "width: 64\nheight: 48\nfx: 50\nfy: 50\ncx: 32\ncy: 24\ndistortion_model: plumb_bob\ndistortion: []\n"
 
@@ -32,6 +32,8 @@ def test_quaternion_matches_rodrigues():
     qx, qy, qz = axis * np.sin(angle / 2)
     np.testing.assert_allclose(quaternion_to_rotation(qx, qy, qz, np.cos(angle / 2)),
                                cv2.Rodrigues(axis * angle)[0], atol=1e-12)
+    np.testing.assert_allclose(rotation_to_quaternion(cv2.Rodrigues(axis * angle)[0]), [qx, qy, qz, np.cos(angle / 2)],
+                               atol=1e-12)
 
 
 def test_relative_motion_maps_points_of_camera_i_into_camera_j():

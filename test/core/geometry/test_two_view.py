@@ -146,3 +146,14 @@ def test_essential_without_camera_is_refused_and_too_few_points_are_invalid():
     assert not few.valid and few.inlier_mask.shape == (4,)
     with pytest.raises(ValueError, match="model must be one of"):
         TwoViewConfig("affine")
+
+
+@pytest.mark.parametrize("model", ["essential", "fundamental", "homography", "auto"])
+def test_a_still_camera_gives_an_invalid_result_not_an_error(model):
+    """Identical keypoints in both frames (no motion: OpenCV's 5-point solver raises on them) -> no exception."""
+    camera = CAMERAS["plumb_bob"]
+    reference, _, _ = scene(camera, outliers=0.0, noise_px=0.0)
+    result = estimate_two_view(reference, reference.copy(), TwoViewConfig(model, threshold=1.0), camera)
+    assert result.inlier_mask.shape == (len(reference),)
+    if model == "essential":
+        assert not result.valid
