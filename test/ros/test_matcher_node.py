@@ -19,7 +19,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter as NodeParameter
 from geometry_msgs.msg import TransformStamped
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud
 from std_msgs.msg import Header
 
 from usp_core.evaluation.metrics import corner_error
@@ -29,7 +29,7 @@ from usp_core.support.drawing import CAPTION_HEIGHT, MAX_TRACKS
 from usp_core.synthetic.sequence import SyntheticFrame, synthetic_sequence
 from usp_ros.bridge.images import image_to_numpy, numpy_to_image
 from usp_ros.bridge.messages import features_to_msg, homography_from_msg, rotation_from_msg
-from usp_ros.msg import Features, FrameMatch
+from usp_ros.msg import Features, FrameMatch, Tracks
 from usp_ros.nodes.matcher import MatcherNode
 from usp_ros.support.qos import output_qos
 
@@ -369,3 +369,46 @@ def test_auto_picks_the_model_per_pair_with_a_camera_yaml(ros_node, spawn, wait)
     plane_match = link.send(features(sequence[1], 3))
     assert plane_match.header.stamp == header(3).stamp
     assert plane_match.model == "homography" and plane_match.valid
+
+
+def test_tracks_and_the_vins_feature_cloud(ros_node, spawn, wait):
+    """A subscriber written from VINS-Fusion's layout (estimator feature_callback: points (x, y, 1) normalised;
+    channels by index 0 id, 1 camera id, 2 u, 3 v, 4 velocity x, 5 velocity y) and one of usp_ros/Tracks."""
+    make_reference, make_current = scene_features(seed=5)
+    reference, current = make_reference(0), make_current(1)
+    link = Link(ros_node, wait, start_matcher(spawn, "model:=essential", "reprojection_threshold:=1.0", "device:=cpu",
+                                              f"camera_yaml:={Path(__file__).parent / 'camera_tum_fr2.yaml'}"))
+    clouds, tracks = [], []
+    ros_node.create_subscription(PointCloud, "/feature_tracker/feature", clouds.append, output_qos())
+    ros_node.create_subscription(Tracks, "tracks", tracks.append, output_qos())
+    assert wait(lambda: ros_node.count_publishers("/feature_tracker/feature") > 0 and ros_node.count_publishers(
+        "tracks") > 0, 20)
+    wait(lambda: False, 0.5)  # the matcher sees our subscriptions (it publishes tracks only while subscribed)
+    link.send(reference, expect_match=False)
+    match = link.send(current)
+    assert wait(lambda: any(c.header.stamp == header(1).stamp for c in clouds), 10), "no PointCloud for frame 1"
+    cloud = next(c for c in clouds if c.header.stamp == header(1).stamp)
+    ids, camera_ids, u, v, velocity_x, velocity_y = (np.array(c.values, np.float64) for c in cloud.channels)
+    points = np.array([[p.x, p.y, p.z] for p in cloud.points])
+    assert [c.name for c in cloud.channels][0] == "id_of_point" and np.all(points[:, 2] == 1.0)
+    assert not camera_ids.any() and len(ids) == match.num_inliers  # every inlier seen twice, nothing else
+    track_ids = np.array(match.current_track_ids)
+    np.testing.assert_array_equal(np.sort(ids), np.sort(track_ids[match.current_indices].astype(np.float64)))
+    rows = np.array(match.current_indices)[np.argsort(track_ids[match.current_indices])]
+    order = np.argsort(ids)
+    pixels = np.c_[current.keypoints.x, current.keypoints.y][rows]
+    np.testing.assert_allclose(np.c_[u, v][order], pixels, atol=1e-3)
+    k, d = np.array(CAMERA_K).reshape(3, 3), np.array(CAMERA_D)
+    undistorted = cv2.undistortPoints(pixels.reshape(-1, 1, 2), k, d, criteria=(3, 50, 1e-12)).reshape(-1, 2)
+    np.testing.assert_allclose(points[order, :2], undistorted, atol=1e-5)
+    reference_rows = dict(zip(match.current_indices, match.reference_indices))
+    before = np.c_[reference.keypoints.x, reference.keypoints.y][[reference_rows[r] for r in rows]]
+    before = cv2.undistortPoints(before.reshape(-1, 1, 2), k, d, criteria=(3, 50, 1e-12)).reshape(-1, 2)
+    seconds = 1.0 + 5000e-9  # header(1) - header(0)
+    np.testing.assert_allclose(np.c_[velocity_x, velocity_y][order], (undistorted - before) / seconds, atol=1e-5)
+    assert wait(lambda: any(t.header.stamp == header(1).stamp for t in tracks), 10), "no Tracks for frame 1"
+    frame_tracks = next(t for t in tracks if t.header.stamp == header(1).stamp)
+    assert frame_tracks.has_camera and len(frame_tracks.id) == len(current.keypoints.x)  # every row has an id
+    age = np.array(frame_tracks.age)
+    assert (age == 2).sum() == match.num_inliers and set(age.tolist()) == {1, 2}
+    np.testing.assert_array_equal(np.array(frame_tracks.id), track_ids[np.array(frame_tracks.row)])

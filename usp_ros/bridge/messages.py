@@ -10,20 +10,28 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
+from geometry_msgs.msg import Point32, Quaternion, Transform, TransformStamped, Vector3
+from sensor_msgs.msg import ChannelFloat32, PointCloud
 from std_msgs.msg import Header
 
 from usp_core.geometry.camera import CameraError, CameraModel
 from usp_core.geometry.match_result import MatchResult
 from usp_core.geometry.rotation import quaternion_to_rotation as quaternion_to_rotation_xyzw
 from usp_core.geometry.rotation import rotation_to_quaternion as rotation_to_quaternion_xyzw
+from usp_core.geometry.tracks import TrackedPoints
 from usp_core.inference.features import Features
 from usp_ros.bridge.images import ConversionError
-from usp_ros.msg import Descriptors, FrameMatch, Keypoints
+from usp_ros.msg import Descriptors, FrameMatch, Keypoints, Tracks
 from usp_ros.msg import Features as FeaturesMsg
 
 __all__ = ["features_to_msg", "msg_to_features", "frame_match_to_msg", "homography_from_msg", "camera_from_info",
-           "rotation_to_quaternion", "quaternion_to_rotation", "rotation_from_msg", "motion_transform"]
+           "rotation_to_quaternion", "quaternion_to_rotation", "rotation_from_msg", "motion_transform", "tracks_to_msg",
+           "vins_feature_cloud", "VINS_CHANNELS"]
+
+VINS_ID_MODULUS = np.uint64(1 << 24)  # track ids wrap here in the float32 id channel (exact below 2**24)
+# sensor_msgs/PointCloud channels in the order VINS-Fusion's estimator reads them (feature_callback: by index)
+VINS_CHANNELS = ("id_of_point", "camera_id", "u_of_point", "v_of_point", "velocity_x_of_point",
+                 "velocity_y_of_point")
 
 
 def features_to_msg(header: Header, features: Features) -> FeaturesMsg:
@@ -142,6 +150,39 @@ def camera_from_info(msg) -> CameraModel:
 def homography_from_msg(msg: FrameMatch) -> np.ndarray:
     """usp_ros/FrameMatch -> (3, 3) float64 homography (reference pixels -> current pixels)."""
     return np.asarray(msg.homography, dtype=np.float64).reshape(3, 3)
+
+
+def tracks_to_msg(header: Header, points: TrackedPoints, has_camera: bool) -> Tracks:
+    """TrackedPoints of one frame -> usp_ros/Tracks (see msg/Tracks.msg); ``header`` is the current image's."""
+    msg = Tracks(header=header, has_camera=bool(has_camera))
+    msg.id = array.array("Q", np.asarray(points.ids, np.uint64).tobytes())
+    msg.row = _uint32_array(points.rows)
+    msg.u, msg.v = _float32_array(points.pixels[:, 0]), _float32_array(points.pixels[:, 1])
+    msg.x, msg.y = _float32_array(points.normalised[:, 0]), _float32_array(points.normalised[:, 1])
+    msg.velocity_u = _float32_array(points.pixel_velocity[:, 0])
+    msg.velocity_v = _float32_array(points.pixel_velocity[:, 1])
+    velocity = points.velocity if has_camera else np.full_like(points.velocity, np.nan)
+    msg.velocity_x, msg.velocity_y = _float32_array(velocity[:, 0]), _float32_array(velocity[:, 1])
+    msg.age = _uint32_array(points.age)
+    return msg
+
+
+def vins_feature_cloud(header: Header, points: TrackedPoints, camera_id: int = 0) -> PointCloud:
+    """The points seen more than once (age > 1) as VINS-Mono/Fusion's feature message: sensor_msgs/PointCloud with
+    points (x, y, 1) undistorted normalised and channels VINS_CHANNELS (id, camera id, u, v, velocity x, velocity y
+    in normalised units per second). ``points`` must have normalised coordinates (a camera model).
+
+    The id channel holds ``id % 2**24``: float32 is exact only up to 2**24, which a matcher handing out ~500 new ids
+    a frame at 30 Hz passes after ~19 minutes; ids 2**24 apart are never alive at once, so the live ones stay
+    distinct (VINS reads the id as an int of the float)."""
+    seen = points.take(points.age > 1)
+    cloud = PointCloud(header=header)
+    cloud.points = [Point32(x=float(x), y=float(y), z=1.0) for x, y in seen.normalised.tolist()]
+    values = ((seen.ids % VINS_ID_MODULUS).astype(np.float64), np.full(len(seen), float(camera_id)), seen.pixels[:, 0],
+              seen.pixels[:, 1], seen.velocity[:, 0], seen.velocity[:, 1])
+    cloud.channels = [ChannelFloat32(name=name, values=_float32_array(column))
+                      for name, column in zip(VINS_CHANNELS, values)]
+    return cloud
 
 
 def _uint32_array(values: np.ndarray) -> array.array:

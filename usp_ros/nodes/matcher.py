@@ -14,6 +14,11 @@ current, also published as geometry_msgs/TransformStamped on ``matches/motion`` 
 reference camera's frame, unit translation). ``essential`` needs a camera model: until one is known,
 frames are skipped (counted, logged). Without a camera model every other model works as before on pixels.
 
+Tracks for estimators (usp_core.geometry.tracks), built only while someone subscribes: ``tracks``
+(usp_ros/Tracks: every tracked point's id, pixel, normalised coordinates, velocity, age) and
+``feature_tracker/feature`` (sensor_msgs/PointCloud in VINS-Mono/Fusion's layout: the points seen more
+than once, with a camera model only; with no namespace that is the topic VINS subscribes to).
+
 ``matches/debug_image`` (the current frame with each inlier's track through its positions in the last
 frames (usp_core.geometry.tracking.TrackTrails), a capped and evenly spread sample of them,
 and a caption with the numbers) is built only while someone subscribes to it, and only then
@@ -48,19 +53,21 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from geometry_msgs.msg import TransformStamped
 from rclpy.qos import ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud
 
 from usp_core.geometry.camera import CameraError, CameraModel, load_camera_yaml
 from usp_core.geometry.match_result import MatchResult
 from usp_core.geometry.tracking import METHODS, MODELS, Frame, FrameTracker, KeyframeConfig, MatchConfig, TrackTrails
+from usp_core.geometry.tracks import TrackHistory
 from usp_core.geometry.two_view import REFINEMENTS
 from usp_core.inference.features import Features as NumpyFeatures
 from usp_core.support.device import resolve_device
 from usp_core.support.drawing import draw_tracks
 from usp_core.support.frame_queue import FrameQueue, QueueWorker
 from usp_ros.bridge.images import ConversionError, image_to_numpy, numpy_to_image, to_bgr8
-from usp_ros.bridge.messages import camera_from_info, frame_match_to_msg, motion_transform, msg_to_features
-from usp_ros.msg import Features, FrameMatch
+from usp_ros.bridge.messages import (camera_from_info, frame_match_to_msg, motion_transform, msg_to_features,
+                                    tracks_to_msg, vins_feature_cloud)
+from usp_ros.msg import Features, FrameMatch, Tracks
 from usp_ros.support.diagnostics import PERIOD_S, PUBLISHED, RECEIVED, Statistics, diagnostics_message
 from usp_ros.support.parameters import NodeParameters, ParameterSpec
 from usp_ros.support.qos import choose_input_reliability, input_qos, output_qos, publisher_reliabilities
@@ -149,10 +156,13 @@ class MatcherNode(Node):
         self._images_lock = threading.Lock()  # the image cache: filled by the executor, read by the worker
         self._images = StampCache(IMAGE_CACHE)
         self._trails = TrackTrails()  # the live tracks' positions: the worker's alone, while the debug image is viewed
+        self._history = TrackHistory()  # each live track's last position and age: the worker's alone
         self._image_subscription = None
         self._match_pub = self.create_publisher(FrameMatch, "matches", output_qos())
         self._debug_pub = self.create_publisher(Image, "matches/debug_image", output_qos(depth=2))
         self._motion_pub = self.create_publisher(TransformStamped, "matches/motion", output_qos())
+        self._tracks_pub = self.create_publisher(Tracks, "tracks", output_qos())
+        self._vins_pub = self.create_publisher(PointCloud, "feature_tracker/feature", output_qos())
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", output_qos())
         self._queue: FrameQueue[Features] = FrameQueue(depth=1, policy="drop_oldest")
         self._worker = QueueWorker(self._queue, self._process, self._on_worker_error, name="matcher").start()
@@ -230,6 +240,7 @@ class MatcherNode(Node):
             self._trails.update(track_ids, features.keypoints)
         else:
             self._trails.clear()  # here, not in the executor: the worker alone touches the trails
+        self._publish_tracks(msg.header, frame, track_ids)
         if result is None:
             return
         match = frame_match_to_msg(msg.header, result)
@@ -240,6 +251,21 @@ class MatcherNode(Node):
         self._stats.count("valid", int(result.valid))
         if self._image_subscription is not None:
             self._publish_debug_image(msg, result, mode)
+
+    def _publish_tracks(self, header, frame: Frame, track_ids: np.ndarray) -> None:
+        """Worker: this frame's tracked points on `tracks` and (with a camera model) `feature_tracker/feature`, each
+        while subscribed; the track history is updated every frame (velocities and ages need every frame)."""
+        normalised = None
+        if frame.normalised is not None:
+            normalised = np.full((frame.num_rows, 2), np.nan)
+            normalised[frame.source_rows(np.arange(len(frame.keypoints)))] = frame.normalised
+        pixels = np.full((frame.num_rows, 2), np.nan, np.float32)
+        pixels[frame.source_rows(np.arange(len(frame.keypoints)))] = frame.keypoints
+        points = self._history.update(stamp_ns(header.stamp) / 1e9, track_ids, pixels, normalised)
+        if self._tracks_pub.get_subscription_count() > 0:
+            self._tracks_pub.publish(tracks_to_msg(header, points, normalised is not None))
+        if normalised is not None and self._vins_pub.get_subscription_count() > 0:
+            self._vins_pub.publish(vins_feature_cloud(header, points))
 
     def _finite_frame(self, stamp, features: NumpyFeatures, camera: CameraModel | None) -> Frame | None:
         """The Frame of the rows with finite values; None (counted, logged) when fewer than min_inliers are left."""
