@@ -228,11 +228,16 @@ _ESTIMATE = {"homography": _guarded(_homography), "essential": _guarded(_essenti
 
 
 def _recover_pose(essential: np.ndarray, views: _Views, inliers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(R (3, 3), unit t (3,)) of the decomposition of E that puts most inliers in front of both cameras."""
-    _, rotation, translation, _ = cv2.recoverPose(essential, views.reference_normalised, views.current_normalised,
-                                                  np.eye(3), mask=inliers.astype(np.uint8).reshape(-1, 1))
-    translation = translation.reshape(3)
-    return rotation, translation / max(np.linalg.norm(translation), 1e-12)
+    """(R (3, 3), unit t (3,)) of the decomposition of E (R1 or R2, +t or -t) that puts most inliers in front of
+    both cameras: the cheirality check of cv2.recoverPose without its distance limit. recoverPose counts only
+    points nearer than 50 baselines, so at a small baseline (tum_fr2: 2.6 cm, the desk 1-2 m away) it counts none
+    and may return the twisted pair, 180 degrees off (seen on tum_fr2 frames 4-5)."""
+    first, second, translation = cv2.decomposeEssentialMat(essential)
+    before = views.reference_normalised[inliers].reshape(-1, 1, 2)
+    after = views.current_normalised[inliers].reshape(-1, 1, 2)
+    translation = translation.reshape(3) / max(np.linalg.norm(translation), 1e-12)
+    candidates = [(rotation, sign * translation) for rotation in (first, second) for sign in (1.0, -1.0)]
+    return max(candidates, key=lambda pose: _in_front(pose[0], pose[1], before, after))
 
 
 def _pose_from_homography(matrix: np.ndarray, views: _Views, inliers: np.ndarray):
