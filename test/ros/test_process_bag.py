@@ -17,11 +17,16 @@ import pytest
 from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from geometry_msgs.msg import TransformStamped
 from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header, String
 
+from usp_core.evaluation.pose import load_pose_sequence, relative_motion
+from usp_core.geometry.two_view import rotation_angle_deg
 from usp_core.inference.weights import BUNDLED_WEIGHTS
 from usp_ros.bridge.images import numpy_to_compressed, numpy_to_image
+from usp_ros.bridge.messages import rotation_from_msg
 from usp_ros.msg import Features, FrameMatch
 
 FIRST_STAMP_S = 100  # header stamp of frame i: FIRST_STAMP_S + i seconds
@@ -29,20 +34,30 @@ FIRST_BAG_TIME_NS = 5_000_000_000  # bag (log) time of frame i: this + i * 100 m
 needs_weights = pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason=f"no trained weights at {BUNDLED_WEIGHTS}")
 
 
-def write_image_bag(path, images, topic, compressed=False, storage=StoragePlugin.MCAP):
-    """A rosbag2 at ``path`` with one sensor_msgs/Image (or CompressedImage JPEG) per array of ``images``."""
+def write_image_bag(path, images, topic, compressed=False, storage=StoragePlugin.MCAP, camera=None):
+    """A rosbag2 at ``path`` with one sensor_msgs/Image (or CompressedImage JPEG) per array of ``images``; with
+    ``camera`` (a CameraModel), a CameraInfo of the same stamp on the sibling topic camera_info before each."""
     msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
     with Writer(path, version=9, storage_plugin=storage) as writer:
-        connection = writer.add_connection(topic, msgtype, typestore=get_typestore(Stores.ROS2_KILTED))
+        typestore = get_typestore(Stores.ROS2_KILTED)
+        connection = writer.add_connection(topic, msgtype, typestore=typestore)
+        info_topic = topic.rsplit("/", 1)[0] + "/camera_info"
+        infos = None if camera is None else writer.add_connection(info_topic, "sensor_msgs/msg/CameraInfo",
+                                                                  typestore=typestore)
         for index, image in enumerate(images):
             header = Header(stamp=Time(sec=FIRST_STAMP_S + index, nanosec=1000 * index), frame_id="camera")
             msg = numpy_to_compressed(image, header=header) if compressed else numpy_to_image(image, header=header)
+            if camera is not None:
+                info = CameraInfo(header=header, width=camera.width, height=camera.height, k=camera.matrix.ravel(),
+                                  d=camera.distortion.tolist(), distortion_model=camera.model)
+                writer.write(infos, FIRST_BAG_TIME_NS + index * 100_000_000, serialize_message(info))
             writer.write(connection, FIRST_BAG_TIME_NS + index * 100_000_000, serialize_message(msg))
 
 
 def read_bag(path):
     """{topic: [(bag time ns, message)]} of a bag holding Features and FrameMatch, deserialized by rclpy."""
-    types = {"usp_ros/msg/Features": Features, "usp_ros/msg/FrameMatch": FrameMatch}
+    types = {"usp_ros/msg/Features": Features, "usp_ros/msg/FrameMatch": FrameMatch,
+             "geometry_msgs/msg/TransformStamped": TransformStamped}
     topics = {}
     with Reader(path) as reader:
         for connection, timestamp, data in reader.messages():
@@ -169,3 +184,36 @@ def test_ctrl_c_leaves_a_shorter_readable_bag(shared_data, tmp_path):
     features = read_bag(tmp_path / "out")["/camera/features"]
     assert 3 <= len(features) < 200
     assert [m.header.stamp.sec for _, m in features] == [FIRST_STAMP_S + i for i in range(len(features))]
+
+
+@needs_weights
+def test_camera_info_in_the_bag_gives_relative_poses(shared_data, tmp_path):
+    """tum_fr2 frames with their CameraInfo, --model essential: every pair's rotation within a degree of the motion
+    capture's, and a TransformStamped per pose on /camera/motion."""
+    sequence = load_pose_sequence(shared_data / "sequences" / "tum_fr2")
+    count = 6
+    bag = tmp_path / "in"
+    write_image_bag(bag, frames(shared_data, "tum_fr2", count), "/camera/image_raw", camera=sequence.camera)
+    done = process_bag(tmp_path, bag, tmp_path / "out", "--image-topic", "/camera/image_raw", "--model", "essential",
+                       "--reprojection-threshold", "1.0")
+    assert done.returncode == 0, done.stderr
+    topics = read_bag(tmp_path / "out")
+    assert set(topics) == {"/camera/features", "/camera/matches", "/camera/motion"}
+    matches = [msg for _, msg in topics["/camera/matches"]]
+    assert len(matches) == count - 1 and all(m.model == "essential" and m.has_pose for m in matches)
+    for index, match in enumerate(matches, start=1):
+        truth, _ = relative_motion(sequence.poses[index - 1], sequence.poses[index])
+        assert rotation_angle_deg(rotation_from_msg(match), truth) < 1.0
+    motions = [msg for _, msg in topics["/camera/motion"]]
+    assert [m.header.stamp for m in motions] == [m.header.stamp for m in matches]
+
+
+def test_essential_without_camera_info_is_one_line(shared_data, tmp_path):
+    bag = tmp_path / "in"
+    write_image_bag(bag, frames(shared_data, "tum_fr2", 2), "/camera/image_raw")
+    done = process_bag(tmp_path, bag, tmp_path / "out", "--image-topic", "/camera/image_raw", "--model", "essential")
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "needs CameraInfo" in done.stderr
+    named = process_bag(tmp_path, bag, tmp_path / "out", "--image-topic", "/camera/image_raw",
+                        "--camera-info-topic", "/camera/info")
+    assert named.returncode == 2 and "camera info topic /camera/info is not in the bag" in named.stderr

@@ -9,6 +9,12 @@ new rosbag2 (MCAP unless ``--storage sqlite3``), holds ``features`` (usp_ros/Fea
 CompressedImage topic /camera/image_raw/compressed counts as /camera/image_raw). Every message carries
 its image's header and is logged at the image's bag time. No ROS graph is involved.
 
+Camera model and relative poses: the sensor_msgs/CameraInfo on ``--camera-info-topic`` (default: the
+image topic's sibling ``camera_info``, image_transport's convention, when the bag has it) gives each frame
+its camera model (the CameraInfo with the image's stamp, else the latest one before it, else the first);
+with ``--model essential`` (or fundamental, auto) the FrameMatch messages carry the relative pose, also
+written as geometry_msgs/TransformStamped on ``motion`` (/camera/motion) as the node's ``matches/motion``.
+
 Bags are read and written with the pure-Python ``rosbags`` library; messages are (de)serialized by
 rclpy (CDR, what rosbag2 stores), so the output reads back into the generated usp_ros messages.
 The output is written into a temporary folder beside OUTPUT and renamed at the end, also after Ctrl-C
@@ -19,6 +25,7 @@ Errors in the arguments or the input give one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import bisect
 import posixpath
 import shutil
 import sys
@@ -31,26 +38,29 @@ from ament_index_python.packages import get_package_share_directory
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from tqdm import tqdm
 
-from usp_core.geometry.tracking import Frame, FrameTracker
+from usp_core.geometry.camera import CameraError, CameraModel
+from usp_core.geometry.tracking import MODELS, Frame, FrameTracker
 from usp_core.inference.backends.base import BACKENDS
 from usp_core.inference.detector import KeypointDetector
 from usp_core.inference.features import Features
 from usp_core.support.device import resolve_device
 from usp_core.support.errors import first_line
 from usp_ros.bridge.images import ConversionError
-from usp_ros.bridge.messages import features_to_msg, frame_match_to_msg
+from usp_ros.bridge.messages import camera_from_info, features_to_msg, frame_match_to_msg, motion_transform
 from usp_ros.msg import FrameMatch
 from usp_ros.nodes import detector as detector_node
 from usp_ros.nodes import matcher as matcher_node
 from usp_ros.support.detection import detect_image_message
 from usp_ros.support.parameters import defaults
+from usp_ros.support.stamps import stamp_ns
 from usp_ros.tools.stop_request import StopRequest
 
-__all__ = ["BagError", "detect", "main", "match", "open_input", "output_topics", "process_bag"]
+__all__ = ["BagError", "CameraTimeline", "detect", "main", "match", "open_input", "output_topics", "process_bag",
+           "read_cameras"]
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -72,6 +82,52 @@ def output_topics(image_topic: str, compressed: bool) -> tuple[str, str]:
         topic = posixpath.dirname(topic)
     namespace = posixpath.dirname(topic)
     return posixpath.join(namespace, "features"), posixpath.join(namespace, "matches")
+
+
+class CameraTimeline:
+    """The camera models of a bag's CameraInfo messages by stamp: :meth:`at` gives a frame's (see the module
+    docstring). Empty: no camera model for any frame."""
+
+    def __init__(self, cameras: list[tuple[int, CameraModel]]) -> None:
+        self._cameras = sorted(cameras, key=lambda item: item[0])  # (stamp ns, model)
+        self._stamps = [stamp for stamp, _ in self._cameras]
+
+    def __len__(self) -> int:
+        return len(self._cameras)
+
+    def at(self, stamp) -> CameraModel | None:
+        """The camera of the frame with header stamp ``stamp``: same stamp, else the latest before, else the first."""
+        if not self._cameras:
+            return None
+        index = bisect.bisect_right(self._stamps, stamp_ns(stamp)) - 1
+        return self._cameras[max(index, 0)][1]
+
+
+def read_cameras(reader: Reader, topic: str | None, image_topic: str) -> CameraTimeline:
+    """The CameraInfo messages on ``topic`` (None: the image topic's sibling camera_info, if in the bag) as a
+    CameraTimeline; BagError for a named topic that is absent or not CameraInfo, or an unusable calibration."""
+    named = topic is not None
+    topic = topic or posixpath.join(posixpath.dirname(_base_topic(image_topic)), "camera_info")
+    connection = next((c for c in reader.connections if c.topic == topic), None)
+    if connection is None or connection.msgtype != "sensor_msgs/msg/CameraInfo":
+        if not named:
+            return CameraTimeline([])
+        found = "is not in the bag" if connection is None else f"carries {connection.msgtype}, not CameraInfo"
+        raise BagError(f"camera info topic {topic} {found}")
+    cameras = []
+    for _, _, data in reader.messages(connections=[connection]):
+        info = deserialize_message(data, CameraInfo)
+        try:
+            cameras.append((stamp_ns(info.header.stamp), camera_from_info(info)))
+        except CameraError as error:
+            raise BagError(f"camera info on {topic}: {error}") from None
+    return CameraTimeline(cameras)
+
+
+def _base_topic(image_topic: str) -> str:
+    """An image topic without image_transport's /compressed suffix."""
+    topic = "/" + image_topic.strip("/")
+    return posixpath.dirname(topic) if posixpath.basename(topic) == "compressed" else topic
 
 
 def usp_typestore():
@@ -120,15 +176,22 @@ def detect(detector: KeypointDetector, msg: Image | CompressedImage) -> Features
     return detect_image_message(detector, msg).features
 
 
-def match(tracker: FrameTracker, header: Header, features: Features, device: torch.device) -> FrameMatch | None:
+def match(tracker: FrameTracker, header: Header, features: Features, device: torch.device,
+          camera: CameraModel | None = None) -> FrameMatch | None:
     """One frame's Features -> usp_ros/FrameMatch against the tracker's reference, as the matcher node makes it;
-    None for a track's first frame."""
-    result = tracker.track(Frame.from_features(header.stamp, features, device))
+    None for a track's first frame, and (as the node skips it) for a frame without a camera model when the
+    model is essential."""
+    if camera is not None and (camera.width, camera.height) != features.image_size:
+        camera = None  # as the node: a camera model of another image size is not used
+    if camera is None and tracker.match_config.model == "essential":
+        return None
+    result = tracker.track(Frame.from_features(header.stamp, features, device, camera))
     return None if result is None else frame_match_to_msg(header, result)
 
 
 def process_bag(reader: Reader, connection, output_path: Path, detector: KeypointDetector,
-                tracker: FrameTracker | None, storage: str = "mcap", stop=lambda: False) -> tuple[int, int]:
+                tracker: FrameTracker | None, storage: str = "mcap", stop=lambda: False,
+                cameras: CameraTimeline = CameraTimeline([])) -> tuple[int, int]:
     """Detect (and match, unless ``tracker`` is None) every image of ``connection`` (from :func:`open_input`).
 
     Writes a new bag at ``output_path``, which must not exist (Writer refuses it). ``stop()`` is asked before
@@ -138,18 +201,19 @@ def process_bag(reader: Reader, connection, output_path: Path, detector: Keypoin
     writer = Writer(output_path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
     writer.open()
     try:
-        return _process(reader, connection, detector, tracker, writer, stop)
+        return _process(reader, connection, detector, tracker, writer, stop, cameras)
     finally:
         writer.close()
 
 
-def _process(reader, connection, detector, tracker, writer, stop) -> tuple[int, int]:
+def _process(reader, connection, detector, tracker, writer, stop, cameras) -> tuple[int, int]:
     """The loop of process_bag: read, detect, match, write, until the messages end or ``stop()``; tqdm on stderr."""
     message_type, typestore = IMAGE_TYPES[connection.msgtype], usp_typestore()
     features_topic, matches_topic = output_topics(connection.topic, message_type is CompressedImage)
     features_out = writer.add_connection(features_topic, "usp_ros/msg/Features", typestore=typestore)
     matches_out = None if tracker is None else writer.add_connection(matches_topic, "usp_ros/msg/FrameMatch",
                                                                      typestore=typestore)
+    motion_out = None  # added at the first pose, so a bag without poses has no empty motion topic
     written = skipped = 0
     with tqdm(total=connection.msgcount, unit="frame", desc=connection.topic, file=sys.stderr) as progress:
         for _, timestamp, data in reader.messages(connections=[connection]):
@@ -164,9 +228,15 @@ def _process(reader, connection, detector, tracker, writer, stop) -> tuple[int, 
                 progress.write(f"skipping bad frame at bag time {timestamp}: {str(error).strip().splitlines()[0]}")
                 continue
             writer.write(features_out, timestamp, serialize_message(features_to_msg(msg.header, features)))
-            frame_match = None if tracker is None else match(tracker, msg.header, features, detector.device)
+            frame_match = None if tracker is None else match(tracker, msg.header, features, detector.device,
+                                                             cameras.at(msg.header.stamp))
             if frame_match is not None:
                 writer.write(matches_out, timestamp, serialize_message(frame_match))
+            if frame_match is not None and frame_match.has_pose:
+                if motion_out is None:
+                    motion_out = writer.add_connection(posixpath.join(posixpath.dirname(matches_topic), "motion"),
+                                                       "geometry_msgs/msg/TransformStamped", typestore=typestore)
+                writer.write(motion_out, timestamp, serialize_message(motion_transform(frame_match)))
             written += 1
     return written, skipped
 
@@ -181,8 +251,24 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     parser.add_argument("--storage", default="mcap", choices=tuple(STORAGES), help="output storage (default: mcap)")
     parser.add_argument("--no-matches", action="store_true", help="write features only, no matches")
+    parser.add_argument("--camera-info-topic", default=None, help="sensor_msgs/CameraInfo topic (default: the image "
+                        "topic's sibling camera_info when the bag has it)")
+    parser.add_argument("--model", default=None, choices=MODELS, help="matcher geometry (default: the node's, "
+                        "homography); essential needs camera info")
+    parser.add_argument("--reprojection-threshold", type=float, default=None,
+                        help="matcher inlier threshold in pixels (default: the node's, 3.0; use 1.0 for essential)")
     parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     return parser.parse_args(argv)
+
+
+def _matcher_values(args: argparse.Namespace) -> dict:
+    """The matcher node's default parameters with the command line's --model and --reprojection-threshold."""
+    values = defaults(matcher_node.PARAMETERS)
+    if args.model is not None:
+        values["model"] = args.model
+    if args.reprojection_threshold is not None:
+        values["reprojection_threshold"] = args.reprojection_threshold
+    return values
 
 
 def _replace(staged: Path, output: Path) -> None:
@@ -219,14 +305,21 @@ def _run(args: argparse.Namespace, reader: Reader, connection, output: Path) -> 
     except detector_node.START_ERRORS as error:
         print(f"process_bag: error: cannot load the model: {first_line(error)}", file=sys.stderr)
         return 2
-    tracker = None if args.no_matches else FrameTracker(
-        *matcher_node.tracker_configs(defaults(matcher_node.PARAMETERS)))
+    try:
+        tracker = None if args.no_matches else FrameTracker(*matcher_node.tracker_configs(_matcher_values(args)))
+        cameras = read_cameras(reader, args.camera_info_topic, connection.topic)
+    except (ValueError, BagError) as error:
+        print(f"process_bag: error: {error}", file=sys.stderr)
+        return 2
+    if tracker is not None and tracker.match_config.model == "essential" and not len(cameras):
+        print("process_bag: error: --model essential needs CameraInfo in the bag (--camera-info-topic)", file=sys.stderr)
+        return 2
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         with StopRequest() as interrupt:
             written, skipped = process_bag(reader, connection, workdir / output.name, detector, tracker, args.storage,
-                                           stop=lambda: interrupt.requested)
+                                           stop=lambda: interrupt.requested, cameras=cameras)
         _replace(workdir / output.name, output)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the replaced bag, or what a failed run left
