@@ -7,7 +7,7 @@ camera -> world; a frame named by its timestamp is paired with the nearest line)
 
 Per pair of frames (i, i + gap), both frames' features are matched and their geometry estimated by the
 matcher node's own code (usp_core.geometry.tracking.match_frames: mutual nearest neighbours, keypoints undistorted,
-essential matrix, recoverPose); the ground truth motion is ``inv(T_j) T_i``. Errors as SuperGlue's
+essential matrix, cheirality check); the ground truth motion is ``inv(T_j) T_i``. Errors as SuperGlue's
 evaluation (Sarlin et al., CVPR 2020): rotation error = angle of R_est^T R_gt; translation error = the
 angle between the unit translations, sign-free (min(e, 180 - e)); a pair without a pose counts as
 infinitely wrong. Pose AUC@5/10/20 of max(rotation, translation) error, rotation-only AUC@5, medians.

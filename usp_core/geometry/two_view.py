@@ -164,7 +164,7 @@ def _homography(views: _Views, config: TwoViewConfig) -> TwoViewResult:
 
 
 def _essential(views: _Views, config: TwoViewConfig) -> TwoViewResult:
-    """Robust essential matrix on normalised coordinates, pose by recoverPose (cheirality), optional LM refinement."""
+    """Robust essential matrix on normalised coordinates, pose by the cheirality check, optional LM refinement."""
     count = len(views.reference)
     if count < MIN_POINTS["essential"]:
         return _invalid("essential", count)
