@@ -1,14 +1,10 @@
-"""Relative-pose evaluation: ground-truth loading (TUM nearest stamp, KITTI lines), motion, AUC; usp-eval-pose end
-to end on the shared sequences (skipped without ../shared/data)."""
-import json
-
+"""Relative-pose evaluation: ground-truth loading (TUM nearest stamp, KITTI lines), motion, AUC (usp-eval-pose's
+command line: test/core/cli/test_eval_pose_cli.py)."""
 import cv2
 import numpy as np
 import pytest
 
-from usp_core.cli.eval_pose import main
 from usp_core.evaluation.pose import PoseDataError, load_pose_sequence, pose_auc, relative_motion
-from usp_core.geometry.rotation import quaternion_to_rotation, rotation_to_quaternion
 
 CAMERA = "width: 64\nheight: 48\nfx: 50\nfy: 50\ncx: 32\ncy: 24\ndistortion_model: plumb_bob\ndistortion: []\n"
 
@@ -25,15 +21,6 @@ def write_frames(folder, names):
     for name in names:
         cv2.imwrite(str(folder / name), np.zeros((48, 64), np.uint8))
     (folder / "camera.yaml").write_text(CAMERA)
-
-
-def test_quaternion_matches_rodrigues():
-    axis, angle = np.array([1.0, -2.0, 0.5]) / np.linalg.norm([1.0, -2.0, 0.5]), 0.7
-    qx, qy, qz = axis * np.sin(angle / 2)
-    np.testing.assert_allclose(quaternion_to_rotation(qx, qy, qz, np.cos(angle / 2)),
-                               cv2.Rodrigues(axis * angle)[0], atol=1e-12)
-    np.testing.assert_allclose(rotation_to_quaternion(cv2.Rodrigues(axis * angle)[0]), [qx, qy, qz, np.cos(angle / 2)],
-                               atol=1e-12)
 
 
 def test_relative_motion_maps_points_of_camera_i_into_camera_j():
@@ -85,34 +72,3 @@ def test_shared_sequences_ground_truth(shared_data):
     assert 0.003 < np.median(steps) < 0.05  # the README's ~1.5 cm a frame
     rotation, translation = relative_motion(kitti.poses[0], kitti.poses[1])
     assert translation[2] < -0.2 and abs(translation[2]) > 5 * np.abs(translation[:2]).max()  # the car drives along z
-
-
-@pytest.mark.parametrize("argv, fragment", [
-    (["/nonexistent/seq"], "is not a folder"),
-    (["{tmp}", "--gaps", "0,2"], "bad --gaps"),
-    (["{tmp}"], "neither groundtruth.txt"),
-    (["{tmp}", "--methods", "nope"], "unknown method"),
-    (["{tmp}", "--threshold", "-1"], "threshold must be positive"),
-])
-def test_bad_input_exits_2_with_one_line(tmp_path, one_error_line, argv, fragment):
-    write_frames(tmp_path, ["1.png", "2.png"])
-    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
-    one_error_line("usp-eval-pose", fragment)
-
-
-def test_sift_on_kitti_end_to_end(shared_data, tmp_path, capsys):
-    """Eight KITTI frames, gap 3, SIFT: the rotation of every pair within a degree, the JSON has every pair."""
-    source, folder = shared_data / "sequences" / "kitti_odometry", tmp_path / "kitti8"
-    folder.mkdir()
-    for path in sorted(source.glob("*.png"))[:8]:
-        (folder / path.name).symlink_to(path)
-    for name in ("camera.yaml", "poses.txt"):
-        (folder / name).symlink_to(source / name)
-    out = tmp_path / "pose.json"
-    assert main([str(folder), "--methods", "sift", "--gaps", "3", "--json", str(out)]) == 0
-    table = capsys.readouterr().out
-    assert "| kitti8" in table and "AUC@10" in table
-    summary = json.loads(out.read_text())["methods"]["kitti8/gap3/sift"]
-    assert summary["pairs"] == 5 and summary["failed"] == 0
-    assert all(rotation < 1.0 for _, _, rotation, *_ in summary["pair_errors"])
-    assert summary["median_inliers"] > 100 and summary["auc"]["20"] > 50.0
