@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Weights v3 on one GPU, in one call: the campaign's recipe (config/train_v3.yaml) at the evaluation
-# size 240x320 with 32 pairs a step, from the v2 weights, for SECONDS_TRAIN seconds (default 420); the
+# size 240x320 with 32 pairs a step, from the shipped weights, for SECONDS_TRAIN seconds (default 420); the
 # snapshots chosen by usp-select on Oxford and HPatches; the chosen one evaluated with ORB and SIFT at
 # both protocol settings. About 10 minutes on one H100. Leaves in $OUT:
 #   run/                    train.log, metrics.jsonl, config.yaml, last.pt, snapshots/step_N.pt
