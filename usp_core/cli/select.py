@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from usp_core.cli.eval import UsageError, parse_resolution
 from usp_core.cli.train import OneLineParser
 from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
 from usp_core.evaluation.methods import MethodError, build_method
@@ -28,8 +29,6 @@ from usp_core.support.atomic import write_bytes_atomic
 from usp_core.support.checkpoint import CheckpointError, load_checkpoint
 from usp_core.support.device import resolve_device
 from usp_core.support.errors import first_line
-
-logger = logging.getLogger("usp_core.select")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +78,7 @@ def _line(path: Path, figures: dict[str, dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    height, _, width = args.resolution.partition("x")
-    size = (int(height), int(width))
+    size = parse_resolution(args.resolution)
     paths = snapshots(args.run)
     device = str(resolve_device(args.device))
     folders = [Path(item) for item in args.data.split(",") if item]
@@ -106,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
-    except (CheckpointError, DatasetError, ExportError, MethodError, FileNotFoundError, OSError, ValueError) as error:
+    except (CheckpointError, DatasetError, ExportError, MethodError, UsageError, FileNotFoundError, OSError,
+            ValueError) as error:
         print(f"usp-select: error: {first_line(error)}", file=sys.stderr)
         return 2
 

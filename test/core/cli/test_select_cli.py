@@ -57,3 +57,5 @@ def test_bad_input_is_one_line(tmp_path, one_error_line):
     (tmp_path / "empty_run").mkdir()
     assert main([str(tmp_path / "empty_run"), "--data", str(tmp_path)]) == 2
     one_error_line("usp-select", "no snapshots")
+    assert main([str(tmp_path / "empty_run"), "--data", str(tmp_path), "--resolution", "240by320"]) == 2
+    one_error_line("usp-select", "bad resolution '240by320'")
