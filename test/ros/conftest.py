@@ -77,4 +77,23 @@ def wait():
     return wait_for
 
 
+def service_answer(send, done=lambda: False, attempts: int = 6, attempt_s: float = 10.0):
+    """The answer to a service request, sent by ``send()`` (which returns its future) again every ``attempt_s``
+    seconds until one of its sendings is answered; None once ``done()`` says the request took effect though
+    no answer came. Only for requests that may be sent twice.
+
+    A service's first request or answer can be lost on a loaded machine: FastDDS drops an answer when the
+    server has not yet matched the client's reader (rmw_send_response waits 100 ms for that), even though
+    wait_for_service already saw the server.
+    """
+    sent = []
+    for _ in range(attempts):
+        sent.append(send())
+        if wait_for(lambda: any(future.done() for future in sent), timeout=attempt_s):
+            return next(future for future in sent if future.done()).result()
+        if done():
+            return None
+    raise AssertionError(f"no answer after {attempts} sendings, {attempt_s:.0f} s apart")
+
+
 TEST_DIR = Path(__file__).parent

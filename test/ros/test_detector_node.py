@@ -32,7 +32,7 @@ from usp_ros.nodes.image_source import bgr_to_encoding
 from usp_ros.support.detection import detect_image_message, input_size
 from usp_ros.support.diagnostics import PUBLISHED
 
-from .conftest import TINY
+from .conftest import TINY, service_answer
 
 _namespaces = itertools.count()
 
@@ -145,9 +145,8 @@ class Detector:
     def set_parameters(self, **values):
         client = AsyncParameterClient(self.node, self.name)
         assert client.wait_for_services(timeout_sec=30)
-        future = client.set_parameters([Parameter(name, value=value) for name, value in values.items()])
-        assert self.wait(future.done, timeout=10)
-        return future.result().results
+        parameters = [Parameter(name, value=value) for name, value in values.items()]
+        return service_answer(lambda: client.set_parameters(parameters)).results
 
 
 def check_features(msg, header, width, height, border=4, max_keypoints=1000):

@@ -21,6 +21,8 @@ from rclpy.parameter_client import AsyncParameterClient
 
 from usp_core.inference.backends.base import BACKENDS
 
+from .conftest import service_answer
+
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "detector.launch.py"
 FRONTEND_LAUNCH_FILE = REPO / "launch" / "frontend.launch.py"
@@ -205,7 +207,7 @@ def test_every_ros_params_file_belongs_to_a_node():
 
 
 @pytest.mark.parametrize("file_name", sorted(PARAMS_FILES))
-def test_params_file_parameters_are_declared_by_the_node(file_name, ros_node, spawn, wait, tiny_model):
+def test_params_file_parameters_are_declared_by_the_node(file_name, ros_node, spawn, tiny_model):
     module, complete = PARAMS_FILES[file_name]
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed yet")
@@ -225,16 +227,14 @@ def test_params_file_parameters_are_declared_by_the_node(file_name, ros_node, sp
                  "usp_ros.nodes.matcher": "matcher"}[module]
     client = AsyncParameterClient(ros_node, f"{namespace}/{node_name}")
     assert client.wait_for_services(timeout_sec=30), f"{module} did not come up: {child.poll()}"
-    listed = client.list_parameters()
-    assert wait(listed.done, timeout=60)  # answered once the node spins, after its constructor (model load)
-    declared = set(listed.result().result.names) - {"use_sim_time", "start_type_description_service"}
+    listed = service_answer(client.list_parameters)  # answered once the node spins, after its constructor
+    declared = set(listed.result.names) - {"use_sim_time", "start_type_description_service"}
     assert set(expected) <= declared, f"{file_name} sets parameters the node does not declare: " \
                                       f"{sorted(set(expected) - declared)}"
     if complete:
         assert declared <= set(expected), f"{file_name} does not document {sorted(declared - set(expected))}"
-    got = client.get_parameters(sorted(expected))
-    assert wait(got.done, timeout=10)
-    values = dict(zip(sorted(expected), (parameter_value_to_python(v) for v in got.result().values)))
+    got = service_answer(lambda: client.get_parameters(sorted(expected)))
+    values = dict(zip(sorted(expected), (parameter_value_to_python(v) for v in got.values)))
     assert values == {**expected, **overrides}
 
 

@@ -33,6 +33,8 @@ from usp_ros.msg import Features, FrameMatch, Tracks
 from usp_ros.nodes.matcher import MatcherNode
 from usp_ros.support.qos import output_qos
 
+from .conftest import service_answer
+
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "matcher.yaml"
 SIZE = (640, 480)
 
@@ -225,26 +227,25 @@ def test_debug_image_only_while_subscribed(ros_node, spawn, wait):
     assert wait(lambda: images.get_subscription_count() == 0, 10), "image subscription kept without a viewer"
 
 
-def set_parameter(node, wait, name: str, value: ParameterValue):
+def set_parameter(node, name: str, value: ParameterValue):
     client = node.create_client(SetParameters, "/matcher/set_parameters")
     assert client.wait_for_service(timeout_sec=30)
-    future = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
-    assert wait(future.done, 10)
-    return future.result().results[0]
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
+    return service_answer(lambda: client.call_async(request)).results[0]
 
 
 def test_runtime_parameters_are_validated(ros_node, spawn, wait):
     start_matcher(spawn)
     string = ParameterType.PARAMETER_STRING
-    refused = set_parameter(ros_node, wait, "method", ParameterValue(type=string, string_value="lmeds"))
+    refused = set_parameter(ros_node, "method", ParameterValue(type=string, string_value="lmeds"))
     assert not refused.successful and "method" in refused.reason
-    out_of_range = set_parameter(ros_node, wait, "min_inliers",
+    out_of_range = set_parameter(ros_node, "min_inliers",
                                  ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=2))
     assert not out_of_range.successful
-    read_only = set_parameter(ros_node, wait, "num_threads",
+    read_only = set_parameter(ros_node, "num_threads",
                               ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=2))
     assert not read_only.successful
-    accepted = set_parameter(ros_node, wait, "method", ParameterValue(type=string, string_value="magsac"))
+    accepted = set_parameter(ros_node, "method", ParameterValue(type=string, string_value="magsac"))
     assert accepted.successful
 
 

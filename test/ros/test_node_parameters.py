@@ -8,6 +8,8 @@ from rclpy.parameter_client import AsyncParameterClient
 
 from usp_ros.nodes import detector, image_source, matcher
 
+from .conftest import service_answer
+
 IMPLICIT = {"use_sim_time", "start_type_description_service"}  # declared by rclpy itself
 
 # node -> (module run with -m, node name, its parameter table, invalid runtime changes)
@@ -51,30 +53,25 @@ def start(spawn, node: str, model, *parameters: str, namespace: str = "/params_t
     return spawn(*args, name=node)
 
 
-def answer(wait, future, timeout=60.0):
-    assert wait(future.done, timeout=timeout), "no answer from the parameter services"
-    return future.result()
-
-
 @pytest.mark.parametrize("node", sorted(NODES))
 def test_parameters_are_described_and_invalid_changes_refused(node, ros_node, spawn, wait, tiny_model):
     _, name, specs, invalid = NODES[node]
     child = start(spawn, node, tiny_model)
     client = AsyncParameterClient(ros_node, f"/params_test/{name}")
     assert client.wait_for_services(timeout_sec=60), f"{node} did not come up: exit status {child.poll()}"
-    declared = set(answer(wait, client.list_parameters()).result.names) - IMPLICIT
+    declared = set(service_answer(lambda: client.list_parameters()).result.names) - IMPLICIT
     assert declared == set(specs)
     names = sorted(specs)
-    for parameter_name, descriptor in zip(names, answer(wait, client.describe_parameters(names)).descriptors):
+    for parameter_name, descriptor in zip(names, service_answer(lambda: client.describe_parameters(names)).descriptors):
         assert descriptor.name == parameter_name and descriptor.description.strip(), f"{parameter_name} undescribed"
         assert descriptor.read_only == specs[parameter_name].read_only, parameter_name
 
     for parameter_name, value in invalid:
-        before = parameter_value_to_python(answer(wait, client.get_parameters([parameter_name])).values[0])
-        (result,) = answer(wait, client.set_parameters([Parameter(parameter_name, value=value)])).results
+        before = parameter_value_to_python(service_answer(lambda: client.get_parameters([parameter_name])).values[0])
+        (result,) = service_answer(lambda: client.set_parameters([Parameter(parameter_name, value=value)])).results
         assert not result.successful, f"{node}: {parameter_name}={value!r} must be refused"
         assert result.reason.strip(), f"{node}: refusing {parameter_name}={value!r} must give a reason"
-        after = parameter_value_to_python(answer(wait, client.get_parameters([parameter_name])).values[0])
+        after = parameter_value_to_python(service_answer(lambda: client.get_parameters([parameter_name])).values[0])
         assert after == before != value, f"{node}: {parameter_name} changed to {after!r} by a refused change"
     assert child.poll() is None, f"{node} died"
 
