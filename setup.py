@@ -11,7 +11,7 @@ setup(
     description="UnsuperPoint learned keypoints and descriptors in PyTorch: model, losses, trainer, evaluation",
     python_requires=">=3.10",
     packages=find_packages(include=["usp_core", "usp_core.*"]),
-    package_data={"usp_core": ["weights/*.pt", "weights/*.yaml"]},
+    package_data={"usp_core": ["weights/*.pt", "weights/*.yaml", "weights/*.gate.json"]},
     install_requires=[
         "torch>=2.3",  # install torch==2.13.0 (CPU) first; this range then installs nothing more
         "numpy>=1.24",
@@ -27,7 +27,8 @@ setup(
         # usp-export --format onnx, and the onnxruntime inference backend (onnxruntime alone: +28 MB download, +82 MB)
         "onnx": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
         "tensorboard": ["tensorboard"],  # usp-train writes TensorBoard events when installed
-        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18"],
+        "int8": ["nncf>=3.4"],  # precision int8: post-training quantisation; +180 MB installed (with SciPy, scikit-learn)
+        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.18", "nncf>=3.4"],
     },
     entry_points={
         "console_scripts": [
@@ -39,6 +40,7 @@ setup(
             "usp-label=usp_core.cli.label:main",
             "usp-shapes-eval=usp_core.cli.shapes_eval:main",
             "usp-select=usp_core.cli.select:main",
+            "usp-gate=usp_core.cli.gate:main",
         ],
     },
 )

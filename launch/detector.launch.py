@@ -2,6 +2,7 @@
 
     ros2 launch usp_ros detector.launch.py camera_topic:=/camera/image_raw device:=cuda with_matcher:=true
     ros2 launch usp_ros detector.launch.py backend:=onnxruntime
+    ros2 launch usp_ros detector.launch.py precision:=bf16   # or int8 with calibration_dir in the params file
     ros2 launch usp_ros detector.launch.py lifecycle:=true   # managed node, for a lifecycle manager
 
 The detector subscribes to ``camera_topic`` (``<camera_topic>/compressed`` with input_transport
@@ -39,6 +40,9 @@ def generate_launch_description() -> LaunchDescription:
                                           "(overrides params_file and matcher_params_file)"),
         DeclareLaunchArgument("backend", default_value="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
                               description="Inference runtime of the detector (overrides params_file)"),
+        DeclareLaunchArgument("precision", default_value="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                              description="What the detector's network computes in (overrides params_file; "
+                                          "usp_core.inference.precision)"),
         DeclareLaunchArgument("lifecycle", default_value="false", choices=["true", "false"],
                               description="Start the detector as a managed (lifecycle) node, left unconfigured"),
         DeclareLaunchArgument("with_matcher", default_value="false", choices=["true", "false"],
@@ -53,7 +57,8 @@ def generate_launch_description() -> LaunchDescription:
                             default_value=PathJoinSubstitution([share, "config", "fastdds_large_images.xml"])))
     lifecycle = LaunchConfiguration("lifecycle")
     detector_parameters = [LaunchConfiguration("params_file"),
-                           {"device": device, "backend": LaunchConfiguration("backend")}]
+                           {"device": device, "backend": LaunchConfiguration("backend"),
+                            "precision": LaunchConfiguration("precision")}]
     detector_remappings = [("image", camera_topic), ("image/compressed", [camera_topic, "/compressed"])]
     detector = Node(
         package="usp_ros", executable="detector_node", name="detector", namespace=namespace,

@@ -25,6 +25,7 @@ ARGUMENTS = {  # name: (default, description)
     "device": ("auto", "torch device of detector and matcher: auto, cpu, cuda or cuda:N"),
     "model_path": ("", "detector checkpoint; empty = the bundled weights"),
     "backend": ("auto", "detector inference runtime: auto, torch, onnxruntime or openvino"),
+    "precision": ("auto", "detector precision: auto, fp32, fp16, bf16 or int8 (usp_core.inference.precision)"),
     "keyframe_mode": ("false", "matcher: match against the last keyframe instead of the previous frame"),
     "use_virtual_camera": ("false", "also start image_source flying a virtual camera over a sample photo"),
 }
@@ -43,7 +44,8 @@ def generate_launch_description() -> LaunchDescription:
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile),
         Node(package="usp_ros", executable="detector_node", name="detector", namespace=arg("namespace"),
              parameters=[os.path.join(config, "detector.yaml"),
-                         {"device": arg("device"), "model_path": arg("model_path"), "backend": arg("backend")}],
+                         {"device": arg("device"), "model_path": arg("model_path"), "backend": arg("backend"),
+                          "precision": arg("precision")}],
              remappings=list(camera.items()), output="screen"),
         Node(package="usp_ros", executable="matcher_node", name="matcher", namespace=arg("namespace"),
              parameters=[os.path.join(config, "matcher.yaml"),

@@ -22,6 +22,7 @@ from usp_core.inference import detector as inference
 from usp_core.inference.backends.base import BackendError
 from usp_core.inference.detector import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
 from usp_core.inference.features import Features as NumpyFeatures
+from usp_core.inference.precision import cpu_precisions
 from usp_core.support.drawing import CAPTION_HEIGHT, draw_keypoints
 from usp_ros.bridge.images import numpy_to_compressed, numpy_to_image
 from usp_ros.bridge.messages import msg_to_features
@@ -353,13 +354,33 @@ def test_missing_or_corrupt_model_fails_start_up_with_one_line(spawn, wait, tmp_
     assert "FATAL" in lines[0] and f"cannot load checkpoint {model}" in lines[0]
 
 
-def test_backend_parameter_is_logged_at_start_and_in_diagnostics(ros_node, spawn, wait, tiny_model, tmp_path):
-    detector = Detector(ros_node, spawn, wait, tiny_model, "backend:=torch")
+def test_int8_without_calibration_photos_fails_start_up_with_one_line(spawn, wait, tmp_path, tiny_model,
+                                                                     monkeypatch):
+    monkeypatch.delenv("USP_ROS_CALIBRATION_DIR", raising=False)
+    child = spawn("-m", "usp_ros.nodes.detector", "--ros-args", "-p", f"model_path:={tiny_model}",
+                  "-p", "backend:=openvino", "-p", "precision:=int8", name="failing")
+    assert wait(lambda: child.poll() is not None, timeout=60)
+    lines = (tmp_path / "failing.log").read_text().strip().splitlines()
+    assert child.returncode == 1 and len(lines) == 1, lines
+    assert "FATAL" in lines[0] and "cannot start" in lines[0] and "precision int8 needs" in lines[0], lines
+
+
+BF16 = pytest.mark.skipif("bf16" not in cpu_precisions(), reason="this CPU does not run bf16 natively")
+
+
+@pytest.mark.parametrize("parameters, backend, precision", [
+    (("backend:=torch",), "torch", "fp32"),
+    pytest.param(("backend:=openvino", "precision:=bf16"), "openvino", "bf16", marks=BF16),
+])
+def test_backend_and_precision_are_logged_at_start_and_in_diagnostics(parameters, backend, precision, ros_node,
+                                                                      spawn, wait, tiny_model, tmp_path):
+    detector = Detector(ros_node, spawn, wait, tiny_model, *parameters)
     header = detector.header()
     check_features(detector.send(numpy_to_image(textured(240, 320), "mono8", header)), header, 320, 240)
-    assert detector.latest_diagnostics(lambda v: v["frames published"] != "0")["backend"] == "torch"
+    values = detector.latest_diagnostics(lambda v: v["frames published"] != "0")
+    assert (values["backend"], values["precision"]) == (backend, precision)
     start = [line for line in (tmp_path / "detector.log").read_text().splitlines() if "ready:" in line]
-    assert len(start) == 1 and "with backend torch" in start[0]
+    assert len(start) == 1 and f"with backend {backend} in {precision}" in start[0]
 
 
 def test_model_path_superpoint_runs_the_bundled_superpoint(ros_node, spawn, wait, tmp_path):

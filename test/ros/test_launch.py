@@ -26,9 +26,9 @@ from .conftest import service_answer
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "detector.launch.py"
 FRONTEND_LAUNCH_FILE = REPO / "launch" / "frontend.launch.py"
-ARGUMENTS = {"camera_topic", "namespace", "params_file", "device", "backend", "lifecycle", "with_matcher",
-             "matcher_params_file"}
-FRONTEND_ARGUMENTS = {"camera_topic", "namespace", "device", "model_path", "backend", "keyframe_mode",
+ARGUMENTS = {"camera_topic", "namespace", "params_file", "device", "backend", "precision", "lifecycle",
+             "with_matcher", "matcher_params_file"}
+FRONTEND_ARGUMENTS = {"camera_topic", "namespace", "device", "model_path", "backend", "precision", "keyframe_mode",
                       "use_virtual_camera"}
 # params file -> (module of its node, the node documents all its parameters in the file)
 PARAMS_FILES = {
@@ -43,7 +43,7 @@ def _uses(namespace=("namespace",), remappings=("camera_topic",), parameters=(),
             "condition": set(condition)}
 
 
-_DETECTOR_USES = _uses(parameters=("params_file", "device", "backend"), condition=("lifecycle",))
+_DETECTOR_USES = _uses(parameters=("params_file", "device", "backend", "precision"), condition=("lifecycle",))
 # launch file -> executable -> keyword of its Node call -> the launch arguments that keyword reads
 USES = {
     LAUNCH_FILE: {
@@ -52,35 +52,39 @@ USES = {
         "matcher_node": _uses(parameters=("matcher_params_file", "device"), condition=("with_matcher",)),
     },
     FRONTEND_LAUNCH_FILE: {
-        "detector_node": _uses(parameters=("device", "model_path", "backend")),
+        "detector_node": _uses(parameters=("device", "model_path", "backend", "precision")),
         "matcher_node": _uses(parameters=("device", "keyframe_mode")),
         "image_source": _uses(condition=("use_virtual_camera",)),
     },
 }
 _ROBOT = {"camera_topic": "/cam/image", "device": "cpu", "namespace": "robot"}
 _DETECTOR_REMAPPINGS = [("image", "image"), ("image/compressed", "image/compressed")]
-_DEFAULT_DETECTOR = ("/", _DETECTOR_REMAPPINGS, ["detector.yaml", {"device": "auto", "backend": "auto"}])
+_DEFAULT_DETECTOR = ("/", _DETECTOR_REMAPPINGS,
+                     ["detector.yaml", {"device": "auto", "backend": "auto", "precision": "auto"}])
 # (launch file, arguments) -> executable of each node started -> (namespace, remappings, parameters: the file
 # name of each params file, the values of each dict, in order)
 RESOLVED = [
     (LAUNCH_FILE, {}, {"detector_node": _DEFAULT_DETECTOR}),
     (LAUNCH_FILE, {**_ROBOT, "with_matcher": "true"}, {
         "detector_node": ("/robot", [("image", "/cam/image"), ("image/compressed", "/cam/image/compressed")],
-                          ["detector.yaml", {"device": "cpu", "backend": "auto"}]),
+                          ["detector.yaml", {"device": "cpu", "backend": "auto", "precision": "auto"}]),
         "matcher_node": ("/robot", [("image", "/cam/image")], ["matcher.yaml", {"device": "cpu"}])}),
     (LAUNCH_FILE, {"lifecycle": "true"}, {"lifecycle_detector_node": _DEFAULT_DETECTOR}),
     (LAUNCH_FILE, {"lifecycle": "true", "with_matcher": "true", "backend": "onnxruntime"}, {
         "lifecycle_detector_node": ("/", _DETECTOR_REMAPPINGS,
-                                    ["detector.yaml", {"device": "auto", "backend": "onnxruntime"}]),
+                                    ["detector.yaml",
+                                     {"device": "auto", "backend": "onnxruntime", "precision": "auto"}]),
         "matcher_node": ("/", [("image", "image")], ["matcher.yaml", {"device": "auto"}])}),
     (FRONTEND_LAUNCH_FILE, {}, {
         "detector_node": ("/", [("image", "image")],
-                          ["detector.yaml", {"device": "auto", "model_path": "", "backend": "auto"}]),
+                          ["detector.yaml",
+                           {"device": "auto", "model_path": "", "backend": "auto", "precision": "auto"}]),
         "matcher_node": ("/", [("image", "image")], ["matcher.yaml", {"device": "auto", "keyframe_mode": False}])}),
     (FRONTEND_LAUNCH_FILE, {**_ROBOT, "use_virtual_camera": "true", "keyframe_mode": "true",
-                            "model_path": "/models/usp.pt", "backend": "torch"}, {
+                            "model_path": "/models/usp.pt", "backend": "torch", "precision": "fp32"}, {
         "detector_node": ("/robot", [("image", "/cam/image")],
-                          ["detector.yaml", {"device": "cpu", "model_path": "/models/usp.pt", "backend": "torch"}]),
+                          ["detector.yaml", {"device": "cpu", "model_path": "/models/usp.pt", "backend": "torch",
+                                           "precision": "fp32"}]),
         "matcher_node": ("/robot", [("image", "/cam/image")],
                          ["matcher.yaml", {"device": "cpu", "keyframe_mode": True}]),
         "image_source": ("/robot", [("image", "/cam/image")], ["image_source.yaml", {"source": "virtual"}])}),

@@ -1,11 +1,14 @@
 """``usp-bench``: training and inference speed of our networks beside OpenCV SIFT and ORB, in one run.
 
     usp-bench [--images DIR] [--weights CKPT] [--device cpu|cuda|all] [--backends torch,openvino,...]
-              [--threads N] [--iterations N] [--train-steps N] [--batch-size N]
+              [--precisions fp32,auto] [--calibration DIR] [--threads N] [--iterations N] [--train-steps N]
+              [--batch-size N]
 
 Inference is ``KeypointDetector.detect`` on one grey uint8 image (network, point selection,
 descriptors), at 240x320 with 300 points and 480x640 with 1000, in each inference backend available
-on the device (usp_core.inference.backends; default: all), beside ``detectAndCompute`` of SIFT and ORB asked
+on the device (usp_core.inference.backends; default: all) and each precision it runs of ``--precisions``
+(usp_core.inference.precision; ``auto`` shown as what it resolves to, int8 calibrated on ``--calibration``),
+beside ``detectAndCompute`` of SIFT and ORB asked
 for the same number of points, on the same images resized the same way. The methods are timed in
 turns, one pass over the images each, so that a change of machine load hits all of them alike; the
 ratios to SIFT and ORB are the figures to compare between machines. Weights: --weights, else the
@@ -18,6 +21,8 @@ how many images per second each extracts at that size. OpenCV always runs on the
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import logging
 import os
 import sys
@@ -35,6 +40,7 @@ from usp_core.cli.train import OneLineParser
 from usp_core.geometry.homography import sample_homography, warp_image
 from usp_core.inference.backends.base import BACKENDS, BackendError
 from usp_core.inference.detector import DetectorConfig, KeypointDetector
+from usp_core.inference.precision import PRECISIONS
 from usp_core.inference.weights import resolve_weights
 from usp_core.support.checkpoint import CheckpointError
 from usp_core.support.image_files import IMAGE_EXTENSIONS
@@ -125,33 +131,36 @@ def opencv_methods(keypoints: int) -> dict[str, Callable[[np.ndarray], object]]:
 
 
 def inference_rows(images: list[np.ndarray], device: torch.device, backends: list[str], weights: Path | None,
-                   threads: int, passes: int) -> list[Row]:
-    """ms/image of the detector in each backend at each evaluation size, beside SIFT and ORB (timed in turns).
+                   threads: int, passes: int, precisions: list[str], calibration: Path | None) -> list[Row]:
+    """ms/image of the detector in each backend and precision at each evaluation size, beside SIFT and ORB (timed
+    in turns).
 
-    Each backend's detector is loaded and prepared once; a backend whose runtime is not installed is
-    skipped, with a log line saying so.
+    Each detector is loaded and prepared once; a backend whose runtime is not installed, or a precision it
+    does not run here, is skipped with a log line saying so; a precision that resolves to one already timed
+    is not timed twice.
     """
     detectors = {}
-    for backend in backends:
-        detector = KeypointDetector.from_pretrained(weights, device, backend=backend, num_threads=threads)
+    for backend, precision in itertools.product(backends, precisions):
+        config = DetectorConfig(precision=precision, calibration_dir=str(calibration or ""))
+        detector = KeypointDetector.from_pretrained(weights, device, config, backend=backend, num_threads=threads)
         start = time.perf_counter()
         try:
-            detector.prepare()
+            label = f"{detector.prepare()} {detector.precision}"
         except BackendError as error:
-            logger.warning("skipping backend %s: %s", backend, error)
+            logger.warning("skipping backend %s in precision %s: %s", backend, precision, error)
             continue
-        logger.info("%s ready in %.1f s", backend, time.perf_counter() - start)
-        detectors[backend] = detector
+        logger.info("%s ready in %.1f s", label, time.perf_counter() - start)
+        detectors.setdefault(label, detector)
     rows = []
     for height, width, keypoints in SIZES:
         resized = [cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in images]
         for detector in detectors.values():
-            detector.config = DetectorConfig(max_keypoints=keypoints)
+            detector.config = dataclasses.replace(detector.config, max_keypoints=keypoints)
         methods = {**opencv_methods(keypoints), **{name: d.detect for name, d in detectors.items()}}
         seconds = timed_in_turns(methods, resized, passes, _sync(device))
-        for backend in detectors:
-            rows.append(Row(device.type, backend, f"inference ms/image (top-{keypoints})", f"{height}x{width}",
-                            seconds[backend] * 1e3, seconds["sift"] * 1e3, seconds["orb"] * 1e3))
+        for label in detectors:
+            rows.append(Row(device.type, label, f"inference ms/image (top-{keypoints})", f"{height}x{width}",
+                            seconds[label] * 1e3, seconds["sift"] * 1e3, seconds["orb"] * 1e3))
     return rows
 
 
@@ -209,12 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to run the model (default: all = cpu, plus cuda when available)")
     parser.add_argument("--backends", type=_backends, default=list(BACKENDS[1:]),
                         help="comma-separated inference backends (default: every one available on the device)")
+    parser.add_argument("--precisions", type=_precisions, default=["fp32", "auto"],
+                        help=f"comma-separated, from {','.join(PRECISIONS)} (default fp32,auto)")
+    parser.add_argument("--calibration", type=Path, default=None, help="precision int8: folder of calibration photos")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads of every backend (default 0: each runtime's default, one per core)")
     parser.add_argument("--iterations", type=int, default=3, help="timed passes over the images (default 3)")
     parser.add_argument("--train-steps", type=int, default=2, help="timed CPU training steps (default 2; x10 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=4, help="CPU training batch (default 4; 16 on CUDA)")
     return parser
+
+
+def _precisions(text: str) -> list[str]:
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in PRECISIONS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown) or repr(text)}; "
+                                         f"choose from {', '.join(PRECISIONS)}")
+    return names
 
 
 def _backends(text: str) -> list[str]:
@@ -253,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             cuda = device.type == "cuda"
             backends = [name for name in args.backends if name == "torch" or not cuda]
             rows.extend(inference_rows(images, device, backends, args.weights, args.threads,
-                                       args.iterations * (10 if cuda else 1)))
+                                       args.iterations * (10 if cuda else 1), args.precisions, args.calibration))
             rows.append(training_row(images, device, args.train_steps * (10 if cuda else 1),
                                      16 if cuda else args.batch_size))
     except (CheckpointError, BackendError, ValueError) as error:

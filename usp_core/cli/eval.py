@@ -1,8 +1,8 @@
 """usp-eval: HPatches-protocol evaluation of UnsuperPoint, SuperPoint and OpenCV baselines on sequence folders.
 
     usp-eval DATA_DIR [--methods usp,superpoint,orb,sift,akaze,brisk] [--weights CKPT] [--superpoint-weights CKPT]
-             [--resolution 240x320] [--top-k 300] [--device D] [--backend auto] [--nms-radius PX] [--json FILE]
-             [--plot FILE.png] [--visualize DIR]
+             [--resolution 240x320] [--top-k 300] [--device D] [--backend auto] [--precision auto]
+             [--calibration DIR] [--nms-radius PX] [--json FILE] [--plot FILE.png] [--visualize DIR]
 
 --methods defaults to both networks and every method the installed OpenCV offers (orb, sift, akaze,
 brisk with opencv-contrib); "superpoint-ha" (SuperPoint with Homographic Adaptation at test time,
@@ -31,6 +31,7 @@ from usp_core.evaluation.report import overall_table, sequence_table
 from usp_core.evaluation.runner import evaluate_method, method_summary
 from usp_core.evaluation.visualize import save_match_images
 from usp_core.inference.backends.base import BACKENDS
+from usp_core.inference.precision import PRECISIONS
 from usp_core.support.atomic import write_bytes_atomic
 from usp_core.support.checkpoint import CheckpointError
 from usp_core.support.device import resolve_device
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device for usp (default: cuda if available, else cpu)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="inference backend for usp (default auto: openvino on a CPU, torch on CUDA)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="what usp computes in (default auto: the fastest its weights' gate passed, else fp32)")
+    parser.add_argument("--calibration", default=None, help="precision int8: folder of calibration photos")
     parser.add_argument("--nms-radius", type=int, default=None,
                         help="usp: drop points with a better one within this many pixels (default: the detector's)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
@@ -125,7 +129,8 @@ def _build_methods(names: list[str], args: argparse.Namespace, device: str) -> l
         try:
             methods.append(build_method(name, args.top_k, weights=_weights(args, name), device=device,
                                         backend=args.backend, nms_radius=args.nms_radius,
-                                        adaptation_warps=args.adaptation_warps))
+                                        adaptation_warps=args.adaptation_warps, precision=args.precision,
+                                        calibration_dir=args.calibration))
         except (CheckpointError, MethodError, OSError) as error:
             raise UsageError(str(error).splitlines()[0] if str(error) else repr(error)) from None
     return methods
@@ -143,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as error:
         raise UsageError(str(error)) from None
     methods = _build_methods(names, args, device)
-    backend = next((method.detector.backend for method in methods if isinstance(method, LearnedMethod)), None)
+    learned = next((method.detector for method in methods if isinstance(method, LearnedMethod)), None)
+    backend, precision = (learned.backend, learned.precision) if learned else (None, None)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     examples = _pick_examples(sequences, VISUALIZED_PAIRS) if args.visualize else set()
@@ -154,23 +160,25 @@ def run(args: argparse.Namespace) -> int:
 
     num_pairs = sum(len(s) for s in sequences)
     title = f"{Path(args.data_dir).resolve().name}: {num_pairs} pairs at {size[0]}x{size[1]}, top-{args.top_k}"
-    print(f"{title} (device {device}{f', backend {backend}' if backend else ''})\n")
+    print(f"{title} (device {device}{f', backend {backend}, precision {precision}' if backend else ''})\n")
     print(overall_table(summaries))
     print("\nPer sequence:\n")
     print(sequence_table(summaries))
     nms = next((method.detector.config.nms_radius for method in methods if isinstance(method, LearnedMethod)), None)
-    _write_outputs(args, summaries, picked, title, _settings(args, sequences, size, device, backend, nms, names))
+    _write_outputs(args, summaries, picked, title, _settings(args, sequences, size, device, (backend, precision), nms,
+                                                                  names))
     return 0
 
 
-def _settings(args, sequences, size, device, backend, nms_radius, names) -> dict:
+def _settings(args, sequences, size, device, runtime, nms_radius, names) -> dict:
     """How the run was made, stored beside the numbers in the JSON."""
     return {
         "data_dir": str(Path(args.data_dir).resolve()),
         "resolution": list(size),
         "top_k": args.top_k,
         "device": device,
-        "backend": backend,
+        "backend": runtime[0],
+        "precision": runtime[1],
         "nms_radius": nms_radius,
         "weights": {name: _weights(args, name) or LEARNED[name] for name in names if name in LEARNED},
         "adaptation_warps": args.adaptation_warps if "superpoint-ha" in names else None,

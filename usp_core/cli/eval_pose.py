@@ -2,7 +2,8 @@
 
     usp-eval-pose SEQ [SEQ ...] [--methods usp,superpoint,orb,sift,akaze] [--gaps 1,3] [--top-k 1000]
                   [--model essential] [--estimator ransac] [--threshold 1.0] [--refine lm] [--ratio-test 0]
-                  [--weights CKPT] [--superpoint-weights CKPT] [--device D] [--backend auto] [--json FILE]
+                  [--weights CKPT] [--superpoint-weights CKPT] [--device D] [--backend auto] [--precision auto]
+                  [--calibration DIR] [--json FILE]
 
 Each SEQ is a folder of frames with camera.yaml and groundtruth.txt (TUM) or poses.txt (KITTI)
 (usp_core.evaluation.pose). Features at each frame's own size, the matcher node's matching and geometry
@@ -26,6 +27,7 @@ from usp_core.evaluation.report import _cell, markdown_table
 from usp_core.geometry.tracking import MatchConfig
 from usp_core.geometry.two_view import ESTIMATORS, MODELS, REFINEMENTS
 from usp_core.inference.backends import BACKENDS
+from usp_core.inference.precision import PRECISIONS
 from usp_core.support.atomic import write_bytes_atomic
 
 logger = logging.getLogger("usp_core.eval_pose")
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nms-radius", type=int, default=None, help="usp: NMS radius (default: the detector's)")
     parser.add_argument("--device", default=None, help="torch device for the networks (default: cuda if available)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend of the networks")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="what the networks compute in (default auto: the fastest their weights' gate passed)")
+    parser.add_argument("--calibration", default=None, help="precision int8: folder of calibration photos")
     parser.add_argument("--json", type=Path, default=None, help="write every number (and every pair) to this file")
     return parser
 

@@ -161,13 +161,14 @@ def default_methods() -> tuple[str, ...]:
 
 
 def build_method(name: str, top_k_points: int, weights: str | Path | None = None, device: str = "cpu",
-                 backend: str = "auto", nms_radius: int | None = None, adaptation_warps: int = 100) -> Method:
+                 backend: str = "auto", nms_radius: int | None = None, adaptation_warps: int = 100,
+                 precision: str = "auto", calibration_dir: str | Path | None = None) -> Method:
     """The method called name keeping top_k_points keypoints per image.
 
     A learned method loads ``weights`` (None: its bundled weights, see LEARNED; any checkpoint of
     either architecture works) on device, selects points with ``nms_radius``
     (None: the DetectorConfig default) and prepares its inference backend
-    (usp_core.inference.backends); it raises usp_core.support.checkpoint.CheckpointError when the weights cannot be
+    (usp_core.inference.backends) in ``precision`` (int8: calibrated on ``calibration_dir``); it raises usp_core.support.checkpoint.CheckpointError when the weights cannot be
     loaded, MethodError when the backend cannot run. "superpoint-ha" (:class:`AdaptedMethod`) runs
     the SuperPoint network in torch on the CPU with ``adaptation_warps`` warps. Unknown names raise MethodError.
     """
@@ -178,7 +179,8 @@ def build_method(name: str, top_k_points: int, weights: str | Path | None = None
     if name in LEARNED:
         selection = {} if nms_radius is None else {"nms_radius": nms_radius}
         try:
-            config = DetectorConfig(max_keypoints=top_k_points, **selection)
+            config = DetectorConfig(max_keypoints=top_k_points, precision=precision,
+                                    calibration_dir=str(calibration_dir or ""), **selection)
             detector = KeypointDetector.from_pretrained(weights or LEARNED[name], device=device, config=config,
                                                         backend=backend)
             detector.prepare()

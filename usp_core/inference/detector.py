@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from usp_core.inference.backends.base import Runner, check
 from usp_core.inference.backends.choose import make_runner
 from usp_core.inference.features import Features
+from usp_core.inference.graph_cache import weights_digest
+from usp_core.inference.precision import PRECISIONS, PrecisionGate, gate_path
 from usp_core.inference.selection import select_points
-from usp_core.inference.weights import load_network
+from usp_core.inference.weights import load_network, resolve_weights
 from usp_core.models.superpoint import SuperPoint
 from usp_core.models.unsuperpoint import UnsuperPoint
 
@@ -51,7 +53,8 @@ class DetectorConfig:
     border: int = 4  # drop points closer than this many pixels to the edge of the (padded: original; cropped: kept) image
     nms_radius: int = 0  # drop points with a better kept point within this many pixels (greedy); 0 = off; <= MAX_NMS_RADIUS
     size_policy: str = "pad"  # "pad": replicate-pad bottom/right up to a multiple of 8; "crop": drop the bottom/right remainder
-    half: bool = False  # run the model under float16 autocast on CUDA; ignored on CPU
+    precision: str = "auto"  # fp32 | fp16 | bf16 | int8 | auto: what the network computes in (inference.precision)
+    calibration_dir: str = ""  # int8: folder of calibration photos ("" = $USP_ROS_CALIBRATION_DIR)
     channel_order: str = "rgb"  # channel order of 3-channel inputs: "rgb", or "bgr" for cv2.imread images
     inference_width: int = 0  # network input width (multiple of 8); 0 = the input's, or kept aspect (inference_size)
     inference_height: int = 0  # network input height (multiple of 8); 0 = the input's, or kept aspect
@@ -64,6 +67,8 @@ class DetectorConfig:
                 raise ValueError(f"{name} must be a multiple of 8, >= 0 (0 = off), got {value}")
         if self.size_policy not in ("pad", "crop"):
             raise ValueError(f"size_policy must be 'pad' or 'crop', got {self.size_policy!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.channel_order not in _GREY_WEIGHTS:
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
         if self.max_keypoints is not None and self.max_keypoints < 1:
@@ -222,13 +227,15 @@ class KeypointDetector:
     weights at first use (cached on disk under ``cache_dir``, see usp_core.inference.graph_cache): build a new
     detector after changing the weights. ``num_threads`` > 0 caps the CPU threads of every backend
     (the torch backend sets torch's process-wide thread count, see usp_core.inference.backends.torch_runner).
+    ``config.precision`` "auto" on the CPU runs the fastest precision that ``gate`` (the weights' accuracy
+    gate, which :meth:`from_pretrained` reads) passed and this CPU supports, else fp32.
 
     Not thread-safe: use a detector from one thread at a time (the OpenVINO backend reuses one infer
     request per input shape, and the dense maps it returns are views into that request's buffers).
     """
 
     def __init__(self, model: UnsuperPoint | SuperPoint, config: DetectorConfig | None = None, backend: str = "auto",
-                 num_threads: int = 0, cache_dir: str | Path | None = None) -> None:
+                 num_threads: int = 0, cache_dir: str | Path | None = None, gate: PrecisionGate | None = None) -> None:
         if num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {num_threads}")
         self.model = model.eval()
@@ -237,6 +244,7 @@ class KeypointDetector:
         self.requested_backend = backend
         self.num_threads = num_threads
         self.cache_dir = cache_dir
+        self.gate = gate
         self._runner: Runner | None = None
 
     @classmethod
@@ -249,10 +257,13 @@ class KeypointDetector:
         loaded by :func:`usp_core.inference.weights.load_network`: ``None`` or "bundled" loads the
         bundled weights (usp_core/weights/unsuperpoint.pt), the name of a shipped model ("unsuperpoint",
         "superpoint", "unsuperpoint_vgg") usp_core/weights/<name>.pt, anything else is a checkpoint
-        path. Raises CheckpointError with a one-line message when the file is missing, corrupt or
-        does not fit the model. The backend is prepared at the first detect (or by :meth:`prepare`).
+        path. Its accuracy gate (``<stem>.gate.json`` beside it, written by usp-gate) is used when it
+        measured these very weights. Raises CheckpointError with a one-line message when the file is
+        missing, corrupt or does not fit the model, ValueError when its gate file is unreadable. The
+        backend is prepared at the first detect (or by :meth:`prepare`).
         """
-        return cls(load_network(path_or_name, device), config, backend, num_threads, cache_dir)
+        model = load_network(path_or_name, device)
+        return cls(model, config, backend, num_threads, cache_dir, _matching_gate(path_or_name, model))
 
     @property
     def device(self) -> torch.device:
@@ -268,8 +279,14 @@ class KeypointDetector:
         """
         if self._runner is None:
             self._runner = make_runner(self.requested_backend, self.model, self.device, self.num_threads,
-                                       self.cache_dir)
+                                       self.cache_dir, self.config.precision, self.gate, self.config.calibration_dir)
         return self._runner.name
+
+    @property
+    def precision(self) -> str:
+        """The precision the network runs in ("fp32", "fp16", "bf16", "int8"); prepares the backend if needed."""
+        self.prepare()
+        return self._runner.precision
 
     @property
     def backend(self) -> str:
@@ -301,7 +318,7 @@ class KeypointDetector:
         images = _to_unit_float(batch.detach().to(self.device))
         images = _to_channels(images, self.model.config.in_channels, self.config.channel_order)
         images, valid_size = _fit_to_cells(images, self.model.cell, self.config.size_policy)
-        score, position, descriptors = self._runner(images.contiguous(), self.config.half)
+        score, position, descriptors = self._runner(images.contiguous())
         config = self.config
         results = []
         for index in range(len(score)):
@@ -311,3 +328,13 @@ class KeypointDetector:
                                      max_keypoints=config.max_keypoints)
             results.append(Features(*selected, image_size=network_size).resized(input_size))
         return results
+
+
+def _matching_gate(path_or_name: str | Path | None, model: torch.nn.Module) -> PrecisionGate | None:
+    """The gate beside the checkpoint when it measured these weights (else None, with a log line)."""
+    path = gate_path(resolve_weights(path_or_name))
+    gate = PrecisionGate.read(path)
+    if gate is not None and gate.weights != weights_digest(model):
+        logger.warning("precision gate %s measured other weights; precision auto runs fp32", path)
+        return None
+    return gate

@@ -42,6 +42,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from usp_core.inference.backends.base import BACKENDS, BackendError, check
 from usp_core.inference.detector import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
+from usp_core.inference.precision import PRECISIONS
 from usp_core.support.checkpoint import CheckpointError
 from usp_core.support.device import resolve_device
 from usp_core.support.drawing import caption, draw_keypoints
@@ -79,7 +80,14 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "num_threads": ParameterSpec(
         0, "CPU threads for inference, honoured by every backend (torch: its process-wide count, set before "
            "inference); 0 = the runtime's default (one per core)", read_only=True, integer_range=(0, 256, 1)),
-    "half": ParameterSpec(False, "Half precision (float16 autocast) on CUDA; ignored on cpu"),
+    "precision": ParameterSpec(
+        "auto", "What the network computes in: auto (on the CPU the fastest precision that the weights' accuracy gate "
+                "passed and the CPU runs, else fp32; fp16 on CUDA), fp32, fp16 or bf16 (CUDA; bf16 also openvino on a "
+                "CPU with AMX or AVX512_BF16) or int8 (openvino, calibrated on calibration_dir)",
+        read_only=True, choices=PRECISIONS),
+    "calibration_dir": ParameterSpec(
+        "", "precision int8: folder of photos like the camera's to calibrate on (quantised once per size, cached "
+            "in ~/.cache/usp_ros); empty = $USP_ROS_CALIBRATION_DIR", read_only=True),
     "inference_width": ParameterSpec(
         0, "Width the network runs at (multiple of 8); 0 = the input's (or kept aspect when only inference_height "
            "is set). Keypoints are always in input pixels", integer_range=(0, MAX_INFERENCE_SIDE, 8)),
@@ -119,9 +127,9 @@ PARAMETERS: dict[str, ParameterSpec] = {
 def detector_config(values: dict) -> DetectorConfig:
     """DetectorConfig from parameter values; ValueError (from the config's own checks) when invalid."""
     return DetectorConfig(max_keypoints=values["max_keypoints"], score_threshold=values["score_threshold"],
-                          border=values["border"], nms_radius=values["nms_radius"], half=values["half"],
-                          channel_order="bgr", inference_width=values["inference_width"],
-                          inference_height=values["inference_height"],
+                          border=values["border"], nms_radius=values["nms_radius"], precision=values["precision"],
+                          calibration_dir=values["calibration_dir"], channel_order="bgr",
+                          inference_width=values["inference_width"], inference_height=values["inference_height"],
                           max_inference_side=values["max_inference_side"])
 
 
@@ -156,7 +164,7 @@ class DetectorCore:
         detector = KeypointDetector.from_pretrained(values["model_path"] or None, self._device,
                                                     detector_config(values), backend=values["backend"],
                                                     num_threads=values["num_threads"])
-        self._backend = detector.prepare()
+        self._backend, self._precision = detector.prepare(), detector.precision
         with self._lock:
             self._detector = detector
         self._stats = Statistics(COUNTERS)
@@ -189,11 +197,11 @@ class DetectorCore:
         self._subscription = self._qos_timer = self._diagnostics_timer = None
 
     def _describe(self) -> str:
-        """One line for the log: input -> output, device, backend, model."""
+        """One line for the log: input -> output, device, backend and precision, model."""
         values = self._params.values
         return (f"{self.resolve_topic_name(self._input_topic)} -> {self._features_pub.topic_name} on {self._device} "
-                f"with backend {self._backend}, model {values['model_path'] or 'bundled weights'}, "
-                f"max_keypoints {values['max_keypoints']}")
+                f"with backend {self._backend} in {self._precision}, "
+                f"model {values['model_path'] or 'bundled weights'}, max_keypoints {values['max_keypoints']}")
 
     def destroy_node(self) -> None:
         """Stop the worker thread (waits for the frame in hand) and free the model, then destroy the node."""
@@ -305,7 +313,7 @@ class DetectorCore:
         """A copy of the detector with its model on ``device`` and its backend prepared (an export: seconds)."""
         current = self._detector
         detector = KeypointDetector(copy.deepcopy(current.model).to(device), config, current.requested_backend,
-                                    current.num_threads, current.cache_dir)
+                                    current.num_threads, current.cache_dir, current.gate)
         detector.prepare()
         return detector
 
@@ -316,6 +324,7 @@ class DetectorCore:
         if self._pending is not None:
             self._detector, self._pending = self._pending, None
             self._device, self._backend = self._detector.device, self._detector.backend
+            self._precision = self._detector.precision
         self._detector.config = detector_config(values)
 
     # ---- diagnostics ---------------------------------------------------------------------------------
@@ -331,7 +340,7 @@ class DetectorCore:
             "debug images": period.totals["debug_images"],
             "device": str(self._device),
             "backend": self._backend,
-            "half": self._params.values["half"] and self._device.type == "cuda",
+            "precision": self._precision,
             "input topic": self._subscription.topic_name,
             "input QoS": reliability_name(self._input_reliability),
         }

@@ -16,8 +16,8 @@ Starts the detector node as its own process and talks to it over DDS from this o
 
 Model: by default the bundled weights (the node's default). `--model small` is a random-initialised
 small network (widths 8..64, 256-dim descriptors), `--model full` the full architecture (random weights,
-same cost as trained ones), `--model-path` a checkpoint. `--backend` picks the inference backend, in the
-node and in this process alike (default auto, as the node).
+same cost as trained ones), `--model-path` a checkpoint. `--backend` and `--precision` pick the inference backend and precision, in
+the node and in this process alike (default auto, as the node; int8 calibrates on `--calibration`).
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from sensor_msgs.msg import Image
 
 from usp_core.inference.backends.base import BACKENDS
 from usp_core.inference.detector import DetectorConfig, KeypointDetector
+from usp_core.inference.precision import PRECISIONS
 from usp_core.inference.weights import BUNDLED_WEIGHTS
 from usp_core.models.layers import ModelConfig
 from usp_core.models.unsuperpoint import UnsuperPoint
@@ -153,8 +154,8 @@ def detector_process(harness: Harness, model_path: Path, args: argparse.Namespac
     with Children(folder) as children:
         harness.process = children.start(
             model_path.stem, "-m", "usp_ros.nodes.detector", "--ros-args", "-r", f"__ns:={NAMESPACE}",
-            "-p", f"model_path:={model_path}", "-p", f"device:={args.device}", "-p", f"half:={str(args.half).lower()}",
-            "-p", f"num_threads:={args.threads}", "-p", f"backend:={args.backend}", "-p", "max_keypoints:=1000")
+            "-p", f"model_path:={model_path}", "-p", f"device:={args.device}", "-p", f"precision:={args.precision}",
+            "-p", f"calibration_dir:={args.calibration or ''}", "-p", f"num_threads:={args.threads}", "-p", f"backend:={args.backend}", "-p", "max_keypoints:=1000")
         harness.diagnostics = []
         yield harness.process
 
@@ -220,10 +221,10 @@ def measure_stream(harness: Harness, messages, count: int, rate: float) -> dict:
 def run(harness: Harness, model_path: Path, args: argparse.Namespace, folder: Path, frames, latency_frames: int,
         stream: bool) -> dict:
     """Latency (and, with ``stream``, the 30 Hz run) of one detector process with ``model_path``."""
-    config = DetectorConfig(max_keypoints=1000, half=args.half)
+    config = DetectorConfig(max_keypoints=1000, precision=args.precision, calibration_dir=str(args.calibration or ""))
     detector = KeypointDetector.from_pretrained(model_path, args.device, config, backend=args.backend,
                                                 num_threads=args.threads)
-    result = {"backend": detector.prepare()}
+    result = {"backend": f"{detector.prepare()} {detector.precision}"}
     messages = [numpy_to_image(frame, "bgr8") for frame in frames]
     greys = [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in frames]
     with detector_process(harness, model_path, args, folder):
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="bundled weights (default) or a random-initialised architecture")
     parser.add_argument("--model-path", type=Path, help="a checkpoint instead (usp-train output)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="inference precision (default auto)")
+    parser.add_argument("--calibration", type=Path, default=None, help="precision int8: folder of calibration photos")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default auto)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads of the backend, in the node and here (default 0: the runtime's default)")
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     model = str(args.model_path) if args.model_path else (
         "bundled weights" if args.model == "bundled" else f"random-initialised {args.model} model")
     print_table(f"detector node, {args.width}x{args.height} bgr8, {model}, device {args.device}, backend "
-                f"{main_run['backend']}{' fp16' if args.half else ''}, {args.threads or 'default'} thread(s), "
+                f"{main_run['backend']}, {args.threads or 'default'} thread(s), "
                 f"{os.cpu_count()} CPU cores, "
                 f"load average {os.getloadavg()[0]:.1f}; latency over {args.latency_frames} frames", main_run, probe)
     return 0

@@ -1,7 +1,8 @@
 """The whole front-end in one command: image source -> detector -> matcher as ROS 2 processes over DDS.
 
     python -m usp_ros.tools.frontend [--video FILE] [--model-path CKPT] [--device auto] [--backend auto]
-                               [--duration 20 | --frames N] [--out frontend_matches.mp4]
+                               [--precision auto] [--calibration DIR] [--duration 20 | --frames N]
+                               [--out frontend_matches.mp4]
 
 Starts the nodes `ros2 launch usp_ros frontend.launch.py` starts as child processes (usp_ros.tools.children):
 ``image_source`` (a virtual camera flying over matplotlib's sample photo, or ``--video FILE``),
@@ -37,6 +38,7 @@ from sensor_msgs.msg import Image
 
 from usp_core.evaluation.metrics import corner_error
 from usp_core.inference.backends.base import BACKENDS
+from usp_core.inference.precision import PRECISIONS
 from usp_core.inference.weights import BUNDLED_WEIGHTS
 from usp_core.support.drawing import CAPTION_HEIGHT, caption
 from usp_ros.bridge.images import ConversionError, image_to_numpy, to_bgr8
@@ -72,6 +74,8 @@ class Options:
     height: int = 0  # image height; 0 = the source's own (virtual camera: 480)
     keyframes: bool = False  # matcher keyframe mode
     backend: str = "auto"  # the detector's inference backend (usp_core.inference.backends)
+    precision: str = "auto"  # the detector's precision (usp_core.inference.precision)
+    calibration: Path | None = None  # precision int8: folder of calibration photos
 
 
 def parse_args(argv=None) -> Options:
@@ -81,6 +85,9 @@ def parse_args(argv=None) -> Options:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--backend", choices=BACKENDS, default=Options.backend,
                         help="the detector's inference backend (default auto: openvino on a CPU, torch on CUDA)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=Options.precision,
+                        help="the detector's precision (default auto: the fastest its weights' gate passed)")
+    parser.add_argument("--calibration", type=Path, help="precision int8: folder of calibration photos")
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument("--duration", type=float, help="seconds to run (default 20)")
     stop.add_argument("--frames", type=int, help="stop after this many matched frames")
@@ -106,7 +113,8 @@ def parse_args(argv=None) -> Options:
     duration = args.duration if args.duration is not None or args.frames is not None else Options.duration
     resolve = (lambda p: p.resolve() if p is not None else None)
     return Options(resolve(args.video), resolve(args.model_path), args.device, duration, args.frames,
-                   args.out.resolve(), args.rate, args.width, args.height, args.keyframes, args.backend)
+                   args.out.resolve(), args.rate, args.width, args.height, args.keyframes, args.backend,
+                   args.precision, resolve(args.calibration))
 
 
 def compose_ground_truth(steps: dict, reference, current, limit: int = GROUND_TRUTH_HISTORY) -> np.ndarray | None:
@@ -187,10 +195,11 @@ def child_commands(options: Options, share: Path) -> dict[str, list[str]]:
 
     source = dict(source="video", path=str(options.video)) if options.video else dict(source="virtual")
     model = dict(model_path=str(options.model_path)) if options.model_path else {}
+    calibration = dict(calibration_dir=str(options.calibration)) if options.calibration else {}
     return {
         "matcher_node": node("matcher", "matcher.yaml", device=options.device, keyframe_mode=options.keyframes),
         "detector_node": node("detector", "detector.yaml", device=options.device, backend=options.backend,
-                              **model),
+                              precision=options.precision, **model, **calibration),
         "image_source": node("image_source", "image_source.yaml", rate=float(options.rate), width=options.width,
                              height=options.height, **source),
     }

@@ -195,10 +195,14 @@ def test_bench_loads_each_backend_once_and_logs_progress_not_prints(tmp_path: Pa
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes "import openvino" fail
     image = bench.load_images(tmp_path / "none")[0][0]
     with caplog.at_level(logging.INFO, logger="usp_core.bench"):
-        rows = bench.inference_rows([image], torch.device("cpu"), ["torch", "openvino"], weights, 1, 1)
-    assert loads == ["torch", "openvino"], "one load per backend, not one per size"
-    assert [(row.backend, row.size) for row in rows] == [("torch", "240x320"), ("torch", "480x640")]
-    assert "skipping backend openvino: backend 'openvino' needs" in caplog.text and "torch ready in" in caplog.text
+        rows = bench.inference_rows([image], torch.device("cpu"), ["torch", "openvino"], weights, 1, 1,
+                                    ["fp32", "auto", "bf16"], None)
+    assert loads == ["torch"] * 3 + ["openvino"] * 3, "one load per backend and precision, not one per size"
+    assert [(row.backend, row.size) for row in rows] == [("torch fp32", "240x320"), ("torch fp32", "480x640")], \
+        "auto is fp32 in torch on the CPU (timed once); bf16 does not run there"
+    assert "skipping backend torch in precision bf16: precision bf16 runs in torch on CUDA only" in caplog.text
+    assert "skipping backend openvino in precision fp32: backend 'openvino' needs" in caplog.text
+    assert "torch fp32 ready in" in caplog.text
     assert capsys.readouterr().out == ""
 
 

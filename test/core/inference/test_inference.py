@@ -295,11 +295,6 @@ def test_weights_resolve_by_name_path_or_bundled(tmp_path, monkeypatch):
     assert resolve_weights("unsuperpoint_vgg") == Path("unsuperpoint_vgg")  # an existing file wins over a name
 
 
-def test_half_is_ignored_on_cpu():
-    found = _detector(half=True, max_keypoints=5).detect(_image())[0]
-    assert found.descriptors.dtype == np.float32 and len(found) == 5
-
-
 def test_cpu_input_steps_give_torchs_values():
     # On the CPU the input steps run in numpy (one thread); they must give what the torch ops give.
     from usp_core.inference.detector import _fit_to_cells, _to_channels, _to_unit_float

@@ -21,8 +21,9 @@ class Runner(Protocol):
     """Evaluates the dense network; see usp_core.inference.backends for the shapes."""
 
     name: str
+    precision: str  # what it computes in (usp_core.inference.precision): fp32, fp16, bf16 or int8
 
-    def __call__(self, images: torch.Tensor, half: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """images (B, C, H, W) float32 -> (score (B,1,h,w), position (B,2,h,w), descriptors (B,D,h,w)) numpy float32."""
 
 

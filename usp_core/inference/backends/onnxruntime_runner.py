@@ -26,6 +26,7 @@ class OnnxRuntimeRunner:
     """ONNX Runtime's CPU execution provider for a snapshot of ``model``'s weights (taken now)."""
 
     name = "onnxruntime"
+    precision = "fp32"
 
     def __init__(self, model: nn.Module, num_threads: int, cache: GraphCache) -> None:
         ort, onnx, onnxscript = require("onnxruntime", "onnxruntime", "onnx", "onnxscript")
@@ -38,8 +39,8 @@ class OnnxRuntimeRunner:
         options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(files[FILE], options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, images: torch.Tensor, half: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """images (B, C, H, W) float32 on the CPU -> dense maps as numpy float32 (B, ., h, w); ``half`` is ignored."""
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """images (B, C, H, W) float32 on the CPU -> dense maps as numpy float32 (B, ., h, w)."""
         array = np.ascontiguousarray(images.detach().numpy(), dtype=np.float32)
         return tuple(self._session.run(None, {"images": array}))
 

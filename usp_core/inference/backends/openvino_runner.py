@@ -1,10 +1,19 @@
-"""The OpenVINO backend: the model converted once (cached on disk), compiled per input shape for the CPU in float32.
+"""The OpenVINO backend: the model converted once (cached on disk), compiled per input shape for the CPU.
 
 The graph on disk has dynamic batch, height and width; a compiled model is made for each input
 shape on first sight (about 0.2 s) and kept in memory, since the static shapes ran 4 to 12 % faster
 than one dynamically shaped compiled model here. Compilation properties: the LATENCY performance
-hint, ``INFERENCE_NUM_THREADS`` when a thread count is given, and float32 inference precision (on
-CPUs with AMX OpenVINO would otherwise run in bfloat16, about 1e-2 away from torch).
+hint, ``INFERENCE_NUM_THREADS`` when a thread count is given, and the inference precision: float32
+for ``fp32`` and ``int8`` (on CPUs with AMX OpenVINO's default would be bfloat16), bfloat16 for ``bf16``.
+
+int8: each input shape gets its own quantised graph, made at its first sight (seconds) by NNCF's
+post-training quantisation calibrated on photos at that size (usp_core.inference.calibration), and
+cached on disk like the float graph, keyed also by the shape, NNCF's version and the photos' digest.
+What is quantised: NNCF's default (``PERFORMANCE`` preset: symmetric int8 weights and activations) on
+the inputs of every convolution, with fast bias correction. Everything else stays float32: the
+soft-argmax and cell-grid arithmetic that turns the full-resolution logits into pixel positions (so
+the positions keep their sub-pixel part), the sigmoid of the scores, and the bilinear sampling and
+normalisation of the descriptors.
 """
 from __future__ import annotations
 
@@ -16,37 +25,52 @@ import numpy as np
 import torch
 from torch import nn
 
-from usp_core.inference.backends.base import require
+from usp_core.inference.backends.base import BackendError, require
 from usp_core.inference.export import (OUTPUT_NAMES, DenseTuple, ExportError, check_outputs, export_program,
                                        quiet_pytree_deprecation)
 from usp_core.inference.graph_cache import GraphCache, describe_graph
+from usp_core.inference.calibration import CalibrationError, calibration_photos, calibration_set
 from usp_core.support.errors import first_line
 
 __all__ = ["OpenVinoRunner"]
 
 COMPILED_SHAPES = 4  # compiled input shapes kept in memory, least recently used dropped first
 FILES = ("model.xml", "model.bin")
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT of each precision
 
 
 class OpenVinoRunner:
-    """OpenVINO on the CPU for a snapshot of ``model``'s weights (taken now)."""
+    """OpenVINO on the CPU for a snapshot of ``model``'s weights (taken now), in ``precision`` (fp32, bf16, int8).
+
+    ``calibration_dir``: int8's calibration photos (see usp_core.inference.quantize); checked now, read at
+    the first image of each size. Raises BackendError (one line) when int8 has no photos or no NNCF.
+    """
 
     name = "openvino"
 
-    def __init__(self, model: nn.Module, num_threads: int, cache: GraphCache) -> None:
+    def __init__(self, model: nn.Module, num_threads: int, cache: GraphCache, precision: str = "fp32",
+                 calibration_dir: str | Path | None = None) -> None:
         (self._ov,) = require("openvino", "openvino")
+        if precision == "int8":
+            (self._nncf,) = require("openvino", "nncf")
+            try:
+                self._calibration = calibration_photos(calibration_dir)
+            except CalibrationError as error:
+                raise BackendError(str(error)) from None
+        self.precision, self._cache = precision, cache
         self._core = self._ov.Core()
-        description = describe_graph(model, "openvino", self._ov.__version__, runner=OpenVinoRunner,
-                                     inputs="images (batch, C, height, width), all but C dynamic", precision="f32")
-        files = cache.get_or_build(description, FILES, lambda: self._convert(model))
-        self._model = self._core.read_model(files["model.xml"], files["model.bin"])
-        self._properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        self._description = describe_graph(model, "openvino", self._ov.__version__, runner=OpenVinoRunner,
+                                           inputs="images (batch, C, height, width), all but C dynamic",
+                                           precision="f32")
+        files = cache.get_or_build(self._description, FILES, lambda: self._convert(model))
+        self._model = self._read(files)
+        self._properties = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": HINTS[precision]}
         if num_threads:
             self._properties["INFERENCE_NUM_THREADS"] = num_threads
         self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
-    def __call__(self, images: torch.Tensor, half: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """images (B, C, H, W) float32 on the CPU -> dense maps as numpy float32 (B, ., h, w); ``half`` is ignored.
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """images (B, C, H, W) float32 on the CPU -> dense maps as numpy float32 (B, ., h, w).
 
         The maps are views into the compiled model's output buffers (no copy): valid until the next call.
         """
@@ -61,11 +85,36 @@ class OpenVinoRunner:
             return self._requests[shape]
         static = self._model.clone()
         static.reshape(list(shape))
+        if self.precision == "int8":
+            static = self._quantized(static, shape)
         request = self._core.compile_model(static, "CPU", self._properties).create_infer_request()
         self._requests[shape] = request
         if len(self._requests) > COMPILED_SHAPES:
             self._requests.popitem(last=False)
         return request
+
+    def _quantized(self, static, shape: tuple[int, ...]):
+        """The int8 graph of the float graph ``static`` (reshaped to ``shape``), from the cache or made now."""
+        images, digest = calibration_set(*self._calibration, shape[-2], shape[-1])
+        description = self._description and {
+            **self._description, "inputs": f"images {list(shape)}",
+            "precision": f"int8, NNCF {self._nncf.__version__}, {len(images)} calibration photos sha256 {digest}"}
+        files = self._cache.get_or_build(description, FILES, lambda: self._save(self._quantize(static, images)))
+        return self._read(files)
+
+    def _quantize(self, static, images: list[np.ndarray]):
+        """An int8 copy of the static-shape graph, calibrated on ``images`` (see the module docstring)."""
+        return self._nncf.quantize(static, self._nncf.Dataset(images), subset_size=len(images),
+                                   preset=self._nncf.QuantizationPreset.PERFORMANCE)
+
+    def _read(self, files: dict[str, bytes]):
+        return self._core.read_model(files["model.xml"], files["model.bin"])
+
+    def _save(self, graph) -> dict[str, bytes]:
+        """The IR files of an OpenVINO graph (weights as they are: float32, or int8 once quantised)."""
+        with tempfile.TemporaryDirectory(prefix="usp_openvino_") as folder:
+            self._ov.save_model(graph, str(Path(folder) / FILES[0]), compress_to_fp16=False)
+            return {name: (Path(folder) / name).read_bytes() for name in FILES}
 
     def _convert(self, model: nn.Module) -> dict[str, bytes]:
         """IR files of ``model`` (float32 weights), checked against the eager model; ExportError on failure."""
@@ -75,14 +124,12 @@ class OpenVinoRunner:
                 converted = self._ov.convert_model(program)
         except Exception as error:  # the converter raises its own types
             raise ExportError(f"openvino.convert_model failed: {first_line(error)}") from error
-        with tempfile.TemporaryDirectory(prefix="usp_openvino_") as folder:
-            self._ov.save_model(converted, str(Path(folder) / FILES[0]), compress_to_fp16=False)
-            files = {name: (Path(folder) / name).read_bytes() for name in FILES}
+        files = self._save(converted)
         example = program.example_inputs[0][0]
-        compiled = self._core.compile_model(self._core.read_model(files["model.xml"], files["model.bin"]), "CPU",
-                                            {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = self._core.compile_model(self._read(files), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         with torch.no_grad():
             reference = DenseTuple(model)(example)
         got = compiled(example.numpy())
         check_outputs(tuple(got[index] for index in range(len(OUTPUT_NAMES))), reference, "the OpenVINO graph")
         return files
+
