@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -187,15 +188,19 @@ def test_ctrl_c_leaves_a_shorter_readable_bag(shared_data, tmp_path):
 
 
 @needs_weights
-def test_camera_info_in_the_bag_gives_relative_poses(shared_data, tmp_path):
-    """tum_fr2 frames with their CameraInfo, --model essential: every pair's rotation within a degree of the motion
-    capture's, and a TransformStamped per pose on /camera/motion."""
+@pytest.mark.parametrize("camera_from", ["camera_info in the bag", "--camera-yaml"])
+def test_a_camera_model_gives_relative_poses(camera_from, shared_data, tmp_path):
+    """tum_fr2 frames with their CameraInfo (or a bag without it and the calibration YAML), --model essential: every
+    pair's rotation within a degree of the motion capture's, and a TransformStamped per pose on /camera/motion."""
     sequence = load_pose_sequence(shared_data / "sequences" / "tum_fr2")
     count = 6
     bag = tmp_path / "in"
-    write_image_bag(bag, frames(shared_data, "tum_fr2", count), "/camera/image_raw", camera=sequence.camera)
+    in_bag = camera_from == "camera_info in the bag"
+    write_image_bag(bag, frames(shared_data, "tum_fr2", count), "/camera/image_raw",
+                    camera=sequence.camera if in_bag else None)
+    camera = [] if in_bag else ["--camera-yaml", Path(__file__).parent / "camera_tum_fr2.yaml"]
     done = process_bag(tmp_path, bag, tmp_path / "out", "--image-topic", "/camera/image_raw", "--model", "essential",
-                       "--reprojection-threshold", "1.0")
+                       "--reprojection-threshold", "1.0", *camera)
     assert done.returncode == 0, done.stderr
     topics = read_bag(tmp_path / "out")
     assert set(topics) == {"/camera/features", "/camera/matches", "/camera/motion"}

@@ -9,9 +9,11 @@ new rosbag2 (MCAP unless ``--storage sqlite3``), holds ``features`` (usp_ros/Fea
 CompressedImage topic /camera/image_raw/compressed counts as /camera/image_raw). Every message carries
 its image's header and is logged at the image's bag time. No ROS graph is involved.
 
-Camera model and relative poses: the sensor_msgs/CameraInfo on ``--camera-info-topic`` (default: the
-image topic's sibling ``camera_info``, image_transport's convention, when the bag has it) gives each frame
-its camera model (the CameraInfo with the image's stamp, else the latest one before it, else the first);
+Camera model and relative poses: ``--camera-yaml`` (camera_calibration's YAML, as the matcher's
+``camera_yaml`` parameter) gives every frame's camera model; else the sensor_msgs/CameraInfo on
+``--camera-info-topic`` (default: the image topic's sibling ``camera_info``, image_transport's convention,
+when the bag has it) gives each frame its camera model (the CameraInfo with the image's stamp, else the
+latest one before it, else the first);
 with ``--model essential`` (or fundamental, auto) the FrameMatch messages carry the relative pose, also
 written as geometry_msgs/TransformStamped on ``motion`` (/camera/motion) as the node's ``matches/motion``.
 
@@ -47,6 +49,7 @@ from usp_core.geometry.tracking import MODELS, Frame, FrameTracker
 from usp_core.inference.backends.base import BACKENDS
 from usp_core.inference.detector import KeypointDetector
 from usp_core.inference.features import Features
+from usp_core.inference.precision import PRECISIONS
 from usp_core.support.device import resolve_device
 from usp_core.support.errors import first_line
 from usp_ros.bridge.images import ConversionError
@@ -241,6 +244,11 @@ def _process(reader, connection, detector, tracker, writer, stop, cameras) -> tu
     return written, skipped
 
 
+def _detector_values(args: argparse.Namespace) -> dict:
+    """The detector node's default parameters with this command's precision and calibration photos."""
+    return {**defaults(detector_node.PARAMETERS), "precision": args.precision, "calibration_dir": args.calibration}
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="process_bag", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="rosbag2 folder (MCAP or sqlite3) to read")
@@ -251,6 +259,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     parser.add_argument("--storage", default="mcap", choices=tuple(STORAGES), help="output storage (default: mcap)")
     parser.add_argument("--no-matches", action="store_true", help="write features only, no matches")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="what the network computes in (default auto: the fastest its weights' gate passed)")
+    parser.add_argument("--calibration", default="", help="precision int8: folder of calibration photos")
+    parser.add_argument("--camera-yaml", default="", help="camera calibration YAML (camera_calibration's format) for "
+                        "every frame, instead of the bag's CameraInfo")
     parser.add_argument("--camera-info-topic", default=None, help="sensor_msgs/CameraInfo topic (default: the image "
                         "topic's sibling camera_info when the bag has it)")
     parser.add_argument("--model", default=None, choices=MODELS, help="matcher geometry (default: the node's, "
@@ -300,19 +313,21 @@ def _run(args: argparse.Namespace, reader: Reader, connection, output: Path) -> 
     """main, once the input is open: load the model, process into a temporary folder, move the bag to ``output``."""
     try:
         detector = KeypointDetector.from_pretrained(args.model_path or None, resolve_device(args.device),
-                                                    detector_node.detector_config(defaults(detector_node.PARAMETERS)),
+                                                    detector_node.detector_config(_detector_values(args)),
                                                     backend=args.backend)
     except detector_node.START_ERRORS as error:
         print(f"process_bag: error: cannot load the model: {first_line(error)}", file=sys.stderr)
         return 2
     try:
         tracker = None if args.no_matches else FrameTracker(*matcher_node.tracker_configs(_matcher_values(args)))
-        cameras = read_cameras(reader, args.camera_info_topic, connection.topic)
+        cameras = (CameraTimeline([(0, matcher_node.camera_file(args.camera_yaml))]) if args.camera_yaml
+                   else read_cameras(reader, args.camera_info_topic, connection.topic))
     except (ValueError, BagError) as error:
         print(f"process_bag: error: {error}", file=sys.stderr)
         return 2
     if tracker is not None and tracker.match_config.model == "essential" and not len(cameras):
-        print("process_bag: error: --model essential needs CameraInfo in the bag (--camera-info-topic)", file=sys.stderr)
+        print("process_bag: error: --model essential needs CameraInfo in the bag (--camera-info-topic) or "
+              "--camera-yaml", file=sys.stderr)
         return 2
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
