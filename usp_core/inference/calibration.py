@@ -4,13 +4,14 @@ The folder: ``calibration_dir`` (DetectorConfig), else ``$USP_ROS_CALIBRATION_DI
 ones the detector will see (the training photos, or frames of the robot's own camera), searched
 recursively. ``CALIBRATION_PHOTOS`` of them, spread evenly over the sorted file list, are read grey and
 resized to the inference size (INTER_AREA, as the detector resizes), then scaled to [0, 1].
-:func:`calibration_set` also returns a SHA-256 over the chosen files' names and bytes, so that the graph
-cache keeps one int8 graph per calibration set and size.
+:class:`CalibrationSet` carries a SHA-256 over the chosen files' names and bytes, so that the graph cache
+keeps one int8 graph per calibration set and size.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,7 +19,7 @@ import numpy as np
 
 from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey
 
-__all__ = ["CALIBRATION_PHOTOS", "CALIBRATION_ENV", "CalibrationError", "calibration_photos", "calibration_set"]
+__all__ = ["CALIBRATION_PHOTOS", "CALIBRATION_ENV", "CalibrationError", "CalibrationSet", "calibration_set"]
 
 CALIBRATION_PHOTOS = 128  # photos NNCF collects activation statistics on (its default is 300)
 CALIBRATION_ENV = "USP_ROS_CALIBRATION_DIR"
@@ -28,9 +29,22 @@ class CalibrationError(ValueError):
     """No usable calibration photos; the message is one line."""
 
 
-def calibration_photos(calibration_dir: str | Path | None, count: int = CALIBRATION_PHOTOS) -> tuple[Path, list[Path]]:
-    """(folder, up to ``count`` of its photos spread evenly over the sorted list) of ``calibration_dir``, else
-    $USP_ROS_CALIBRATION_DIR. CalibrationError when neither names a folder, or it holds no photos."""
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The chosen photos and the SHA-256 over their names (relative to the folder) and bytes."""
+
+    photos: tuple[Path, ...]
+    digest: str
+
+    def images(self, height: int, width: int) -> list[np.ndarray]:
+        """The photos as (1, 1, height, width) float32 arrays in [0, 1] (read grey, resized with INTER_AREA)."""
+        return [(cv2.resize(read_grey(path), (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+                 / 255.0)[None, None] for path in self.photos]
+
+
+def calibration_set(calibration_dir: str | Path | None, count: int = CALIBRATION_PHOTOS) -> CalibrationSet:
+    """Up to ``count`` photos of ``calibration_dir`` (else $USP_ROS_CALIBRATION_DIR), spread evenly over the sorted
+    list of its image files (recursive). CalibrationError when neither names a folder, or it holds no photos."""
     folder = str(calibration_dir or "") or os.environ.get(CALIBRATION_ENV, "")
     if not folder:
         raise CalibrationError(f"precision int8 needs calibration photos: set calibration_dir (or ${CALIBRATION_ENV}) "
@@ -42,17 +56,9 @@ def calibration_photos(calibration_dir: str | Path | None, count: int = CALIBRAT
     if not files:
         raise CalibrationError(f"calibration_dir {folder} holds no photos ({', '.join(IMAGE_EXTENSIONS)})")
     picks = np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int))
-    return root, [files[index] for index in picks]
-
-
-def calibration_set(root: Path, photos: list[Path], height: int, width: int) -> tuple[list[np.ndarray], str]:
-    """``photos`` (under ``root``) as (1, 1, height, width) float32 arrays in [0, 1], and the SHA-256 of the set."""
     digest = hashlib.sha256()
-    images = []
-    for path in photos:
+    for path in (files[index] for index in picks):
         data = path.read_bytes()
         digest.update(f"{path.relative_to(root)}|{len(data)}|".encode())
         digest.update(data)
-        grey = cv2.resize(read_grey(path), (width, height), interpolation=cv2.INTER_AREA)
-        images.append((grey.astype(np.float32) / 255.0)[None, None])
-    return images, digest.hexdigest()
+    return CalibrationSet(tuple(files[index] for index in picks), digest.hexdigest())

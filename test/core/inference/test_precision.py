@@ -76,8 +76,8 @@ def test_int8_graphs_are_cached_per_size_and_calibration_set(tmp_path, monkeypat
 
     quantized = []
     real_quantize = openvino_runner.OpenVinoRunner._quantize
-    monkeypatch.setattr(openvino_runner.OpenVinoRunner, "_quantize", lambda runner, graph, images:
-                        quantized.append(len(images)) or real_quantize(runner, graph, images))
+    monkeypatch.setattr(openvino_runner.OpenVinoRunner, "_quantize", lambda runner, *size:
+                        quantized.append(size) or real_quantize(runner, *size))
     torch.manual_seed(0)
     model = UnsuperPoint(ModelConfig(**TINY)).eval()
     first, second = _photos(tmp_path / "first", 3, seed=0), _photos(tmp_path / "second", 3, seed=1)
@@ -89,13 +89,13 @@ def test_int8_graphs_are_cached_per_size_and_calibration_set(tmp_path, monkeypat
         return runner(torch.rand(shape))
 
     run(first)
-    assert quantized == [3]
-    score = run(first)[0].copy()
-    assert quantized == [3], "the int8 graph of the same size and photos is read from the cache"
-    assert np.isfinite(score).all() and score.shape == (1, 1, 4, 6)
+    assert quantized == [(1, 32, 48)]
+    score = run(first, shape=(2, 1, 32, 48))[0].copy()
+    assert quantized == [(1, 32, 48)], "the int8 graph of the same size and photos is read from the cache"
+    assert np.isfinite(score).all() and score.shape == (2, 1, 4, 6), "any batch"
     run(second)
     run(first, shape=(1, 1, 40, 48))
-    assert quantized == [3, 3, 3], "other photos, or another size, make another int8 graph"
+    assert quantized == [(1, 32, 48), (1, 32, 48), (1, 40, 48)], "other photos, or another size: another graph"
     entries = [folder for folder in (cache / "graphs").iterdir() if (folder / MANIFEST).is_file()]
     descriptions = [json.loads((folder / MANIFEST).read_text())["description"]["precision"] for folder in entries]
     assert sorted(text.split(",")[0] for text in descriptions) == ["f32", "int8", "int8", "int8"]

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from usp_core.inference.backends.base import BackendError, require
+from usp_core.inference.calibration import CalibrationError, calibration_set
 from usp_core.inference.export import (OUTPUT_NAMES, DenseTuple, ExportError, check_outputs, export_program,
                                        quiet_pytree_deprecation)
 from usp_core.inference.graph_cache import GraphCache, describe_graph
-from usp_core.inference.calibration import CalibrationError, calibration_photos, calibration_set
 from usp_core.support.errors import first_line
 
 __all__ = ["OpenVinoRunner"]
@@ -42,8 +42,8 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HI
 class OpenVinoRunner:
     """OpenVINO on the CPU for a snapshot of ``model``'s weights (taken now), in ``precision`` (fp32, bf16, int8).
 
-    ``calibration_dir``: int8's calibration photos (see usp_core.inference.quantize); checked now, read at
-    the first image of each size. Raises BackendError (one line) when int8 has no photos or no NNCF.
+    ``calibration_dir``: int8's calibration photos (usp_core.inference.calibration); chosen and hashed now, read
+    at the first image of each size. Raises BackendError (one line) when int8 has no photos or no NNCF.
     """
 
     name = "openvino"
@@ -54,7 +54,7 @@ class OpenVinoRunner:
         if precision == "int8":
             (self._nncf,) = require("openvino", "nncf")
             try:
-                self._calibration = calibration_photos(calibration_dir)
+                self._calibration = calibration_set(calibration_dir)
             except CalibrationError as error:
                 raise BackendError(str(error)) from None
         self.precision, self._cache = precision, cache
@@ -83,29 +83,34 @@ class OpenVinoRunner:
         if shape in self._requests:
             self._requests.move_to_end(shape)
             return self._requests[shape]
-        static = self._model.clone()
+        static = self._quantized(*shape[1:]) if self.precision == "int8" else self._model.clone()
         static.reshape(list(shape))
-        if self.precision == "int8":
-            static = self._quantized(static, shape)
         request = self._core.compile_model(static, "CPU", self._properties).create_infer_request()
         self._requests[shape] = request
         if len(self._requests) > COMPILED_SHAPES:
             self._requests.popitem(last=False)
         return request
 
-    def _quantized(self, static, shape: tuple[int, ...]):
-        """The int8 graph of the float graph ``static`` (reshaped to ``shape``), from the cache or made now."""
-        images, digest = calibration_set(*self._calibration, shape[-2], shape[-1])
+    def _quantized(self, channels: int, height: int, width: int):
+        """The int8 graph for images of ``height`` x ``width`` (any batch), from the cache or made now."""
         description = self._description and {
-            **self._description, "inputs": f"images {list(shape)}",
-            "precision": f"int8, NNCF {self._nncf.__version__}, {len(images)} calibration photos sha256 {digest}"}
-        files = self._cache.get_or_build(description, FILES, lambda: self._save(self._quantize(static, images)))
+            **self._description, "inputs": f"images (batch, {channels}, {height}, {width}), batch dynamic",
+            "precision": f"int8, NNCF {self._nncf.__version__}, {len(self._calibration.photos)} calibration photos "
+                         f"sha256 {self._calibration.digest}"}
+        files = self._cache.get_or_build(description, FILES,
+                                         lambda: self._save(self._quantize(channels, height, width)))
         return self._read(files)
 
-    def _quantize(self, static, images: list[np.ndarray]):
-        """An int8 copy of the static-shape graph, calibrated on ``images`` (see the module docstring)."""
-        return self._nncf.quantize(static, self._nncf.Dataset(images), subset_size=len(images),
-                                   preset=self._nncf.QuantizationPreset.PERFORMANCE)
+    def _quantize(self, channels: int, height: int, width: int):
+        """An int8 copy of the float graph, calibrated on the photos at ``height`` x ``width`` (see the module
+        docstring); its batch stays dynamic."""
+        static = self._model.clone()
+        static.reshape([1, channels, height, width])
+        images = self._calibration.images(height, width)
+        quantized = self._nncf.quantize(static, self._nncf.Dataset(images), subset_size=len(images),
+                                        preset=self._nncf.QuantizationPreset.PERFORMANCE)
+        quantized.reshape([-1, channels, height, width])
+        return quantized
 
     def _read(self, files: dict[str, bytes]):
         return self._core.read_model(files["model.xml"], files["model.bin"])
