@@ -12,17 +12,6 @@ from usp_core.inference.precision import cpu_precisions
 from usp_core.inference.weights import load_network, resolve_weights
 
 
-@pytest.fixture
-def eval_set(shared_data, tmp_path):
-    """Two real pairs (Oxford wall 1-2 and boat 1-3) in the HPatches layout, linked into tmp_path/eval."""
-    for sequence, k in (("wall", 2), ("boat", 3)):
-        folder = tmp_path / "eval" / sequence
-        folder.mkdir(parents=True)
-        for name in ("1.png", f"{k}.png", f"H_1_{k}"):
-            (folder / name).symlink_to(shared_data / "eval" / "oxford" / sequence / name)
-    return tmp_path / "eval"
-
-
 @pytest.mark.skipif("bf16" not in cpu_precisions(), reason="this CPU does not run bf16 natively")
 def test_the_gate_measures_bf16_against_fp32_and_is_read_by_auto(eval_set, tmp_path, capsys):
     weights = shutil.copy(resolve_weights("unsuperpoint"), tmp_path / "mine.pt")
