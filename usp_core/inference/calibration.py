@@ -19,7 +19,8 @@ import numpy as np
 
 from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey
 
-__all__ = ["CALIBRATION_PHOTOS", "CALIBRATION_ENV", "CalibrationError", "CalibrationSet", "calibration_set"]
+__all__ = ["CALIBRATION_PHOTOS", "CALIBRATION_ENV", "CalibrationError", "CalibrationSet", "calibration_given",
+           "calibration_set"]
 
 CALIBRATION_PHOTOS = 128  # photos NNCF collects activation statistics on (its default is 300)
 CALIBRATION_ENV = "USP_ROS_CALIBRATION_DIR"
@@ -27,6 +28,11 @@ CALIBRATION_ENV = "USP_ROS_CALIBRATION_DIR"
 
 class CalibrationError(ValueError):
     """No usable calibration photos; the message is one line."""
+
+
+def calibration_given(calibration_dir: str | Path | None) -> bool:
+    """Whether calibration photos are named: ``calibration_dir``, else $USP_ROS_CALIBRATION_DIR."""
+    return bool(str(calibration_dir or "") or os.environ.get(CALIBRATION_ENV, ""))
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,16 @@
 
 ``PRECISIONS``: ``fp32``; ``fp16`` and ``bf16``, autocast in the torch backend on CUDA; ``bf16`` also in
 OpenVINO on a CPU with bfloat16 instructions; ``int8`` in OpenVINO (post-training quantisation, see
-usp_core.inference.quantize) on a CPU with int8 dot-product instructions; ``auto``.
+usp_core.inference.backends.openvino_runner) on a CPU with int8 dot-product instructions; ``auto``.
 
 The CPU's instructions are read from the kernel's flags (/proc/cpuinfo, Linux x86): bfloat16 needs
 ``amx_bf16`` or ``avx512_bf16``; int8 needs ``amx_int8``, ``avx512_vnni`` or ``avx_vnni`` (without them
 OpenVINO emulates, slower than float32). Another OS reports none, so there ``auto`` stays fp32.
 
-``auto``: torch on CUDA runs fp16. On the CPU, the fastest of the precisions that this CPU supports and
-that passed the weights' accuracy gate (:class:`PrecisionGate`: usp-gate measured them against fp32
-with usp-eval and wrote ``<checkpoint>.gate.json`` beside the checkpoint); fp32 for weights without a
-gate, or when none passed.
+``auto``: torch on CUDA runs fp16. On the CPU, the fastest of the precisions that this CPU supports
+(int8 only when calibration photos are given) and that passed the weights' accuracy gate
+(:class:`PrecisionGate`: usp-gate measured them against fp32 with usp-eval and wrote
+``<checkpoint>.gate.json`` beside the checkpoint); fp32 for weights without a gate, or when none passed.
 """
 from __future__ import annotations
 
@@ -81,11 +81,12 @@ def gate_path(checkpoint: Path) -> Path:
 
 
 def resolve_precision(requested: str, backend: str, device: torch.device, gate: PrecisionGate | None = None,
-                      flags: frozenset[str] | None = None) -> str:
+                      flags: frozenset[str] | None = None, calibrated: bool = False) -> str:
     """The precision a runner of ``backend`` ("torch", "openvino", "onnxruntime") on ``device`` uses.
 
-    ``auto`` as the module docstring says (``gate`` already checked against the weights). An explicit
-    precision that this backend, device or CPU cannot run raises ValueError, one line.
+    ``auto`` as the module docstring says (``gate`` already checked against the weights; int8 only when
+    ``calibrated``: calibration photos were given). An explicit precision that this backend, device or
+    CPU cannot run raises ValueError, one line.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
@@ -100,7 +101,8 @@ def resolve_precision(requested: str, backend: str, device: torch.device, gate: 
         return requested
     natively = cpu_precisions(flags) if backend == "openvino" else ("fp32",)
     if requested == "auto":
-        return gate.fastest(natively) if gate is not None else "fp32"
+        allowed = tuple(name for name in natively if calibrated or name != "int8")
+        return gate.fastest(allowed) if gate is not None else "fp32"
     if requested not in natively:
         raise ValueError(_unsupported(requested, backend))
     return requested

@@ -129,7 +129,12 @@ def test_auto_picks_the_fastest_gated_precision_this_cpu_runs():
     gate = PrecisionGate("digest", ("fp32", "bf16", "int8"), {"fp32": 40.0, "bf16": 15.0, "int8": 20.0})
     amx = frozenset({"amx_bf16", "amx_int8"})
     assert resolve_precision("auto", "openvino", CPU, gate, amx) == "bf16"
-    assert resolve_precision("auto", "openvino", CPU, gate, frozenset({"avx512_vnni"})) == "int8"
+    vnni = frozenset({"avx512_vnni"})
+    assert resolve_precision("auto", "openvino", CPU, gate, vnni, calibrated=True) == "int8"
+    assert resolve_precision("auto", "openvino", CPU, gate, vnni) == "fp32", "no calibration photos: no int8"
+    int8_fastest = PrecisionGate("digest", ("fp32", "bf16", "int8"), {"fp32": 40.0, "bf16": 15.0, "int8": 9.0})
+    assert resolve_precision("auto", "openvino", CPU, int8_fastest, amx, calibrated=True) == "int8"
+    assert resolve_precision("auto", "openvino", CPU, int8_fastest, amx) == "bf16"
     assert resolve_precision("auto", "openvino", CPU, gate, frozenset()) == "fp32", "no instructions: fp32"
     failed = PrecisionGate("digest", ("fp32",), {"fp32": 40.0, "bf16": 15.0})
     assert resolve_precision("auto", "openvino", CPU, failed, amx) == "fp32", "a precision that failed is not used"

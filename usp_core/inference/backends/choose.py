@@ -14,6 +14,7 @@ from usp_core.inference.backends.onnxruntime_runner import OnnxRuntimeRunner
 from usp_core.inference.backends.openvino_runner import OpenVinoRunner
 from usp_core.inference.backends.torch_runner import TorchRunner
 from usp_core.inference.export import ExportError
+from usp_core.inference.calibration import calibration_given
 from usp_core.inference.graph_cache import GraphCache
 from usp_core.inference.precision import PrecisionGate, resolve_precision
 from usp_core.support.errors import first_line
@@ -67,7 +68,8 @@ class Options(NamedTuple):
     def resolve(self, backend: str, device: torch.device) -> str:
         """The concrete precision in ``backend``; BackendError (one line) when it cannot run there."""
         try:
-            return resolve_precision(self.precision, backend, device, self.gate)
+            return resolve_precision(self.precision, backend, device, self.gate,
+                                     calibrated=calibration_given(self.calibration_dir))
         except ValueError as error:
             raise BackendError(str(error)) from None
 
