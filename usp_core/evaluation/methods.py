@@ -168,8 +168,9 @@ def build_method(name: str, top_k_points: int, weights: str | Path | None = None
     A learned method loads ``weights`` (None: its bundled weights, see LEARNED; any checkpoint of
     either architecture works) on device, selects points with ``nms_radius``
     (None: the DetectorConfig default) and prepares its inference backend
-    (usp_core.inference.backends) in ``precision`` (int8: calibrated on ``calibration_dir``); it raises usp_core.support.checkpoint.CheckpointError when the weights cannot be
-    loaded, MethodError when the backend cannot run. "superpoint-ha" (:class:`AdaptedMethod`) runs
+    (usp_core.inference.backends) in ``precision`` (int8: calibrated on ``calibration_dir``); it raises
+    usp_core.support.checkpoint.CheckpointError when the weights cannot be loaded, MethodError when the
+    backend cannot run. "superpoint-ha" (:class:`AdaptedMethod`) runs
     the SuperPoint network in torch on the CPU with ``adaptation_warps`` warps. Unknown names raise MethodError.
     """
     if top_k_points < 1:

@@ -3,7 +3,8 @@
 The folder: ``calibration_dir`` (DetectorConfig), else ``$USP_ROS_CALIBRATION_DIR``: photos like the
 ones the detector will see (the training photos, or frames of the robot's own camera), searched
 recursively. ``CALIBRATION_PHOTOS`` of them, spread evenly over the sorted file list, are read grey and
-resized to the inference size (INTER_AREA, as the detector resizes), then scaled to [0, 1].
+resized to the inference size with INTER_AREA (the detector's shrinking interpolation; it enlarges with
+INTER_LINEAR), then scaled to [0, 1].
 :class:`CalibrationSet` carries a SHA-256 over the chosen files' names and bytes, so that the graph cache
 keeps one int8 graph per calibration set and size.
 """
@@ -32,7 +33,12 @@ class CalibrationError(ValueError):
 
 def calibration_given(calibration_dir: str | Path | None) -> bool:
     """Whether calibration photos are named: ``calibration_dir``, else $USP_ROS_CALIBRATION_DIR."""
-    return bool(str(calibration_dir or "") or os.environ.get(CALIBRATION_ENV, ""))
+    return bool(_named_folder(calibration_dir))
+
+
+def _named_folder(calibration_dir: str | Path | None) -> str:
+    """``calibration_dir``, else $USP_ROS_CALIBRATION_DIR, else ""."""
+    return str(calibration_dir or "") or os.environ.get(CALIBRATION_ENV, "")
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class CalibrationSet:
 def calibration_set(calibration_dir: str | Path | None, count: int = CALIBRATION_PHOTOS) -> CalibrationSet:
     """Up to ``count`` photos of ``calibration_dir`` (else $USP_ROS_CALIBRATION_DIR), spread evenly over the sorted
     list of its image files (recursive). CalibrationError when neither names a folder, or it holds no photos."""
-    folder = str(calibration_dir or "") or os.environ.get(CALIBRATION_ENV, "")
+    folder = _named_folder(calibration_dir)
     if not folder:
         raise CalibrationError(f"precision int8 needs calibration photos: set calibration_dir (or ${CALIBRATION_ENV}) "
                                "to a folder of photos like the camera's")

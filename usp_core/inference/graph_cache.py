@@ -39,7 +39,8 @@ from usp_core.models import layers  # the backbones and descriptor sampling ever
 from usp_core.support.atomic import remove_stale_temp_files, write_bytes_atomic
 from usp_core.support.errors import first_line
 
-__all__ = ["GRAPH_FORMAT", "MAX_ENTRIES", "GraphCache", "default_cache_root", "describe_graph", "weights_digest"]
+__all__ = ["GRAPH_FORMAT", "MAX_ENTRIES", "GraphCache", "default_cache_root", "describe_graph", "source_digest",
+           "weights_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def describe_graph(model: nn.Module, runtime: str, runtime_version: str, inputs:
     None, with a warning, when a source file cannot be read: such a graph is not cached.
     """
     sources = {"model": type(model), "layers": layers, "export": export, "runner": runner}
-    digests = {name: _source_digest(owner) for name, owner in sources.items()}
+    digests = {name: source_digest(owner) for name, owner in sources.items()}
     unreadable = [getattr(sources[name], "__name__", name) for name, digest in digests.items() if digest is None]
     if unreadable:
         logger.warning("cannot read the source of %s; the %s graph is not cached", ", ".join(unreadable), runtime)
@@ -93,7 +94,7 @@ def describe_graph(model: nn.Module, runtime: str, runtime_version: str, inputs:
     }
 
 
-def _source_digest(owner: object) -> str | None:
+def source_digest(owner: object) -> str | None:
     """SHA-256 of the source file that defines ``owner`` (a class or module), or None when it cannot be read."""
     try:
         return hashlib.sha256(Path(inspect.getsourcefile(owner)).read_bytes()).hexdigest()

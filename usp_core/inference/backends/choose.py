@@ -13,8 +13,8 @@ from usp_core.inference.backends.base import BackendError, Runner, check
 from usp_core.inference.backends.onnxruntime_runner import OnnxRuntimeRunner
 from usp_core.inference.backends.openvino_runner import OpenVinoRunner
 from usp_core.inference.backends.torch_runner import TorchRunner
-from usp_core.inference.export import ExportError
 from usp_core.inference.calibration import calibration_given
+from usp_core.inference.export import ExportError
 from usp_core.inference.graph_cache import GraphCache
 from usp_core.inference.precision import PrecisionGate, resolve_precision
 from usp_core.support.errors import first_line

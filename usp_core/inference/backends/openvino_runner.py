@@ -8,7 +8,8 @@ for ``fp32`` and ``int8`` (on CPUs with AMX OpenVINO's default would be bfloat16
 
 int8: each input shape gets its own quantised graph, made at its first sight (seconds) by NNCF's
 post-training quantisation calibrated on photos at that size (usp_core.inference.calibration), and
-cached on disk like the float graph, keyed also by the shape, NNCF's version and the photos' digest.
+cached on disk like the float graph, keyed also by the shape, NNCF's version, the photos' digest and the
+source of usp_core.inference.calibration (which prepares them).
 What is quantised: NNCF's default (``PERFORMANCE`` preset: symmetric int8 weights and activations) on
 the inputs of every convolution, with fast bias correction. Everything else stays float32: the
 soft-argmax and cell-grid arithmetic that turns the full-resolution logits into pixel positions (so
@@ -26,10 +27,11 @@ import torch
 from torch import nn
 
 from usp_core.inference.backends.base import BackendError, require
+from usp_core.inference import calibration
 from usp_core.inference.calibration import CalibrationError, calibration_set
 from usp_core.inference.export import (OUTPUT_NAMES, DenseTuple, ExportError, check_outputs, export_program,
                                        quiet_pytree_deprecation)
-from usp_core.inference.graph_cache import GraphCache, describe_graph
+from usp_core.inference.graph_cache import GraphCache, describe_graph, source_digest
 from usp_core.support.errors import first_line
 
 __all__ = ["OpenVinoRunner"]
@@ -93,8 +95,10 @@ class OpenVinoRunner:
 
     def _quantized(self, channels: int, height: int, width: int):
         """The int8 graph for images of ``height`` x ``width`` (any batch), from the cache or made now."""
-        description = self._description and {
+        preprocessing = source_digest(calibration)  # None when unreadable: then nothing is cached
+        description = self._description and preprocessing and {
             **self._description, "inputs": f"images (batch, {channels}, {height}, {width}), batch dynamic",
+            "sources": {**self._description["sources"], "calibration": preprocessing},
             "precision": f"int8, NNCF {self._nncf.__version__}, {len(self._calibration.photos)} calibration photos "
                          f"sha256 {self._calibration.digest}"}
         files = self._cache.get_or_build(description, FILES,
@@ -137,4 +141,3 @@ class OpenVinoRunner:
         got = compiled(example.numpy())
         check_outputs(tuple(got[index] for index in range(len(OUTPUT_NAMES))), reference, "the OpenVINO graph")
         return files
-
