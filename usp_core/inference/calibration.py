@@ -3,8 +3,8 @@
 The folder: ``calibration_dir`` (DetectorConfig), else ``$USP_ROS_CALIBRATION_DIR``: photos like the
 ones the detector will see (the training photos, or frames of the robot's own camera), searched
 recursively. ``CALIBRATION_PHOTOS`` of them, spread evenly over the sorted file list, are read grey and
-resized to the inference size with INTER_AREA (the detector's shrinking interpolation; it enlarges with
-INTER_LINEAR), then scaled to [0, 1].
+resized to the inference size as the detector resizes (usp_core.support.image_files.resize_image: INTER_AREA to
+shrink, INTER_LINEAR to enlarge), then scaled to [0, 1].
 :class:`CalibrationSet` carries a SHA-256 over the chosen files' names and bytes, so that the graph cache
 keeps one int8 graph per calibration set and size.
 """
@@ -15,10 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey
+from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey, resize_image
 
 __all__ = ["CALIBRATION_PHOTOS", "CALIBRATION_ENV", "CalibrationError", "CalibrationSet", "calibration_given",
            "calibration_set"]
@@ -49,9 +48,9 @@ class CalibrationSet:
     digest: str
 
     def images(self, height: int, width: int) -> list[np.ndarray]:
-        """The photos as (1, 1, height, width) float32 arrays in [0, 1] (read grey, resized with INTER_AREA)."""
-        return [(cv2.resize(read_grey(path), (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
-                 / 255.0)[None, None] for path in self.photos]
+        """The photos as (1, 1, height, width) float32 arrays in [0, 1] (read grey, resized as the detector does)."""
+        return [(resize_image(read_grey(path), (height, width)).astype(np.float32) / 255.0)[None, None]
+                for path in self.photos]
 
 
 def calibration_set(calibration_dir: str | Path | None, count: int = CALIBRATION_PHOTOS) -> CalibrationSet:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,7 @@ from usp_core.inference.selection import select_points
 from usp_core.inference.weights import load_network, resolve_weights
 from usp_core.models.superpoint import SuperPoint
 from usp_core.models.unsuperpoint import UnsuperPoint
+from usp_core.support.image_files import resize_image
 
 __all__ = ["DetectorConfig", "KeypointDetector", "MAX_NMS_RADIUS", "inference_size"]
 
@@ -119,26 +119,16 @@ def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     raise TypeError(f"expected a numpy array or torch tensor, got {type(image).__name__}")
 
 
-def _resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) or (H, W, C) image -> size (h, w) with cv2.resize: INTER_AREA when shrinking, else INTER_LINEAR.
-
-    Pixel-centre convention: a resized point maps back by x = (x' + 0.5) W / w - 0.5.
-    """
-    height, width = image.shape[:2]
-    shrink = size[0] * size[1] < height * width
-    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
 def _network_input(image: np.ndarray | torch.Tensor, config: DetectorConfig) -> tuple[torch.Tensor, tuple[int, int]]:
     """One image or batch -> ((B, C, h, w) tensor at :func:`inference_size`, (W, H) of the input).
 
-    numpy images are resized with cv2 (:func:`_resize_array`), in their own dtype; tensors with
-    antialiased bilinear interpolation, as float in [0, 1]. Both keep the pixel-centre convention.
+    numpy images are resized with cv2 (:func:`usp_core.support.image_files.resize_image`), in their own dtype;
+    tensors with antialiased bilinear interpolation, as float in [0, 1]. Both keep the pixel-centre convention.
     """
     if isinstance(image, np.ndarray) and image.ndim in (2, 3):
         height, width = image.shape[:2]
         size = inference_size(height, width, config)
-        return _as_tensor(image if size is None else _resize_array(image, size)), (width, height)
+        return _as_tensor(image if size is None else resize_image(image, size)), (width, height)
     batch = _as_tensor(image)
     height, width = batch.shape[-2:]
     size = inference_size(height, width, config)

@@ -1,7 +1,7 @@
-"""Image files on disk: which extensions count as images, and reading one as grey (OpenCV only, no torch).
+"""Image files on disk: which extensions count as images, reading one as grey, resizing (OpenCV only, no torch).
 
-Shared by training data (usp_core.training.data), evaluation sequences, usp-bench, usp-label and the image_source
-node's folder source.
+Shared by training data (usp_core.training.data), evaluation sequences, usp-bench, usp-label, the image_source
+node's folder source, and the detector and its int8 calibration (which must resize alike).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "read_grey"]
+__all__ = ["IMAGE_EXTENSIONS", "read_grey", "resize_image"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
 
@@ -21,3 +21,13 @@ def read_grey(path: str | Path) -> np.ndarray:
     if image is None:
         raise OSError(f"cannot read image {path}")
     return image
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) or (H, W, C) image -> size (h, w) with cv2.resize: INTER_AREA when shrinking, else INTER_LINEAR.
+
+    Pixel-centre convention: a resized point maps back by x = (x' + 0.5) W / w - 0.5.
+    """
+    height, width = image.shape[:2]
+    shrink = size[0] * size[1] < height * width
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
