@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from usp_core.models.layers import (DenseOutput, FineHead, ModelConfig, TrainingMaps, build_backbone, cell_grid,
-                                   cell_softargmax, conv_head, sample_descriptors)
+                                   cell_peak_parabola, cell_softargmax, conv_head, sample_descriptors)
 
 __all__ = ["UnsuperPoint"]
 
@@ -39,14 +39,17 @@ class UnsuperPoint(nn.Module):
     def forward(self, images: torch.Tensor, training: bool = False) -> DenseOutput | TrainingMaps:
         """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8).
 
-        ``training=True`` returns :class:`TrainingMaps` (the DenseOutput plus the maps the losses need).
+        ``training=True`` returns :class:`TrainingMaps` (the DenseOutput plus the maps the losses need); with
+        the soft-argmax head, its positions are the differentiable soft-argmax, the inference's the parabola
+        peak fit (usp_core.models.layers).
         """
         fine = None
         if self.config.position_head == "softargmax":
             levels = self.backbone.pyramid(images)
             detection, description = levels[3], self.backbone.describe(levels[3])
             fine = self.fine_head(levels[:3])
-            position = cell_softargmax(fine, self.config.refine_radius, self.cell)
+            position = (cell_softargmax(fine, self.config.refine_radius, self.cell) if training
+                        else cell_peak_parabola(fine, self.cell))
         else:
             features = self.backbone(images)
             detection, description = features if isinstance(features, tuple) else (features, features)

@@ -1,10 +1,12 @@
 """Reduced precisions: bf16 and int8 against fp32 on real photos, int8's cached graphs, ``auto`` and its gate, and
 a CPU without the instructions (simulated).
 
-Tolerances of the real-photo checks (measured on an AMX Xeon, bundled weights v3, at both evaluation
-settings): a "same point" is an fp32 keypoint with a keypoint of the other precision within 0.5 px. bf16
-kept 97-99 % of the points, descriptors (unit length) 0.008-0.009 apart at the median; int8 92-97 % and
-0.027-0.033. The tests ask for 95 % / 0.02 (bf16) and 88 % / 0.05 (int8).
+Tolerances of the real-photo checks (measured on an AMX Xeon, bundled weights v3 with the parabola peak
+fit, at both evaluation settings, on nine photos of Oxford, HPatches and the test photo): a "same point" is
+an fp32 keypoint with a keypoint of the other precision within 0.5 px. bf16 kept 97-100 % of the points,
+descriptors (unit length) 0.006-0.013 apart at the median; int8 87-97 % and 0.025-0.042 (with the
+soft-argmax at inference int8 kept 92-97 %: the peak fit follows the logits' curvature more closely).
+The tests ask for 95 % / 0.02 (bf16) and 85 % / 0.05 (int8).
 """
 import json
 
@@ -24,7 +26,7 @@ from usp_core.models.unsuperpoint import UnsuperPoint
 from usp_core.support.checkpoint import save_checkpoint
 
 SETTINGS = ((240, 320, 300), (480, 640, 1000))
-TOLERANCES = {"bf16": (0.95, 0.02), "int8": (0.88, 0.05)}  # (share of same points, median descriptor distance)
+TOLERANCES = {"bf16": (0.95, 0.02), "int8": (0.85, 0.05)}  # (share of same points, median descriptor distance)
 TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 8}
 CPU = torch.device("cpu")
 
@@ -99,6 +101,21 @@ def test_int8_graphs_are_cached_per_size_and_calibration_set(tmp_path, monkeypat
     entries = [folder for folder in (cache / "graphs").iterdir() if (folder / MANIFEST).is_file()]
     descriptions = [json.loads((folder / MANIFEST).read_text())["description"]["precision"] for folder in entries]
     assert sorted(text.split(",")[0] for text in descriptions) == ["f32", "int8", "int8", "int8"]
+
+
+@pytest.mark.parametrize("name, channels", [("unsuperpoint", [1, 1, 128]), ("unsuperpoint_v2", [1, 2, 128]),
+                                           ("superpoint", [65, 256])])
+def test_int8_keeps_the_convolution_before_each_output_in_float(name, channels):
+    ov = pytest.importorskip("openvino")
+    from usp_core.inference.backends.openvino_runner import output_convolutions
+    from usp_core.inference.export import export_program
+    from usp_core.inference.weights import load_network
+
+    graph = ov.convert_model(export_program(load_network(name)))
+    convolutions = {op.get_friendly_name(): op for op in graph.get_ordered_ops() if op.get_type_name() == "Convolution"}
+    kept = output_convolutions(graph)
+    assert len(convolutions) > 10 and set(kept) <= set(convolutions)
+    assert sorted(convolutions[n].get_output_partial_shape(0)[1].get_length() for n in kept) == channels  # the heads
 
 
 def test_int8_without_calibration_photos_is_one_clear_error(tmp_path, monkeypatch):

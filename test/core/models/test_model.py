@@ -5,7 +5,8 @@ import warnings
 import pytest
 import torch
 
-from usp_core.models.layers import (BACKBONE_WIDTHS, DenseOutput, ModelConfig, cell_grid, cell_softargmax,
+from usp_core.models.layers import (BACKBONE_WIDTHS, DenseOutput, ModelConfig, cell_grid, cell_peak_parabola,
+                                   cell_softargmax,
                                     sample_descriptors)
 from usp_core.models.unsuperpoint import UnsuperPoint
 
@@ -236,16 +237,46 @@ def test_cell_softargmax_window_ignores_mass_outside_it():
     assert cell_softargmax(logits, radius=7)[0, 0, 0, 0].item() > 2.0
 
 
-def test_softargmax_head_keeps_points_in_their_cells_and_exposes_training_maps():
+def _parabola_logits(peaks: list[tuple[float, float]], size: tuple[int, int] = (16, 24)) -> torch.Tensor:
+    """Logits (1, 1, H, W): the sum of paraboloids -(x - px)^2 - (y - py)^2 + 10, each within 2 px of its peak."""
+    ys, xs = torch.meshgrid(torch.arange(size[0], dtype=torch.float32), torch.arange(size[1], dtype=torch.float32),
+                            indexing="ij")
+    logits = torch.zeros(size)
+    for px, py in peaks:
+        near = ((xs - px).abs() <= 2) & ((ys - py).abs() <= 2)
+        logits = torch.where(near, 10.0 - (xs - px) ** 2 - (ys - py) ** 2, logits)
+    return logits[None, None]
+
+
+def test_cell_peak_parabola_recovers_sub_pixel_peaks():
+    peaks = [(3.3, 4.8), (13.6, 2.2), (19.5, 11.0), (5.0, 12.4)]  # one in each of four cells
+    position = cell_peak_parabola(_parabola_logits(peaks))  # (1, 2, 2, 3)
+    for x, y in peaks:
+        row, col = int(y // 8), int(x // 8)
+        assert position[0, :, row, col].tolist() == pytest.approx([x, y], abs=1e-4)
+
+
+def test_cell_peak_parabola_moves_at_most_half_a_pixel_from_the_peak_pixel():
+    logits = _one_peak_logits([(0, 0), (13, 5), (23, 15), (7, 8)])  # single bright pixels: no offset
+    position = cell_peak_parabola(logits)
+    assert position[0, :, 0, 1].tolist() == pytest.approx([13.0, 5.0]) and position[0, :, 1, 0].tolist() == [7.0, 8.0]
+    rising = torch.arange(16 * 24, dtype=torch.float32).view(1, 1, 16, 24) % 24  # logits grow to the right
+    offsets = cell_peak_parabola(rising)[0, 0] - (cell_grid(2, 3, torch.device("cpu"), torch.float32)[0, 0] * 8 + 7)
+    assert torch.allclose(offsets, torch.tensor(0.5))  # no maximum inside: half a pixel towards the rise
+
+
+def test_softargmax_head_keeps_points_near_their_cells_and_exposes_training_maps():
     model = _model(FINE)
     images = torch.rand(2, 1, 32, 40)
     out = model(images)
     grid = cell_grid(4, 5, out.position.device, out.position.dtype) * 8
     offsets = out.position - grid
-    assert ((offsets >= 0) & (offsets <= 7)).all()
+    assert ((offsets >= -0.5) & (offsets <= 7.5)).all()
     maps = model(images, training=True)
     assert maps.fine.shape == (2, 1, 32, 40) and maps.descriptor_map.shape == (2, 8, 4, 5)
-    assert torch.equal(maps.dense.position, out.position)
+    trained = maps.dense.position - grid
+    assert ((trained >= 0) & (trained <= 7)).all()
+    assert (out.position - maps.dense.position).abs().max() <= 2.5  # the same peak pixel, two sub-pixel estimates
     assert not hasattr(model, "position_head") and hasattr(model, "fine_head")
 
 
