@@ -9,9 +9,12 @@ in :mod:`usp_core.losses`. Each term is computed from A to B and from B to A.
   cells, the term made arbitrary peaks there and rose while training (docs/training.md).
 - Peakiness (ALIKE's dispersity peak loss): in those windows, the softmax mass's mean distance from
   its own soft-argmax, so the logits form a sharp peak rather than a plateau.
-- Descriptors (InfoNCE over every correspondence): the descriptor of every A point against B's
+- Descriptors (InfoNCE over the correspondences): the descriptor of every A point against B's
   descriptor map sampled where the point lands (the positive) and the descriptors of all B points
-  farther than ``exclusion_radius`` from there (the negatives), at a temperature.
+  farther than ``exclusion_radius`` from there (the negatives), at a temperature. With a
+  ``desc_fraction`` below 1 only the best-scored share of each image's cells take part, as anchors
+  (A) and as negatives (B): the points that top-k selection keeps and nearest-neighbour matching
+  compares, as in the evaluation protocol.
 
 Normalisation follows :mod:`usp_core.losses`: a SUM over the cells of one image pair, then a MEAN over
 the batch, so the weights in ``LossConfig`` compare with the paper's terms. All in float32, autocast off.
@@ -85,11 +88,14 @@ def reprojection_terms(position_a: torch.Tensor, score_a: torch.Tensor, fine_b: 
 
 def dense_descriptor_loss(desc_a: torch.Tensor, position_a: torch.Tensor, map_b: torch.Tensor,
                           desc_b: torch.Tensor, position_b: torch.Tensor, homography_ab: torch.Tensor,
-                          temperature: float, exclusion_radius: float) -> torch.Tensor:
-    """InfoNCE of every A point against B, (B,): a sum over the A points that land inside B.
+                          temperature: float, exclusion_radius: float, anchors: torch.Tensor | None = None,
+                          negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE of A's points against B, (B,): a sum over the A anchors that land inside B.
 
     desc_a (B, D, h, w) unit descriptors at position_a (B, 2, h, w); map_b (B, D, h, w) B's raw
     descriptor map; desc_b (B, D, h, w) B's unit descriptors at position_b (B, 2, h, w).
+    anchors (B, h w) / negatives (B, h w) bool: the A cells that are anchors and the B cells that may
+    be negatives (None: every cell).
     For A point i landing at w_i in B: positive = B's map sampled at w_i (normalised), negatives =
     the B points farther than ``exclusion_radius`` px from w_i;
     loss_i = -log(exp(f_i . p_i / t) / (exp(f_i . p_i / t) + sum_j exp(f_i . n_j / t))).
@@ -98,21 +104,27 @@ def dense_descriptor_loss(desc_a: torch.Tensor, position_a: torch.Tensor, map_b:
     warped = warp_points(_flat(position_a.float()), homography_ab.float())  # (B, N, 2)
     inside = inside_image(warped.detach(), height, width)
     positive = sample_descriptors(map_b, warped.transpose(1, 2)[..., None], 8)  # (B, D, N, 1)
-    anchors = _flat(desc_a.float())
-    positive_logit = (anchors * positive[..., 0].transpose(1, 2)).sum(-1) / temperature  # (B, N)
-    negative_logits = torch.bmm(anchors, _flat(desc_b.float()).transpose(1, 2)) / temperature  # (B, N, M)
-    near = torch.cdist(warped.detach(), _flat(position_b.float()).detach()) <= exclusion_radius
-    negative_logits = negative_logits.masked_fill(near, float("-inf"))
+    features = _flat(desc_a.float())
+    positive_logit = (features * positive[..., 0].transpose(1, 2)).sum(-1) / temperature  # (B, N)
+    negative_logits = torch.bmm(features, _flat(desc_b.float()).transpose(1, 2)) / temperature  # (B, N, M)
+    excluded = torch.cdist(warped.detach(), _flat(position_b.float()).detach()) <= exclusion_radius
+    if negatives is not None:
+        excluded = excluded | ~negatives[:, None, :]
+    negative_logits = negative_logits.masked_fill(excluded, float("-inf"))
     logits = torch.cat([positive_logit[..., None], negative_logits], dim=-1)
     loss = torch.logsumexp(logits, dim=-1) - positive_logit
+    if anchors is not None:
+        inside = inside & anchors
     return (loss * inside.float()).sum(dim=1)
 
 
 def dense_losses(maps_a: TrainingMaps, maps_b: TrainingMaps, homography_ab: torch.Tensor, radius: int,
-                 fraction: float, temperature: float, exclusion_radius: float) -> dict[str, torch.Tensor]:
+                 fraction: float, temperature: float, exclusion_radius: float,
+                 desc_fraction: float = 1.0) -> dict[str, torch.Tensor]:
     """The dense terms of a Siamese batch, both directions, each a scalar (mean over the batch).
 
     maps_a, maps_b: TrainingMaps of A and B (``fine`` may be None: then no reprojection or peakiness).
+    fraction: share of cells in reprojection and peakiness; desc_fraction: in the descriptor term (1 = all).
     Returns "reprojection", "peakiness" (only with fine maps) and "dense_desc", unweighted.
     """
     homography_ba = torch.linalg.inv(homography_ab.double()).float()
@@ -126,9 +138,11 @@ def dense_losses(maps_a: TrainingMaps, maps_b: TrainingMaps, homography_ab: torc
             terms["reprojection"] = (ab[0] + ba[0]).mean()
             terms["peakiness"] = (ab[1] + ba[1]).mean()
         a, b = maps_a.dense, maps_b.dense
+        kept_a = top_cells(a.score, desc_fraction) if desc_fraction < 1.0 else None
+        kept_b = top_cells(b.score, desc_fraction) if desc_fraction < 1.0 else None
         terms["dense_desc"] = (
             dense_descriptor_loss(a.descriptors, a.position, maps_b.descriptor_map, b.descriptors, b.position,
-                                  homography_ab, temperature, exclusion_radius)
+                                  homography_ab, temperature, exclusion_radius, kept_a, kept_b)
             + dense_descriptor_loss(b.descriptors, b.position, maps_a.descriptor_map, a.descriptors, a.position,
-                                    homography_ba, temperature, exclusion_radius)).mean()
+                                    homography_ba, temperature, exclusion_radius, kept_b, kept_a)).mean()
     return terms

@@ -284,7 +284,7 @@ class Trainer:
         losses = unsuperpoint_loss(out_a, out_b, h_ab.float(), tuple(self.config.image_size), c)
         if c.a_reprojection or c.a_peakiness or c.a_dense_desc:
             dense = dense_losses(maps_a, maps_b, h_ab.float(), c.reprojection_radius, c.reprojection_fraction,
-                                 c.dense_temperature, c.dense_exclusion_radius)
+                                 c.dense_temperature, c.dense_exclusion_radius, c.dense_desc_fraction)
             losses.update(dense)
             losses["total"] = (losses["total"] + c.a_dense_desc * dense["dense_desc"]
                                + c.a_reprojection * dense.get("reprojection", 0.0)

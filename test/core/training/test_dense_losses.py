@@ -96,3 +96,35 @@ def test_dense_losses_backpropagate_into_every_head_of_a_softargmax_model():
         assert model.fine_head.out.weight.grad.abs().sum() > 0 or name == "dense_desc", name
         if name == "dense_desc":
             assert model.descriptor_head[1].weight.grad.abs().sum() > 0
+
+
+def test_dense_descriptor_loss_counts_only_the_given_anchors_and_negatives():
+    raw = _descriptor_maps(0)
+    position = _cell_positions([])
+    unit = F.normalize(raw, dim=1)
+    identity = torch.eye(3)[None]
+    every = torch.ones(1, 24, dtype=torch.bool)
+    assert dense_descriptor_loss(unit, position, raw, unit, position, identity, 0.5, 4.0, every, every).item() == \
+        pytest.approx(dense_descriptor_loss(unit, position, raw, unit, position, identity, 0.5, 4.0).item())
+    anchors = torch.zeros(1, 24, dtype=torch.bool)
+    anchors[0, :5] = True
+    only_five = dense_descriptor_loss(unit, position, raw, unit, position, identity, 0.5, 4.0, anchors, every)
+    per_anchor = dense_descriptor_loss(unit, position, raw, unit, position, identity, 0.5, 4.0, every, every)
+    assert 0 < only_five.item() < per_anchor.item()
+    # with no negative left, each anchor's softmax holds its positive alone: no loss
+    none = torch.zeros(1, 24, dtype=torch.bool)
+    assert dense_descriptor_loss(unit, position, raw, unit, position, identity, 0.5, 4.0, every, none).item() == \
+        pytest.approx(0.0, abs=1e-5)
+
+
+def test_dense_losses_with_a_descriptor_fraction_use_fewer_cells():
+    torch.manual_seed(0)
+    model = UnsuperPoint(ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8,
+                                     position_head="softargmax"))
+    maps = model(torch.rand(2, 1, 32, 48), training=True)
+    a = TrainingMaps(DenseOutput(*(t[:1] for t in maps.dense)), maps.fine[:1], maps.descriptor_map[:1])
+    b = TrainingMaps(DenseOutput(*(t[1:] for t in maps.dense)), maps.fine[1:], maps.descriptor_map[1:])
+    settings = dict(radius=2, fraction=0.5, temperature=0.05, exclusion_radius=4.0)
+    every = dense_losses(a, b, torch.eye(3)[None], **settings)["dense_desc"]
+    quarter = dense_losses(a, b, torch.eye(3)[None], desc_fraction=0.25, **settings)["dense_desc"]
+    assert 0 < quarter.item() < every.item()
