@@ -231,20 +231,22 @@ def cell_softargmax(logits: torch.Tensor, radius: int, cell: int = 8) -> torch.T
     return grid * cell + offset
 
 
-def cell_peak_parabola(logits: torch.Tensor, cell: int = 8) -> torch.Tensor:
+def cell_peak_parabola(logits: torch.Tensor, cell: int = 8, peak: torch.Tensor | None = None) -> torch.Tensor:
     """Per cell, the arg-max pixel of full-resolution logits, refined by a parabola along each axis.
 
     logits (B, 1, H, W), H and W multiples of ``cell`` -> positions (B, 2, H/cell, W/cell), float32
-    pixel (x, y) of the input image. Along x, a parabola through the logits left of, at and right of
-    the cell's arg-max pixel puts the peak at ``(l - r) / (2 (l - 2 c + r))`` px from it, clamped to
+    pixel (x, y) of the input image. ``peak`` (B, 1, H/cell, W/cell) int64, index ``cell dy + dx`` in the
+    cell, names the pixel to refine (None: the cell's arg-max). Along x, a parabola through the logits
+    left of, at and right of that pixel puts the peak at ``(l - r) / (2 (l - 2 c + r))`` px from it, clamped to
     half a pixel (likewise along y); a pixel that is no local maximum along an axis (a neighbour in the
-    next cell is higher) moves half a pixel towards it. Neighbours beyond the image edge repeat the
-    edge pixel (selection's border drops such points). Export-friendly: no data-dependent shapes.
+    next cell is higher) moves half a pixel towards it. Beyond the image edge the logits are mirrored,
+    so an edge pixel does not move across the edge. Export-friendly: no data-dependent shapes.
     """
     logits = logits.float()
     height, width = logits.shape[-2:]
-    padded = F.pad(logits, (1, 1, 1, 1), mode="replicate")
-    peak = F.pixel_unshuffle(logits, cell).argmax(dim=1, keepdim=True)  # (B, 1, h, w), index dy * cell + dx
+    padded = F.pad(logits, (1, 1, 1, 1), mode="reflect")
+    if peak is None:
+        peak = F.pixel_unshuffle(logits, cell).argmax(dim=1, keepdim=True)  # (B, 1, h, w), index dy * cell + dx
 
     def at(dx: int, dy: int) -> torch.Tensor:
         """The logits (B, 1, h, w) at each cell's peak pixel moved by (dx, dy)."""

@@ -15,7 +15,10 @@ descriptor head is carried untrained.
 ``forward`` returns the :class:`usp_core.models.layers.DenseOutput` of UnsuperPoint, one candidate per cell,
 so every inference backend and the shared point selection run both models unchanged: the heatmap
 goes through max-pool non-maximum suppression (radius ``NMS_RADIUS``, as in the paper), and each
-cell offers its best surviving pixel (score = its heatmap value, position = that pixel's centre).
+cell offers its best surviving pixel (score = its heatmap value, position = that pixel refined by a
+parabola through the log-heatmap along each axis, usp_core.models.layers.cell_peak_parabola: the
+localisation error at 240x320 fell 1.302 -> 1.231 px on Oxford and 1.401 -> 1.327 on HPatches, the
+rest within one pair, against the pixel's centre).
 Where the paper would keep two points of one cell (4 px or more apart), this keeps the better; at
 the point counts used here (top-300 of 1200 cells at 240x320) that rarely binds.
 """
@@ -26,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usp_core.models.layers import DenseOutput, ModelConfig, build_backbone, cell_grid, conv_head, sample_descriptors
+from usp_core.models.layers import (DenseOutput, ModelConfig, build_backbone, cell_peak_parabola, conv_head,
+                                   sample_descriptors)
 
 __all__ = ["SuperPoint", "NMS_RADIUS", "CELL", "DUSTBIN", "heatmap_from_logits", "heatmap_nms",
            "cell_candidates", "heatmap_points", "cell_labels"]
@@ -53,16 +57,16 @@ def heatmap_nms(heatmap: torch.Tensor, radius: int = NMS_RADIUS) -> torch.Tensor
     return torch.where(heatmap == peak, heatmap, torch.zeros_like(heatmap))
 
 
-def cell_candidates(heatmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each cell's best pixel of a (B, 1, H, W) heatmap: (score (B, 1, h, w), position (B, 2, h, w) pixel (x, y)).
+def cell_candidates(heatmap: torch.Tensor, kept: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each cell's best pixel: (score (B, 1, h, w), position (B, 2, h, w) pixel (x, y)).
 
-    Ties within a cell go to the first pixel in row-major order.
+    heatmap (B, 1, H, W); kept: the same after NMS (None: the heatmap itself). The pixel is the cell's
+    best of ``kept`` (ties: the first in row-major order), its score that value, its position the pixel
+    refined by a parabola through log(heatmap) along each axis (at most half a pixel).
     """
-    per_cell = F.pixel_unshuffle(heatmap, CELL)  # (B, 64, h, w), channel 8 dy + dx
-    score, index = per_cell.max(dim=1, keepdim=True)
-    offset = torch.cat([index % CELL, torch.div(index, CELL, rounding_mode="floor")], dim=1).float()
-    grid = cell_grid(score.shape[-2], score.shape[-1], score.device, torch.float32)
-    return score, grid * CELL + offset
+    kept = heatmap if kept is None else kept
+    score, index = F.pixel_unshuffle(kept, CELL).max(dim=1, keepdim=True)  # over channel 8 dy + dx
+    return score, cell_peak_parabola(torch.log(heatmap.clamp(min=1e-12)), CELL, index)
 
 
 def heatmap_points(heatmap: np.ndarray | torch.Tensor, radius: int = NMS_RADIUS, threshold: float = 0.015,
@@ -142,5 +146,6 @@ class SuperPoint(nn.Module):
         if raw:
             return self.logits(images)
         logits, raw_descriptors = self.logits(images)
-        score, position = cell_candidates(heatmap_nms(heatmap_from_logits(logits)))
+        heatmap = heatmap_from_logits(logits)
+        score, position = cell_candidates(heatmap, heatmap_nms(heatmap))
         return DenseOutput(score, position, sample_descriptors(raw_descriptors, position, CELL))

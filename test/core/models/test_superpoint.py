@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from usp_core.inference.weights import model_from_checkpoint
 from usp_core.models.build import build_model
@@ -40,6 +41,15 @@ def test_known_logits_give_known_points():
     assert score[0, 0, 0, 1].item() == pytest.approx(peak) and score[0, 0, 0, 0].item() < 1e-3
 
 
+def test_cell_candidates_place_a_gaussian_peak_at_its_sub_pixel_centre():
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(24.0), indexing="ij")
+    centre = (13.3, 5.6)
+    heatmap = (0.9 * torch.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / 2.0))[None, None]
+    score, position = cell_candidates(heatmap, heatmap_nms(heatmap))
+    assert position[0, :, 0, 1].tolist() == pytest.approx(list(centre), abs=1e-3)  # log of a Gaussian: a parabola
+    assert score[0, 0, 0, 1].item() == pytest.approx(heatmap[0, 0, 6, 13].item())  # the value of the peak pixel
+
+
 def test_nms_keeps_the_better_of_two_close_points_and_both_far_apart():
     heatmap = torch.zeros(1, 1, 24, 24)
     heatmap[0, 0, 10, 10], heatmap[0, 0, 12, 13] = 0.9, 0.5  # 3.6 px apart: inside the 9x9 window
@@ -61,11 +71,11 @@ def test_forward_gives_one_candidate_per_cell_at_the_suppressed_maximum():
     assert dense.score.shape == (2, 1, 4, 5) and dense.position.shape == (2, 2, 4, 5)
     assert dense.descriptors.shape == (2, 8, 4, 5)
     assert torch.allclose(dense.descriptors.norm(dim=1), torch.ones(2, 4, 5), atol=1e-5)
-    x, y = dense.position[:, 0].long(), dense.position[:, 1].long()
+    best, index = F.pixel_unshuffle(heatmap, 8).max(dim=1)  # each cell's best pixel left by NMS
     cells = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(5), indexing="ij"))
-    assert ((x // 8 == cells[1]) & (y // 8 == cells[0])).all()  # each cell's point lies in the cell
-    looked_up = heatmap[torch.arange(2)[:, None, None], 0, y, x]
-    assert torch.equal(looked_up, dense.score[:, 0])
+    pixel_x, pixel_y = cells[1] * 8 + index % 8, cells[0] * 8 + index // 8
+    assert torch.equal(best, dense.score[:, 0])
+    assert ((dense.position[:, 0] - pixel_x).abs() <= 0.5).all() and ((dense.position[:, 1] - pixel_y).abs() <= 0.5).all()
 
 
 def test_cell_labels_index_the_pixel_within_its_cell():
