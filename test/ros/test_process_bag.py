@@ -190,8 +190,10 @@ def test_ctrl_c_leaves_a_shorter_readable_bag(shared_data, tmp_path):
 @needs_weights
 @pytest.mark.parametrize("camera_from", ["camera_info in the bag", "--camera-yaml"])
 def test_a_camera_model_gives_relative_poses(camera_from, shared_data, tmp_path):
-    """tum_fr2 frames with their CameraInfo (or a bag without it and the calibration YAML), --model essential: every
-    pair's rotation within a degree of the motion capture's, and a TransformStamped per pose on /camera/motion."""
+    """tum_fr2 frames with their CameraInfo (or a bag without it and the calibration YAML), --model essential: the
+    rotations within half a degree of the motion capture's at the median and 2 degrees at most, and a
+    TransformStamped per pose on /camera/motion. (At 1.5 cm a frame single pairs reach 1-1.4 degrees with every
+    method: SIFT 1.08 on frames 3-4 in usp-eval-pose, the default usp 0.08-1.21 here.)"""
     sequence = load_pose_sequence(shared_data / "sequences" / "tum_fr2")
     count = 6
     bag = tmp_path / "in"
@@ -206,9 +208,10 @@ def test_a_camera_model_gives_relative_poses(camera_from, shared_data, tmp_path)
     assert set(topics) == {"/camera/features", "/camera/matches", "/camera/motion"}
     matches = [msg for _, msg in topics["/camera/matches"]]
     assert len(matches) == count - 1 and all(m.model == "essential" and m.has_pose for m in matches)
-    for index, match in enumerate(matches, start=1):
-        truth, _ = relative_motion(sequence.poses[index - 1], sequence.poses[index])
-        assert rotation_angle_deg(rotation_from_msg(match), truth) < 1.0
+    errors = [rotation_angle_deg(rotation_from_msg(match), relative_motion(sequence.poses[index - 1],
+                                                                          sequence.poses[index])[0])
+              for index, match in enumerate(matches, start=1)]
+    assert np.median(errors) < 0.5 and max(errors) < 2.0, errors
     motions = [msg for _, msg in topics["/camera/motion"]]
     assert [m.header.stamp for m in motions] == [m.header.stamp for m in matches]
 
