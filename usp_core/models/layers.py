@@ -243,25 +243,24 @@ def cell_peak_parabola(logits: torch.Tensor, cell: int = 8, peak: torch.Tensor |
     so an edge pixel does not move across the edge. Export-friendly: no data-dependent shapes.
     """
     logits = logits.float()
-    height, width = logits.shape[-2:]
-    padded = F.pad(logits, (1, 1, 1, 1), mode="reflect")
     if peak is None:
         peak = F.pixel_unshuffle(logits, cell).argmax(dim=1, keepdim=True)  # (B, 1, h, w), index dy * cell + dx
+    grid = cell_grid(peak.shape[-2], peak.shape[-1], logits.device, torch.int64)  # (1, 2, h, w) cell (column, row)
+    padded_width = (grid[:, :1].amax(dim=(2, 3), keepdim=True) + 1) * cell + 2  # a tensor: traced graphs serve any size
+    x = grid[:, :1] * cell + peak % cell + 1  # (B, 1, h, w) the peak pixel in the padded map
+    y = grid[:, 1:] * cell + torch.div(peak, cell, rounding_mode="floor") + 1
+    flat = F.pad(logits, (1, 1, 1, 1), mode="reflect").flatten(1)  # (B, (H + 2) (W + 2))
 
     def at(dx: int, dy: int) -> torch.Tensor:
         """The logits (B, 1, h, w) at each cell's peak pixel moved by (dx, dy)."""
-        shifted = padded[:, :, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-        return F.pixel_unshuffle(shifted, cell).gather(1, peak)
+        return flat.gather(1, ((y + dy) * padded_width + x + dx).flatten(1)).view(peak.shape)
 
     centre = at(0, 0)
     offsets = []
     for (before, after) in ((at(-1, 0), at(1, 0)), (at(0, -1), at(0, 1))):
         curvature = (before - 2.0 * centre + after).clamp(max=-1e-6)
         offsets.append(((before - after) / (2.0 * curvature)).clamp(-0.5, 0.5))
-    peak_x = (peak % cell).to(torch.float32)
-    peak_y = torch.div(peak, cell, rounding_mode="floor").to(torch.float32)
-    grid = cell_grid(peak.shape[-2], peak.shape[-1], logits.device, torch.float32)
-    return grid * cell + torch.cat([peak_x + offsets[0], peak_y + offsets[1]], dim=1)
+    return torch.cat([x - 1 + offsets[0], y - 1 + offsets[1]], dim=1).to(torch.float32)
 
 
 class TrainingMaps(NamedTuple):

@@ -22,7 +22,6 @@ the batch, so the weights in ``LossConfig`` compare with the paper's terms. All 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from usp_core.geometry.homography import inside_image, warp_points
 from usp_core.models.layers import TrainingMaps, sample_descriptors
