@@ -50,7 +50,7 @@ from usp_core.support.atomic import atomic_write, remove_stale_temp_files, write
 from usp_core.support.checkpoint import CheckpointError
 from usp_core.support.device import resolve_device
 from usp_core.support.errors import first_line
-from usp_core.support.image_files import read_grey
+from usp_core.support.image_files import read_grey, resize_image
 from usp_core.training.data import ImageFolder, sample_generator
 from usp_core.training.homographic_adaptation import AdaptationConfig, homographic_adaptation
 from usp_core.training.superpoint_data import LabelError, label_path, read_labels
@@ -183,8 +183,7 @@ def prepare(grey: np.ndarray, short_side: int) -> tuple[torch.Tensor, tuple[int,
     height, width = grey.shape
     if short_side and min(height, width) != short_side:
         factor = short_side / min(height, width)
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
-        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+        grey = resize_image(grey, (max(1, round(height * factor)), max(1, round(width * factor))))
     if min(grey.shape) < MIN_SIZE:
         raise ValueError(f"{width}x{height} px is too small to label (shorter side under {MIN_SIZE} px)")
     h, w = grey.shape

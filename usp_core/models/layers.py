@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
-           "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "sample_descriptors", "BACKBONE_WIDTHS", "ARCHITECTURES",
-           "POSITION_HEADS"]
+           "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "sample_descriptors", "BACKBONE_WIDTHS",
+           "ARCHITECTURES", "POSITION_HEADS"]
 
 
 BACKBONE_WIDTHS = {  # default widths per backbone

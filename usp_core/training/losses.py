@@ -66,7 +66,7 @@ class LossConfig:
     reprojection_fraction: float = 0.25  # share of each image's cells, best scores first, in reprojection and peakiness
     dense_temperature: float = 0.05  # temperature of the InfoNCE descriptor term (similarities are dot products)
     dense_exclusion_radius: float = 4.0  # px, B points this close to where an A point lands are not its negatives
-    dense_desc_fraction: float = 1.0  # share of each image's cells, best scores first, that are InfoNCE anchors and negatives
+    dense_desc_fraction: float = 1.0  # share of each image's cells, best scores first, as InfoNCE anchors and negatives
 
     def __post_init__(self) -> None:
         if self.descriptor_loss not in ("hinge", "triplet"):

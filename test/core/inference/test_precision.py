@@ -4,7 +4,7 @@ a CPU without the instructions (simulated).
 Tolerances of the real-photo checks (measured on an AMX Xeon, bundled weights v3 with the parabola peak
 fit, at both evaluation settings, on nine photos of Oxford, HPatches and the test photo): a "same point" is
 an fp32 keypoint with a keypoint of the other precision within 0.5 px. bf16 kept 97-100 % of the points,
-descriptors (unit length) 0.006-0.013 apart at the median; int8 87-97 % and 0.025-0.042 (with the
+descriptors (unit length) 0.006-0.013 apart at the median; int8 88-98 % and 0.025-0.043 (with the
 soft-argmax at inference int8 kept 92-97 %: the peak fit follows the logits' curvature more closely).
 The tests ask for 95 % / 0.02 (bf16) and 85 % / 0.05 (int8).
 """

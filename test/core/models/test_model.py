@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from usp_core.models.layers import (BACKBONE_WIDTHS, DenseOutput, ModelConfig, cell_grid, cell_peak_parabola,
-                                   cell_softargmax,
-                                    sample_descriptors)
+                                   cell_softargmax, sample_descriptors)
 from usp_core.models.unsuperpoint import UnsuperPoint
 
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)

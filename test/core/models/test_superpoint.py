@@ -75,7 +75,8 @@ def test_forward_gives_one_candidate_per_cell_at_the_suppressed_maximum():
     cells = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(5), indexing="ij"))
     pixel_x, pixel_y = cells[1] * 8 + index % 8, cells[0] * 8 + index // 8
     assert torch.equal(best, dense.score[:, 0])
-    assert ((dense.position[:, 0] - pixel_x).abs() <= 0.5).all() and ((dense.position[:, 1] - pixel_y).abs() <= 0.5).all()
+    assert ((dense.position[:, 0] - pixel_x).abs() <= 0.5).all()
+    assert ((dense.position[:, 1] - pixel_y).abs() <= 0.5).all()
 
 
 def test_cell_labels_index_the_pixel_within_its_cell():
