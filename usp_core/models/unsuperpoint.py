@@ -29,9 +29,10 @@ class UnsuperPoint(nn.Module):
         self.config = config if config is not None else ModelConfig()
         slope = self.config.negative_slope
         self.backbone, channels = build_backbone(self.config)
-        self.score_head = conv_head(channels, 1, slope)
+        self.score_head = (conv_head(channels, 1, slope) if self.config.score_head == "conv"
+                           else nn.Conv2d(channels, 1, kernel_size=1))
         if self.config.position_head == "softargmax":
-            self.fine_head = FineHead(self.config.widths[:3], self.config.fine_width, slope)
+            self.fine_head = FineHead(self.config.widths[:3], self.config.fine_width, slope, self.config.fine_upsample)
         else:
             self.position_head = conv_head(channels, 2, slope)
         self.descriptor_head = conv_head(channels, self.config.descriptor_dim, slope)

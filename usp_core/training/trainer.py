@@ -104,9 +104,19 @@ def _split_branches(output: TrainingMaps, batch: int) -> tuple[TrainingMaps, Tra
     return part(slice(None, batch)), part(slice(batch, None))
 
 
-def _modules(keys: set[str]) -> str:
-    """State-dict keys -> their modules (the keys' first two parts), sorted and comma-separated."""
-    return ", ".join(sorted({".".join(key.split(".")[:2]) for key in keys}))
+def _modules(keys: set[str], other: set[str]) -> str:
+    """State-dict keys that ``other`` lacks -> the largest modules wholly absent from ``other``, sorted, comma-separated.
+
+    E.g. v3 weights into the lite network: "backbone.to_eighth.1.2" (a dropped conv block), not "backbone".
+    """
+    prefixes = {part for key in other for part in _prefixes(key)}
+    return ", ".join(sorted({next(p for p in _prefixes(key) if p not in prefixes) for key in keys}))
+
+
+def _prefixes(key: str) -> list[str]:
+    """"a.b.c" -> ["a", "a.b", "a.b.c"]."""
+    parts = key.split(".")
+    return [".".join(parts[:count]) for count in range(1, len(parts) + 1)]
 
 
 class Trainer:
@@ -427,7 +437,7 @@ class Trainer:
         self.model.load_state_dict(shared, strict=False)
         self.init_from = str(path)
         if self.is_main:
-            new, unused = _modules(set(own) - set(shared)), _modules(set(weights) - set(own))
+            new, unused = _modules(set(own) - set(shared), set(weights)), _modules(set(weights) - set(own), set(own))
             logger.info("initialised the model from %s%s%s", path, f"; new: {new}" if new else "",
                         f"; not used: {unused}" if unused else "")
 

@@ -295,3 +295,48 @@ def test_traced_softargmax_model_matches_eager_at_another_size(config):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_onnx_export_of_the_softargmax_head_matches_eager(tmp_path):
     test_onnx_export_matches_eager(tmp_path, FINE)
+
+
+LITE = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, position_head="softargmax",
+                   blocks=(1, 1, 2, 2, 2), score_head="linear", fine_upsample="nearest")
+
+
+def test_lite_options_drop_the_layers_they_name_and_keep_every_other_weight_name():
+    full, lite = _model(FINE).state_dict(), _model(LITE).state_dict()
+    dropped = set(full) - set(lite)
+    assert dropped and all(key.startswith(("backbone.to_eighth.1.2.", "score_head.0.", "score_head.1."))
+                           for key in dropped)
+    assert any(key.startswith("backbone.to_eighth.1.2.") for key in dropped)
+    assert set(lite) - set(full) == {"score_head.weight", "score_head.bias"}
+    assert lite["score_head.weight"].shape == (1, 16, 1, 1)
+    deeper = UnsuperPoint(ModelConfig(**{**LITE.__dict__, "blocks": (2, 1, 2, 2, 3)})).state_dict()
+    assert {"backbone.to_eighth.0.1.0.weight", "backbone.to_sixteenth.3.0.weight"} <= set(deeper)
+
+
+def test_nearest_upsampling_repeats_each_coarse_value_over_its_fine_pixels():
+    head = _model(LITE).fine_head
+    coarse = torch.arange(6.0).view(1, 1, 2, 3)
+    fine = head._upsampled(coarse, torch.zeros(1, 1, 4, 6))
+    assert torch.equal(fine[0, 0], coarse[0, 0].repeat_interleave(2, 0).repeat_interleave(2, 1))
+
+
+def test_lite_options_are_validated():
+    with pytest.raises(ValueError, match="score_head"):
+        ModelConfig(score_head="mlp")
+    with pytest.raises(ValueError, match="fine_upsample"):
+        ModelConfig(backbone="fast", fine_upsample="bicubic")
+    with pytest.raises(ValueError, match="blocks"):
+        ModelConfig(backbone="fast", blocks=(1, 0, 2, 2, 2))
+    with pytest.raises(ValueError, match="blocks"):
+        ModelConfig(blocks=(1, 1, 2, 2, 2))  # the VGG has no per-scale depths
+    assert ModelConfig(backbone="fast", blocks=[1, 1, 2, 2, 2]).blocks == (1, 1, 2, 2, 2)
+
+
+@pytest.mark.parametrize("config", [LITE])
+def test_traced_lite_model_matches_eager_at_another_size(config):
+    test_traced_model_matches_eager_at_another_size(config)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_export_of_the_lite_model_matches_eager(tmp_path):
+    test_onnx_export_matches_eager(tmp_path, LITE)

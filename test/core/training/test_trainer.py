@@ -194,7 +194,7 @@ def test_a_softargmax_head_starts_on_regression_weights_and_learns_with_the_dens
     trainer = Trainer(config, tmp_path / "v3", device="cpu", progress=False)
     with caplog.at_level("INFO", logger="usp_core.training.trainer"):
         trainer.initialize_from(snapshot)
-    assert "new: fine_head.lateral, fine_head.out; not used: position_head.0, position_head.1" in caplog.text
+    assert "new: fine_head; not used: position_head" in caplog.text
     for name, value in regression.model.backbone.state_dict().items():
         assert torch.equal(trainer.model.backbone.state_dict()[name], value), name
     trainer.train()
@@ -202,6 +202,19 @@ def test_a_softargmax_head_starts_on_regression_weights_and_learns_with_the_dens
     assert all(np.isfinite([h["total"] for h in trainer.history]))
     assert np.mean(descriptor[-5:]) < np.mean(descriptor[:5])
     assert {"reprojection", "peakiness"} <= set(trainer.history[-1])
+
+
+def test_a_lite_network_starts_on_full_weights_and_names_what_it_dropped(tiny_config, tmp_path, caplog):
+    softargmax = {**FAST_REGRESSION, "position_head": "softargmax"}
+    full = Trainer(_with(tiny_config, model=softargmax), tmp_path / "full", device="cpu", progress=False)
+    lite_model = {**softargmax, "blocks": [1, 1, 2, 2, 2], "score_head": "linear", "fine_upsample": "nearest"}
+    lite = Trainer(_with(tiny_config, model=lite_model), tmp_path / "lite", device="cpu", progress=False)
+    with caplog.at_level("INFO", logger="usp_core.training.trainer"):
+        lite.initialize_from(full.save_snapshot())
+    assert "new: score_head.bias, score_head.weight; not used: backbone.to_eighth.1.2, score_head.0, score_head.1" \
+        in caplog.text
+    for name, value in lite.model.fine_head.state_dict().items():
+        assert torch.equal(full.model.fine_head.state_dict()[name], value), name
 
 
 def test_initialising_from_weights_of_another_size_is_refused(tiny_config, tmp_path):
