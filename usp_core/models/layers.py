@@ -49,7 +49,7 @@ from torch import nn
 
 __all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
            "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "sample_descriptors", "BACKBONE_WIDTHS",
-           "ARCHITECTURES", "POSITION_HEADS", "FAST_BLOCKS", "SCORE_HEADS", "FINE_UPSAMPLING"]
+           "ARCHITECTURES", "POSITION_HEADS", "FAST_BLOCKS", "FINE_UPSAMPLING"]
 
 
 BACKBONE_WIDTHS = {  # default widths per backbone
@@ -59,7 +59,6 @@ BACKBONE_WIDTHS = {  # default widths per backbone
 ARCHITECTURES = ("unsuperpoint", "superpoint")  # the networks a ModelConfig can describe (see build_model)
 POSITION_HEADS = ("regression", "softargmax")  # how UnsuperPoint places a cell's point (see the module docstring)
 FAST_BLOCKS = (1, 2, 2, 2, 2)  # the fast backbone's default conv3x3 blocks per scale
-SCORE_HEADS = ("conv", "linear")  # UnsuperPoint's score head: conv3x3 block + 1x1, or one 1x1 conv
 FINE_UPSAMPLING = ("bilinear", "nearest")  # the full-resolution head's 2x steps
 
 
@@ -77,7 +76,6 @@ class ModelConfig:
     refine_radius: int = 2  # softargmax: window radius (px) around each cell's peak pixel
     fine_width: int = 8  # softargmax: channels of the full-resolution head
     blocks: tuple[int, ...] = ()  # fast: conv3x3 blocks at 1, 1/2, 1/4, 1/8, 1/16 scale; () = (1, 2, 2, 2, 2)
-    score_head: str = "conv"  # "conv": conv3x3 block + 1x1 (v1-v3); "linear": one 1x1 conv on the 1/8 features
     fine_upsample: str = "bilinear"  # softargmax: the full-resolution head's 2x steps, "bilinear" (v3) or "nearest"
 
     def __post_init__(self) -> None:
@@ -103,8 +101,6 @@ class ModelConfig:
                                            or min(self.blocks) < 1):
             raise ValueError(f"blocks sets the fast backbone's 5 depths (each at least 1), got {self.blocks} "
                              f"for backbone {self.backbone}")
-        if self.score_head not in SCORE_HEADS:
-            raise ValueError(f"score_head must be one of {', '.join(SCORE_HEADS)}, got {self.score_head!r}")
         if self.fine_upsample not in FINE_UPSAMPLING:
             raise ValueError(f"fine_upsample must be one of {', '.join(FINE_UPSAMPLING)}, got {self.fine_upsample!r}")
 

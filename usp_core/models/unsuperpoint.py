@@ -29,8 +29,7 @@ class UnsuperPoint(nn.Module):
         self.config = config if config is not None else ModelConfig()
         slope = self.config.negative_slope
         self.backbone, channels = build_backbone(self.config)
-        self.score_head = (conv_head(channels, 1, slope) if self.config.score_head == "conv"
-                           else nn.Conv2d(channels, 1, kernel_size=1))
+        self.score_head = conv_head(channels, 1, slope)
         if self.config.position_head == "softargmax":
             self.fine_head = FineHead(self.config.widths[:3], self.config.fine_width, slope, self.config.fine_upsample)
         else:

@@ -33,6 +33,20 @@ def test_shipped_train_yaml_loads_and_matches_saved_form(tmp_path: Path):
     assert load_config(save_config(config, tmp_path / "again.yaml")) == config
 
 
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "config").glob("train*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_training_config_loads(path: Path):
+    config = load_config(path)
+    assert config.steps > 0 and config.batch_size > 0
+
+
+@pytest.mark.parametrize("campaign", sorted((REPO_ROOT / "campaign").glob("*.pt")), ids=lambda path: path.name)
+def test_each_committed_campaign_holds_the_config_that_continues_it(campaign: Path):
+    config = load_config(REPO_ROOT / "config" / f"train_{campaign.stem}.yaml")
+    saved = torch.load(campaign, map_location="cpu", weights_only=True)
+    assert from_dict(saved["config"]) == config  # resuming with the committed config changes nothing
+    assert 0 < saved["step"] <= config.steps
+
+
 @pytest.mark.parametrize("text, message", [
     ("batch_sise: 4\n", "unknown config key 'batch_sise'"),
     ("model:\n  width: [8, 8]\n", "unknown config key 'model.width'"),
