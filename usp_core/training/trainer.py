@@ -105,7 +105,7 @@ def _split_branches(output: TrainingMaps, batch: int) -> tuple[TrainingMaps, Tra
 
 
 def _modules(keys: set[str], other: set[str]) -> str:
-    """State-dict keys that ``other`` lacks -> the largest modules wholly absent from ``other``, sorted, comma-separated.
+    """State-dict keys that ``other`` lacks -> the largest modules wholly absent from ``other``, comma-separated.
 
     E.g. v3 weights into the lite network: "backbone.to_eighth.1.2" (a dropped conv block), not "backbone".
     """

@@ -301,7 +301,6 @@ def test_onnx_export_of_the_softargmax_head_matches_eager(tmp_path, config):
     test_onnx_export_matches_eager(tmp_path, config)
 
 
-
 def test_lite_options_drop_the_layers_they_name_and_keep_every_other_weight_name():
     full, lite = _model(FINE).state_dict(), _model(LITE).state_dict()
     dropped = set(full) - set(lite)
@@ -326,4 +325,3 @@ def test_lite_options_are_validated():
     with pytest.raises(ValueError, match="blocks"):
         ModelConfig(blocks=(1, 1, 2, 2, 2))  # the VGG has no per-scale depths
     assert ModelConfig(backbone="fast", blocks=[1, 1, 2, 2, 2]).blocks == (1, 1, 2, 2, 2)
-
