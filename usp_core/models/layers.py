@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
-           "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "sample_descriptors", "BACKBONE_WIDTHS",
+           "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "sample_descriptors",
+           "PointDescriptors", "BACKBONE_WIDTHS",
            "ARCHITECTURES", "POSITION_HEADS", "FAST_BLOCKS", "FINE_UPSAMPLING"]
 
 
@@ -77,6 +78,7 @@ class ModelConfig:
     fine_width: int = 8  # softargmax: channels of the full-resolution head
     blocks: tuple[int, ...] = ()  # fast: conv3x3 blocks at 1, 1/2, 1/4, 1/8, 1/16 scale; () = (1, 2, 2, 2, 2)
     fine_upsample: str = "bilinear"  # softargmax: the full-resolution head's 2x steps, "bilinear" (v3) or "nearest"
+    fine_descriptor_width: int = 0  # softargmax: hidden width of the MLP that adds the 1/2 and 1/4 features read at each point to its descriptor; 0 = off (v1-v3)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -103,6 +105,10 @@ class ModelConfig:
                              f"for backbone {self.backbone}")
         if self.fine_upsample not in FINE_UPSAMPLING:
             raise ValueError(f"fine_upsample must be one of {', '.join(FINE_UPSAMPLING)}, got {self.fine_upsample!r}")
+        if self.fine_descriptor_width < 0 or (self.fine_descriptor_width and self.position_head != "softargmax"):
+            raise ValueError(f"fine_descriptor_width must be 0, or positive with position_head softargmax (the "
+                             f"backbone's 1/2 and 1/4 features), got {self.fine_descriptor_width} with "
+                             f"{self.position_head}")
 
 
 class DenseOutput(NamedTuple):
@@ -296,12 +302,14 @@ class TrainingMaps(NamedTuple):
 
     dense: the DenseOutput inference sees.
     fine: (B, 1, H, W) full-resolution position logits (softargmax head), or None (regression head).
-    descriptor_map: (B, D, H/8, W/8) raw descriptor map, before sampling and normalisation.
+    descriptor_sources: what :class:`PointDescriptors` reads descriptors from at any point: the raw
+    descriptor map (B, D, H/8, W/8), before sampling and normalisation, then (fine descriptors only) the
+    backbone's (B, w2, H/2, W/2) and (B, w4, H/4, W/4) features.
     """
 
     dense: DenseOutput
     fine: torch.Tensor | None
-    descriptor_map: torch.Tensor
+    descriptor_sources: tuple[torch.Tensor, ...]
 
 
 def build_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
@@ -324,12 +332,54 @@ def sample_descriptors(descriptor_map: torch.Tensor, position: torch.Tensor, cel
     """Bilinearly sample a (B, D, h, w) map at pixel positions (B, 2, h', w') of a (cell h, cell w) image.
 
     Returns (B, D, h', w') L2-normalised over D. See the module docstring for the coordinate
-    convention. The image size is computed with tensor ops (not Python ints) so that traced and ONNX
-    graphs stay valid for every input size.
+    convention.
     """
-    map_grid = cell_grid(descriptor_map.shape[-2], descriptor_map.shape[-1], position.device, position.dtype)
-    size = (map_grid.amax(dim=(2, 3)) + 1.0) * cell
-    normalised = (position.permute(0, 2, 3, 1) + 0.5) * 2.0 / size - 1.0
-    sampled = F.grid_sample(descriptor_map.float(), normalised.float(), mode="bilinear",
-                            padding_mode="border", align_corners=False)
-    return F.normalize(sampled, p=2.0, dim=1)
+    return F.normalize(_read(descriptor_map, _sampling_grid(descriptor_map, position, cell)), p=2.0, dim=1)
+
+
+def _sampling_grid(feature_map: torch.Tensor, position: torch.Tensor, stride: int) -> torch.Tensor:
+    """grid_sample's normalised grid (B, h', w', 2) for pixel positions (B, 2, h', w') of the image that a
+    (B, C, h, w) map of ``stride`` covers. The same grid reads every map of that image whatever its stride
+    (align_corners=False). The image size is computed with tensor ops (not Python ints) so that traced and
+    ONNX graphs stay valid for every input size.
+    """
+    map_grid = cell_grid(feature_map.shape[-2], feature_map.shape[-1], position.device, position.dtype)
+    size = (map_grid.amax(dim=(2, 3)) + 1.0) * stride
+    return ((position.permute(0, 2, 3, 1) + 0.5) * 2.0 / size - 1.0).float()
+
+
+def _read(feature_map: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) map read bilinearly at a normalised grid (B, h', w', 2) -> (B, C, h', w') float32."""
+    return F.grid_sample(feature_map.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class PointDescriptors(nn.Module):
+    """Unit descriptors at points: the 1/8 descriptor map read bilinearly, plus (``width`` > 0) fine detail.
+
+    Fine detail: the backbone's 1/2 and 1/4 features read at the same points, concatenated, through a
+    1x1 conv to ``width`` channels, LeakyReLU and a 1x1 conv to D, added to the 1/8 descriptor before
+    normalising. A 1/8 map read bilinearly blurs points a few pixels apart; these features are what
+    sit under the point itself. The last conv starts at zero, so a network fine-tuned from weights
+    without it starts where they were. Reading first and projecting after costs a few MFLOP per image
+    (one MLP per cell, not per pixel).
+    sources: (raw (B, D, H/8, W/8)[, half (B, w2, H/2, W/2), quarter (B, w4, H/4, W/4)]); position
+    (B, 2, h', w') pixels of the (H, W) image -> (B, D, h', w') float32, L2-normalised over D.
+    """
+
+    def __init__(self, fine_widths: tuple[int, ...], width: int, dim: int, negative_slope: float) -> None:
+        super().__init__()
+        self.fine = None
+        if width:
+            self.fine = nn.Sequential(nn.Conv2d(sum(fine_widths), width, kernel_size=1), nn.LeakyReLU(negative_slope),
+                                      nn.Conv2d(width, dim, kernel_size=1))
+            nn.init.zeros_(self.fine[-1].weight)
+            nn.init.zeros_(self.fine[-1].bias)
+
+    def forward(self, sources: tuple[torch.Tensor, ...], position: torch.Tensor) -> torch.Tensor:
+        """sources, position as in the class docstring -> (B, D, h', w') unit descriptors."""
+        raw, *levels = sources
+        grid = _sampling_grid(raw, position, 8)
+        total = _read(raw, grid)
+        if self.fine is not None:
+            total = total + self.fine(torch.cat([_read(level, grid) for level in levels], dim=1))
+        return F.normalize(total, p=2.0, dim=1)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from usp_core.models.layers import (DenseOutput, FineHead, ModelConfig, TrainingMaps, build_backbone, cell_grid,
-                                   cell_peak_parabola, cell_softargmax, conv_head, sample_descriptors)
+from usp_core.models.layers import (DenseOutput, FineHead, ModelConfig, PointDescriptors, TrainingMaps, build_backbone,
+                                   cell_grid, cell_peak_parabola, cell_softargmax, conv_head)
 
 __all__ = ["UnsuperPoint"]
 
@@ -35,6 +35,8 @@ class UnsuperPoint(nn.Module):
         else:
             self.position_head = conv_head(channels, 2, slope)
         self.descriptor_head = conv_head(channels, self.config.descriptor_dim, slope)
+        self.point_descriptors = PointDescriptors(self.config.widths[1:3], self.config.fine_descriptor_width,
+                                                  self.config.descriptor_dim, slope)
 
     def forward(self, images: torch.Tensor, training: bool = False) -> DenseOutput | TrainingMaps:
         """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8).
@@ -43,11 +45,12 @@ class UnsuperPoint(nn.Module):
         the soft-argmax head, its positions are the differentiable soft-argmax, the inference's the parabola
         peak fit (usp_core.models.layers).
         """
-        fine = None
+        fine, fine_levels = None, []
         if self.config.position_head == "softargmax":
             levels = self.backbone.pyramid(images)
             detection, description = levels[3], self.backbone.describe(levels[3])
             fine = self.fine_head(levels[:3])
+            fine_levels = levels[1:3] if self.config.fine_descriptor_width else []
             position = (cell_softargmax(fine, self.config.refine_radius, self.cell) if training
                         else cell_peak_parabola(fine, self.cell))
         else:
@@ -57,6 +60,6 @@ class UnsuperPoint(nn.Module):
             grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
             position = (grid + offset) * self.cell
         score = torch.sigmoid(self.score_head(detection))
-        raw = self.descriptor_head(description)
-        dense = DenseOutput(score, position, sample_descriptors(raw, position, self.cell))
-        return TrainingMaps(dense, fine, raw) if training else dense
+        sources = (self.descriptor_head(description), *fine_levels)
+        dense = DenseOutput(score, position, self.point_descriptors(sources, position))
+        return TrainingMaps(dense, fine, sources) if training else dense

@@ -10,7 +10,8 @@ in :mod:`usp_core.losses`. Each term is computed from A to B and from B to A.
 - Peakiness (ALIKE's dispersity peak loss): in those windows, the softmax mass's mean distance from
   its own soft-argmax, so the logits form a sharp peak rather than a plateau.
 - Descriptors (InfoNCE over the correspondences): the descriptor of every A point against B's
-  descriptor map sampled where the point lands (the positive) and the descriptors of all B points
+  descriptor read where the point lands (the positive, by the network's own
+  :class:`~usp_core.models.layers.PointDescriptors`) and the descriptors of all B points
   farther than ``exclusion_radius`` from there (the negatives), at a temperature. With a
   ``desc_fraction`` below 1 only the best-scored share of each image's cells take part, as anchors
   (A) and as negatives (B): the points that top-k selection keeps and nearest-neighbour matching
@@ -21,10 +22,14 @@ the batch, so the weights in ``LossConfig`` compare with the paper's terms. All 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from usp_core.geometry.homography import inside_image, warp_points
-from usp_core.models.layers import TrainingMaps, sample_descriptors
+from usp_core.models.layers import TrainingMaps
+
+Describe = Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]  # (sources, positions) -> unit descriptors
 
 __all__ = ["window_softargmax", "top_cells", "reprojection_terms", "dense_descriptor_loss", "dense_losses"]
 
@@ -85,24 +90,25 @@ def reprojection_terms(position_a: torch.Tensor, score_a: torch.Tensor, fine_b: 
     return (weight * distance).sum(dim=1), (weight * dispersion).sum(dim=1)
 
 
-def dense_descriptor_loss(desc_a: torch.Tensor, position_a: torch.Tensor, map_b: torch.Tensor,
-                          desc_b: torch.Tensor, position_b: torch.Tensor, homography_ab: torch.Tensor,
-                          temperature: float, exclusion_radius: float, anchors: torch.Tensor | None = None,
-                          negatives: torch.Tensor | None = None) -> torch.Tensor:
+def dense_descriptor_loss(desc_a: torch.Tensor, position_a: torch.Tensor, sources_b: tuple[torch.Tensor, ...],
+                          describe: Describe, desc_b: torch.Tensor, position_b: torch.Tensor,
+                          homography_ab: torch.Tensor, temperature: float, exclusion_radius: float,
+                          anchors: torch.Tensor | None = None, negatives: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE of A's points against B, (B,): a sum over the A anchors that land inside B.
 
-    desc_a (B, D, h, w) unit descriptors at position_a (B, 2, h, w); map_b (B, D, h, w) B's raw
-    descriptor map; desc_b (B, D, h, w) B's unit descriptors at position_b (B, 2, h, w).
+    desc_a (B, D, h, w) unit descriptors at position_a (B, 2, h, w); sources_b B's descriptor sources
+    (TrainingMaps.descriptor_sources, the first (B, D, h, w)), read at any points by ``describe`` (the
+    network's PointDescriptors); desc_b (B, D, h, w) B's unit descriptors at position_b (B, 2, h, w).
     anchors (B, h w) / negatives (B, h w) bool: the A cells that are anchors and the B cells that may
     be negatives (None: every cell).
     For A point i landing at w_i in B: positive = B's map sampled at w_i (normalised), negatives =
     the B points farther than ``exclusion_radius`` px from w_i;
     loss_i = -log(exp(f_i . p_i / t) / (exp(f_i . p_i / t) + sum_j exp(f_i . n_j / t))).
     """
-    height, width = (s * 8 for s in map_b.shape[-2:])
+    height, width = (s * 8 for s in sources_b[0].shape[-2:])
     warped = warp_points(_flat(position_a.float()), homography_ab.float())  # (B, N, 2)
     inside = inside_image(warped.detach(), height, width)
-    positive = sample_descriptors(map_b, warped.transpose(1, 2)[..., None], 8)  # (B, D, N, 1)
+    positive = describe(sources_b, warped.transpose(1, 2)[..., None])  # (B, D, N, 1)
     features = _flat(desc_a.float())
     positive_logit = (features * positive[..., 0].transpose(1, 2)).sum(-1) / temperature  # (B, N)
     negative_logits = torch.bmm(features, _flat(desc_b.float()).transpose(1, 2)) / temperature  # (B, N, M)
@@ -117,12 +123,13 @@ def dense_descriptor_loss(desc_a: torch.Tensor, position_a: torch.Tensor, map_b:
     return (loss * inside.float()).sum(dim=1)
 
 
-def dense_losses(maps_a: TrainingMaps, maps_b: TrainingMaps, homography_ab: torch.Tensor, radius: int,
-                 fraction: float, temperature: float, exclusion_radius: float,
+def dense_losses(maps_a: TrainingMaps, maps_b: TrainingMaps, describe: Describe, homography_ab: torch.Tensor,
+                 radius: int, fraction: float, temperature: float, exclusion_radius: float,
                  desc_fraction: float = 1.0) -> dict[str, torch.Tensor]:
     """The dense terms of a Siamese batch, both directions, each a scalar (mean over the batch).
 
-    maps_a, maps_b: TrainingMaps of A and B (``fine`` may be None: then no reprojection or peakiness).
+    maps_a, maps_b: TrainingMaps of A and B (``fine`` may be None: then no reprojection or peakiness);
+    describe: the network's PointDescriptors, which read the descriptor sources at any points.
     fraction: share of cells in reprojection and peakiness; desc_fraction: in the descriptor term (1 = all).
     Returns "reprojection", "peakiness" (only with fine maps) and "dense_desc", unweighted.
     """
@@ -140,8 +147,8 @@ def dense_losses(maps_a: TrainingMaps, maps_b: TrainingMaps, homography_ab: torc
         kept_a = top_cells(a.score, desc_fraction) if desc_fraction < 1.0 else None
         kept_b = top_cells(b.score, desc_fraction) if desc_fraction < 1.0 else None
         terms["dense_desc"] = (
-            dense_descriptor_loss(a.descriptors, a.position, maps_b.descriptor_map, b.descriptors, b.position,
-                                  homography_ab, temperature, exclusion_radius, kept_a, kept_b)
-            + dense_descriptor_loss(b.descriptors, b.position, maps_a.descriptor_map, a.descriptors, a.position,
-                                    homography_ba, temperature, exclusion_radius, kept_b, kept_a)).mean()
+            dense_descriptor_loss(a.descriptors, a.position, maps_b.descriptor_sources, describe, b.descriptors,
+                                  b.position, homography_ab, temperature, exclusion_radius, kept_a, kept_b)
+            + dense_descriptor_loss(b.descriptors, b.position, maps_a.descriptor_sources, describe, a.descriptors,
+                                    a.position, homography_ba, temperature, exclusion_radius, kept_b, kept_a)).mean()
     return terms

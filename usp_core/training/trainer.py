@@ -99,7 +99,7 @@ def _split_branches(output: TrainingMaps, batch: int) -> tuple[TrainingMaps, Tra
     def part(rows: slice) -> TrainingMaps:
         fine = None if output.fine is None else output.fine[rows].float()
         return TrainingMaps(DenseOutput(*(t[rows].float() for t in output.dense)), fine,
-                            output.descriptor_map[rows].float())
+                            tuple(source[rows].float() for source in output.descriptor_sources))
 
     return part(slice(None, batch)), part(slice(batch, None))
 
@@ -293,8 +293,9 @@ class Trainer:
         c = self.config.loss
         losses = unsuperpoint_loss(out_a, out_b, h_ab.float(), tuple(self.config.image_size), c)
         if c.a_reprojection or c.a_peakiness or c.a_dense_desc:
-            dense = dense_losses(maps_a, maps_b, h_ab.float(), c.reprojection_radius, c.reprojection_fraction,
-                                 c.dense_temperature, c.dense_exclusion_radius, c.dense_desc_fraction)
+            dense = dense_losses(maps_a, maps_b, self.model.point_descriptors, h_ab.float(), c.reprojection_radius,
+                                 c.reprojection_fraction, c.dense_temperature, c.dense_exclusion_radius,
+                                 c.dense_desc_fraction)
             losses.update(dense)
             losses["total"] = (losses["total"] + c.a_dense_desc * dense["dense_desc"]
                                + c.a_reprojection * dense.get("reprojection", 0.0)

@@ -145,6 +145,15 @@ def test_openvino_runs_every_backbone(backbone, tmp_path):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_every_cpu_backend_runs_fine_descriptors(backend, tmp_path):
+    torch.manual_seed(0)
+    model = UnsuperPoint(ModelConfig(backbone="fast", descriptor_dim=16, position_head="softargmax",
+                                     fine_descriptor_width=8)).eval()
+    torch.nn.init.normal_(model.point_descriptors.fine[-1].weight, std=0.5)  # it starts at zero: make it count
+    assert _dense_gap(make_runner(backend, model, torch.device("cpu"), cache_dir=tmp_path), model) < 1e-4
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_every_cpu_backend_runs_superpoint(backend, tmp_path):
     torch.manual_seed(0)
     model = build_model(ModelConfig(architecture="superpoint", backbone="fast", descriptor_dim=16)).eval()

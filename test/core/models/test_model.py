@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
-from usp_core.models.layers import (BACKBONE_WIDTHS, DenseOutput, ModelConfig, cell_grid, cell_peak_parabola,
-                                   cell_softargmax, sample_descriptors)
+from usp_core.models.layers import (BACKBONE_WIDTHS, DenseOutput, ModelConfig, PointDescriptors, cell_grid,
+                                   cell_peak_parabola, cell_softargmax, sample_descriptors)
 from usp_core.models.unsuperpoint import UnsuperPoint
 
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
@@ -207,6 +207,9 @@ FINE = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, 
 # v3 lite: one block at 1/2 scale, nearest 2x steps in the full-resolution head
 LITE = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, position_head="softargmax",
                    blocks=(1, 1, 2, 2, 2), fine_upsample="nearest")
+# v3 with fine descriptors: the 1/2 and 1/4 features read at each point through a small MLP
+FINE_DESC = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, position_head="softargmax",
+                        fine_descriptor_width=6)
 
 
 def _one_peak_logits(points: list[tuple[float, float]], size: tuple[int, int] = (16, 24)) -> torch.Tensor:
@@ -276,7 +279,7 @@ def test_softargmax_head_keeps_points_near_their_cells_and_exposes_training_maps
     offsets = out.position - grid
     assert ((offsets >= -0.5) & (offsets <= 7.5)).all()
     maps = model(images, training=True)
-    assert maps.fine.shape == (2, 1, 32, 40) and maps.descriptor_map.shape == (2, 8, 4, 5)
+    assert maps.fine.shape == (2, 1, 32, 40) and [t.shape for t in maps.descriptor_sources] == [(2, 8, 4, 5)]
     trained = maps.dense.position - grid
     assert ((trained >= 0) & (trained <= 7)).all()
     assert (out.position - maps.dense.position).abs().max() <= 2.5  # the same peak pixel, two sub-pixel estimates
@@ -290,13 +293,13 @@ def test_softargmax_head_needs_the_fast_backbone():
         ModelConfig(backbone="fast", position_head="argmax")
 
 
-@pytest.mark.parametrize("config", [FINE, LITE], ids=["v3", "lite"])
+@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC], ids=["v3", "lite", "fine-descriptors"])
 def test_traced_softargmax_model_matches_eager_at_another_size(config):
     test_traced_model_matches_eager_at_another_size(config)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("config", [FINE, LITE], ids=["v3", "lite"])
+@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC], ids=["v3", "lite", "fine-descriptors"])
 def test_onnx_export_of_the_softargmax_head_matches_eager(tmp_path, config):
     test_onnx_export_matches_eager(tmp_path, config)
 
@@ -325,3 +328,38 @@ def test_lite_options_are_validated():
     with pytest.raises(ValueError, match="blocks"):
         ModelConfig(blocks=(1, 1, 2, 2, 2))  # the VGG has no per-scale depths
     assert ModelConfig(backbone="fast", blocks=[1, 1, 2, 2, 2]).blocks == (1, 1, 2, 2, 2)
+
+
+def _randomised(model: UnsuperPoint) -> UnsuperPoint:
+    """The model with its fine-descriptor MLP's zero output layer given random weights."""
+    torch.nn.init.normal_(model.point_descriptors.fine[-1].weight, std=0.5)
+    return model
+
+
+def test_fine_descriptors_start_as_the_network_without_them_and_add_only_their_mlp():
+    plain, fine = _model(FINE), _model(FINE_DESC)
+    added = set(fine.state_dict()) - set(plain.state_dict())
+    assert added == {f"point_descriptors.fine.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    fine.load_state_dict(plain.state_dict(), strict=False)
+    images = torch.rand(2, 1, 32, 48)
+    for mine, theirs in zip(fine(images), plain(images)):
+        assert torch.equal(mine, theirs)  # the MLP's last layer starts at zero
+    assert not torch.allclose(_randomised(fine)(images).descriptors, plain(images).descriptors, atol=1e-3)
+
+
+def test_fine_descriptors_tell_apart_points_within_one_cell():
+    model = _randomised(_model(FINE_DESC))
+    maps = model(torch.rand(1, 1, 32, 48), training=True)
+    points = torch.tensor([[[[10.0, 13.0]], [[12.0, 12.0]]]])  # (1, 2, 1, 2): x 10 and 13, y 12, one 1/8 cell
+    coarse = sample_descriptors(maps.descriptor_sources[0], points, cell=8)[0, :, 0]
+    read = model.point_descriptors(maps.descriptor_sources, points)[0, :, 0]  # (D, 2)
+    plain = PointDescriptors((), 0, 8, 0.01)(maps.descriptor_sources[:1], points)[0, :, 0]
+    assert torch.allclose(plain, coarse, atol=1e-6)  # without the MLP: the 1/8 map read bilinearly
+    assert (read[:, 0] - read[:, 1]).norm() > (plain[:, 0] - plain[:, 1]).norm()
+
+
+def test_fine_descriptors_need_the_softargmax_head():
+    with pytest.raises(ValueError, match="fine_descriptor_width"):
+        ModelConfig(backbone="fast", fine_descriptor_width=16)
+    with pytest.raises(ValueError, match="fine_descriptor_width"):
+        ModelConfig(backbone="fast", position_head="softargmax", fine_descriptor_width=-1)

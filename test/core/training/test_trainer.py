@@ -217,6 +217,21 @@ def test_a_lite_network_starts_on_full_weights_and_names_what_it_dropped(tiny_co
         assert torch.equal(full.model.fine_head.state_dict()[name], value), name
 
 
+def test_fine_descriptors_start_on_v3_weights_and_the_descriptor_term_trains_them(tiny_config, tmp_path, caplog):
+    softargmax = {**FAST_REGRESSION, "position_head": "softargmax"}
+    full = Trainer(_with(tiny_config, model=softargmax), tmp_path / "v3", device="cpu", progress=False)
+    config = _with(tiny_config, model={**softargmax, "fine_descriptor_width": 16},
+                   loss={**DENSE_LOSS, "a_dense_desc": 0.1}, steps=10)
+    fine = Trainer(config, tmp_path / "fine", device="cpu", progress=False)
+    with caplog.at_level("INFO", logger="usp_core.training.trainer"):
+        fine.initialize_from(full.save_snapshot())
+    assert caplog.text.rstrip().endswith("; new: point_descriptors")
+    output = fine.model.point_descriptors.fine[-1]
+    assert output.weight.abs().max() == 0
+    fine.train()
+    assert output.weight.abs().max() > 0  # the descriptor terms train the MLP
+
+
 def test_initialising_from_weights_of_another_size_is_refused(tiny_config, tmp_path):
     snapshot = Trainer(_with(tiny_config, model=FAST_REGRESSION), tmp_path / "a", device="cpu",
                        progress=False).save_snapshot()
