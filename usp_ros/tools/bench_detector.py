@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_path is not None and not args.model_path.is_file():
         print(f"bench_detector: no checkpoint at {args.model_path}", file=sys.stderr)
         return 2
+    if args.model_path is not None:
+        args.model_path = args.model_path.resolve()  # the node runs in a folder of its own
     frames = bench_frames(30, args.width, args.height)
     rclpy.init()
     harness = Harness()
