@@ -37,6 +37,9 @@ Design choices where the paper is silent:
   descriptor cell ``j`` sits at normalised ``(8 j + 4) * 2 / W - 1``, so a point at the centre of the
   cell's pixels, ``x = 8 j + 3.5``, reads exactly that cell's descriptor. ``border`` padding avoids
   blending with zeros for points in the outer half cell.
+- Fine descriptors (``fine_descriptor_width`` > 0, weights v4): the same grid also reads the fast
+  backbone's 1/2 and 1/4 features at each point, and a small MLP adds them to the 1/8 descriptor
+  (:class:`PointDescriptors`): a 1/8 map read bilinearly blurs points a few pixels apart.
 """
 from __future__ import annotations
 
