@@ -4,8 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from usp_core.training.dense_losses import dense_descriptor_loss, dense_losses, reprojection_terms, window_softargmax
-from usp_core.models.layers import DenseOutput, ModelConfig, PointDescriptors, TrainingMaps, cell_grid
+from usp_core.models.layers import ModelConfig, PointDescriptors, cell_grid
 from usp_core.models.unsuperpoint import UnsuperPoint
+from usp_core.training.trainer import _split_branches
 
 READ = PointDescriptors((), 0, 16, 0.01)  # reads the 1/8 map alone, as weights v3 do
 
@@ -75,8 +76,8 @@ def test_dense_descriptor_loss_is_low_for_matching_descriptors_and_high_for_othe
     identity = torch.eye(3)[None]
     same = dense_descriptor_loss(unit, position, (raw,), READ, unit, position, identity, 0.05, 4.0)
     other_raw = _descriptor_maps(1)
-    other = dense_descriptor_loss(unit, position, (other_raw,), READ, F.normalize(other_raw, dim=1), position, identity,
-                                  0.05, 4.0)
+    other = dense_descriptor_loss(unit, position, (other_raw,), READ, F.normalize(other_raw, dim=1), position,
+                                  identity, 0.05, 4.0)
     cells = 4 * 6
     assert same.item() < 0.05 * cells
     assert other.item() > 2.0 * cells
@@ -88,9 +89,9 @@ def test_dense_losses_backpropagate_into_every_head_of_a_softargmax_model():
                                      position_head="softargmax"))
     images = torch.rand(2, 1, 32, 48)
     maps = model(images, training=True)
-    a = TrainingMaps(DenseOutput(*(t[:1] for t in maps.dense)), maps.fine[:1], tuple(t[:1] for t in maps.descriptor_sources))
-    b = TrainingMaps(DenseOutput(*(t[1:] for t in maps.dense)), maps.fine[1:], tuple(t[1:] for t in maps.descriptor_sources))
-    terms = dense_losses(a, b, model.point_descriptors, _translation(1.0, 2.0), radius=2, fraction=0.5, temperature=0.05, exclusion_radius=4.0)
+    a, b = _split_branches(maps, 1)
+    terms = dense_losses(a, b, model.point_descriptors, _translation(1.0, 2.0), radius=2, fraction=0.5,
+                         temperature=0.05, exclusion_radius=4.0)
     assert set(terms) == {"reprojection", "peakiness", "dense_desc"}
     for name, term in terms.items():
         model.zero_grad()
@@ -106,17 +107,20 @@ def test_dense_descriptor_loss_counts_only_the_given_anchors_and_negatives():
     unit = F.normalize(raw, dim=1)
     identity = torch.eye(3)[None]
     every = torch.ones(1, 24, dtype=torch.bool)
-    assert dense_descriptor_loss(unit, position, (raw,), READ, unit, position, identity, 0.5, 4.0, every, every).item() == \
-        pytest.approx(dense_descriptor_loss(unit, position, (raw,), READ, unit, position, identity, 0.5, 4.0).item())
+
+    def loss(*masks: torch.Tensor) -> float:
+        """The loss of the map against itself at temperature 0.5, with (anchors, negatives) masks if given."""
+        return dense_descriptor_loss(unit, position, (raw,), READ, unit, position, identity, 0.5, 4.0, *masks).item()
+
+    assert loss(every, every) == pytest.approx(loss())
     anchors = torch.zeros(1, 24, dtype=torch.bool)
     anchors[0, :5] = True
-    only_five = dense_descriptor_loss(unit, position, (raw,), READ, unit, position, identity, 0.5, 4.0, anchors, every)
-    per_anchor = dense_descriptor_loss(unit, position, (raw,), READ, unit, position, identity, 0.5, 4.0, every, every)
-    assert 0 < only_five.item() < per_anchor.item()
+    only_five = loss(anchors, every)
+    per_anchor = loss(every, every)
+    assert 0 < only_five < per_anchor
     # with no negative left, each anchor's softmax holds its positive alone: no loss
     none = torch.zeros(1, 24, dtype=torch.bool)
-    assert dense_descriptor_loss(unit, position, (raw,), READ, unit, position, identity, 0.5, 4.0, every, none).item() == \
-        pytest.approx(0.0, abs=1e-5)
+    assert loss(every, none) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_dense_losses_with_a_descriptor_fraction_use_fewer_cells():
@@ -124,9 +128,9 @@ def test_dense_losses_with_a_descriptor_fraction_use_fewer_cells():
     model = UnsuperPoint(ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8,
                                      position_head="softargmax"))
     maps = model(torch.rand(2, 1, 32, 48), training=True)
-    a = TrainingMaps(DenseOutput(*(t[:1] for t in maps.dense)), maps.fine[:1], tuple(t[:1] for t in maps.descriptor_sources))
-    b = TrainingMaps(DenseOutput(*(t[1:] for t in maps.dense)), maps.fine[1:], tuple(t[1:] for t in maps.descriptor_sources))
+    a, b = _split_branches(maps, 1)
     settings = dict(radius=2, fraction=0.5, temperature=0.05, exclusion_radius=4.0)
     every = dense_losses(a, b, model.point_descriptors, torch.eye(3)[None], **settings)["dense_desc"]
-    quarter = dense_losses(a, b, model.point_descriptors, torch.eye(3)[None], desc_fraction=0.25, **settings)["dense_desc"]
+    quarter = dense_losses(a, b, model.point_descriptors, torch.eye(3)[None], desc_fraction=0.25,
+                           **settings)["dense_desc"]
     assert 0 < quarter.item() < every.item()
