@@ -40,6 +40,9 @@ Design choices where the paper is silent:
 - Fine descriptors (``fine_descriptor_width`` > 0, weights v4): the same grid also reads the fast
   backbone's 1/2 and 1/4 features at each point, and a small MLP adds them to the 1/8 descriptor
   (:class:`PointDescriptors`): a 1/8 map read bilinearly blurs points a few pixels apart.
+- Fine scores (``fine_score_width`` > 0): the same 1/2 and 1/4 features read at each point, through
+  another small MLP, add a term to the cell's score logit (:class:`PointScores`): the 1/8 score head
+  ranks cells by what a 1/8 map sees, not by what lies under the point it keeps.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ from torch import nn
 
 __all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
            "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "sample_descriptors",
-           "PointDescriptors", "BACKBONE_WIDTHS",
+           "PointDescriptors", "PointScores", "read_fine_levels", "BACKBONE_WIDTHS",
            "ARCHITECTURES", "POSITION_HEADS", "FAST_BLOCKS", "FINE_UPSAMPLING"]
 
 
@@ -82,6 +85,7 @@ class ModelConfig:
     blocks: tuple[int, ...] = ()  # fast: conv3x3 blocks at 1, 1/2, 1/4, 1/8, 1/16 scale; () = (1, 2, 2, 2, 2)
     fine_upsample: str = "bilinear"  # softargmax: the full-resolution head's 2x steps, "bilinear" (v3) or "nearest"
     fine_descriptor_width: int = 0  # softargmax: hidden width of the MLP that adds the 1/2 and 1/4 features read at each point to its descriptor; 0 = off (v1-v3)
+    fine_score_width: int = 0  # softargmax: hidden width of the MLP that adds the 1/2 and 1/4 features read at each point to its score logit; 0 = off (v1-v4)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -108,10 +112,16 @@ class ModelConfig:
                              f"for backbone {self.backbone}")
         if self.fine_upsample not in FINE_UPSAMPLING:
             raise ValueError(f"fine_upsample must be one of {', '.join(FINE_UPSAMPLING)}, got {self.fine_upsample!r}")
-        if self.fine_descriptor_width < 0 or (self.fine_descriptor_width and self.position_head != "softargmax"):
-            raise ValueError(f"fine_descriptor_width must be 0, or positive with position_head softargmax (the "
-                             f"backbone's 1/2 and 1/4 features), got {self.fine_descriptor_width} with "
-                             f"{self.position_head}")
+        for name in ("fine_descriptor_width", "fine_score_width"):
+            width = getattr(self, name)
+            if width < 0 or (width and self.position_head != "softargmax"):
+                raise ValueError(f"{name} must be 0, or positive with position_head softargmax (the backbone's "
+                                 f"1/2 and 1/4 features), got {width} with {self.position_head}")
+
+    @property
+    def reads_fine_levels(self) -> bool:
+        """Whether points read the fast backbone's 1/2 and 1/4 features (fine descriptors or fine scores)."""
+        return bool(self.fine_descriptor_width or self.fine_score_width)
 
 
 class DenseOutput(NamedTuple):
@@ -356,6 +366,22 @@ def _read(feature_map: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(feature_map.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _point_mlp(in_width: int, width: int, out_width: int, negative_slope: float) -> nn.Sequential:
+    """1x1 conv to ``width``, LeakyReLU, 1x1 conv to ``out_width``; the last conv starts at zero, so a network
+    fine-tuned from weights without it starts where they were."""
+    mlp = nn.Sequential(nn.Conv2d(in_width, width, kernel_size=1), nn.LeakyReLU(negative_slope),
+                        nn.Conv2d(width, out_width, kernel_size=1))
+    nn.init.zeros_(mlp[-1].weight)
+    nn.init.zeros_(mlp[-1].bias)
+    return mlp
+
+
+def read_fine_levels(levels: tuple[torch.Tensor, ...] | list[torch.Tensor], grid: torch.Tensor) -> torch.Tensor:
+    """The backbone's fine maps (B, w_i, H/s_i, W/s_i) read at a grid (B, h', w', 2), concatenated:
+    (B, sum w_i, h', w') float32."""
+    return torch.cat([_read(level, grid) for level in levels], dim=1)
+
+
 class PointDescriptors(nn.Module):
     """Unit descriptors at points: the 1/8 descriptor map read bilinearly, plus (``width`` > 0) fine detail.
 
@@ -371,18 +397,37 @@ class PointDescriptors(nn.Module):
 
     def __init__(self, fine_widths: tuple[int, ...], width: int, dim: int, negative_slope: float) -> None:
         super().__init__()
-        self.fine = None
-        if width:
-            self.fine = nn.Sequential(nn.Conv2d(sum(fine_widths), width, kernel_size=1), nn.LeakyReLU(negative_slope),
-                                      nn.Conv2d(width, dim, kernel_size=1))
-            nn.init.zeros_(self.fine[-1].weight)
-            nn.init.zeros_(self.fine[-1].bias)
+        self.fine = _point_mlp(sum(fine_widths), width, dim, negative_slope) if width else None
 
     def forward(self, sources: tuple[torch.Tensor, ...], position: torch.Tensor) -> torch.Tensor:
         """sources, position as in the class docstring -> (B, D, h', w') unit descriptors."""
+        return self.combine(*self.read(sources, position))
+
+    @staticmethod
+    def read(sources: tuple[torch.Tensor, ...], position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """sources, position as in the class docstring -> the 1/8 map read at the points (B, D, h', w') and the
+        fine levels read there (:func:`read_fine_levels`, (B, C, h', w'); None when sources has none)."""
         raw, *levels = sources
         grid = _sampling_grid(raw, position, 8)
-        total = _read(raw, grid)
+        return _read(raw, grid), (read_fine_levels(levels, grid) if levels else None)
+
+    def combine(self, coarse: torch.Tensor, fine: torch.Tensor | None) -> torch.Tensor:
+        """What :meth:`read` returns -> (B, D, h', w') unit descriptors (the fine levels unused without the MLP)."""
         if self.fine is not None:
-            total = total + self.fine(torch.cat([_read(level, grid) for level in levels], dim=1))
-        return F.normalize(total, p=2.0, dim=1)
+            coarse = coarse + self.fine(fine)
+        return F.normalize(coarse, p=2.0, dim=1)
+
+
+class PointScores(nn.Module):
+    """A term of each cell's score logit from what lies under its point: the backbone's 1/2 and 1/4 features
+    read there (:func:`read_fine_levels`, (B, sum fine_widths, h', w')), through a 1x1 conv to ``width``,
+    LeakyReLU and a 1x1 conv to one channel that starts at zero -> (B, 1, h', w') float32.
+    """
+
+    def __init__(self, fine_widths: tuple[int, ...], width: int, negative_slope: float) -> None:
+        super().__init__()
+        self.mlp = _point_mlp(sum(fine_widths), width, 1, negative_slope)
+
+    def forward(self, fine: torch.Tensor) -> torch.Tensor:
+        """fine (B, C, h', w') -> (B, 1, h', w') logit term."""
+        return self.mlp(fine)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from usp_core.models.layers import (DenseOutput, FineHead, ModelConfig, PointDescriptors, TrainingMaps, build_backbone,
-                                   cell_grid, cell_peak_parabola, cell_softargmax, conv_head)
+from usp_core.models.layers import (DenseOutput, FineHead, ModelConfig, PointDescriptors, PointScores, TrainingMaps,
+                                   build_backbone, cell_grid, cell_peak_parabola, cell_softargmax, conv_head)
 
 __all__ = ["UnsuperPoint"]
 
@@ -37,6 +37,8 @@ class UnsuperPoint(nn.Module):
         self.descriptor_head = conv_head(channels, self.config.descriptor_dim, slope)
         self.point_descriptors = PointDescriptors(self.config.widths[1:3], self.config.fine_descriptor_width,
                                                   self.config.descriptor_dim, slope)
+        self.point_scores = (PointScores(self.config.widths[1:3], self.config.fine_score_width, slope)
+                             if self.config.fine_score_width else None)
 
     def forward(self, images: torch.Tensor, training: bool = False) -> DenseOutput | TrainingMaps:
         """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8).
@@ -50,7 +52,7 @@ class UnsuperPoint(nn.Module):
             levels = self.backbone.pyramid(images)
             detection, description = levels[3], self.backbone.describe(levels[3])
             fine = self.fine_head(levels[:3])
-            fine_levels = levels[1:3] if self.config.fine_descriptor_width else []
+            fine_levels = levels[1:3] if self.config.reads_fine_levels else []
             position = (cell_softargmax(fine, self.config.refine_radius, self.cell) if training
                         else cell_peak_parabola(fine, self.cell))
         else:
@@ -59,7 +61,11 @@ class UnsuperPoint(nn.Module):
             offset = torch.sigmoid(self.position_head(detection).float())
             grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
             position = (grid + offset) * self.cell
-        score = torch.sigmoid(self.score_head(detection))
-        sources = (self.descriptor_head(description), *fine_levels)
-        dense = DenseOutput(score, position, self.point_descriptors(sources, position))
+        raw = self.descriptor_head(description)
+        coarse, under_points = self.point_descriptors.read((raw, *fine_levels), position)
+        logit = self.score_head(detection)
+        if self.point_scores is not None:
+            logit = logit + self.point_scores(under_points)
+        dense = DenseOutput(torch.sigmoid(logit), position, self.point_descriptors.combine(coarse, under_points))
+        sources = (raw, *fine_levels) if self.config.fine_descriptor_width else (raw,)
         return TrainingMaps(dense, fine, sources) if training else dense

@@ -210,6 +210,9 @@ LITE = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, 
 # v3 with fine descriptors: the 1/2 and 1/4 features read at each point through a small MLP
 FINE_DESC = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, position_head="softargmax",
                         fine_descriptor_width=6)
+# v4 with fine scores: the same features through a second MLP to a term of each cell's score logit
+FINE_SCORE = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, position_head="softargmax",
+                         fine_descriptor_width=6, fine_score_width=4)
 
 
 def _one_peak_logits(points: list[tuple[float, float]], size: tuple[int, int] = (16, 24)) -> torch.Tensor:
@@ -293,13 +296,15 @@ def test_softargmax_head_needs_the_fast_backbone():
         ModelConfig(backbone="fast", position_head="argmax")
 
 
-@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC], ids=["v3", "lite", "fine-descriptors"])
+@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC, FINE_SCORE],
+                         ids=["v3", "lite", "fine-descriptors", "fine-scores"])
 def test_traced_softargmax_model_matches_eager_at_another_size(config):
     test_traced_model_matches_eager_at_another_size(config)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC], ids=["v3", "lite", "fine-descriptors"])
+@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC, FINE_SCORE],
+                         ids=["v3", "lite", "fine-descriptors", "fine-scores"])
 def test_onnx_export_of_the_softargmax_head_matches_eager(tmp_path, config):
     test_onnx_export_matches_eager(tmp_path, config)
 
@@ -336,14 +341,21 @@ def _randomised(model: UnsuperPoint) -> UnsuperPoint:
     return model
 
 
+def _starts_as(plain: UnsuperPoint, extended: UnsuperPoint, mlp: str) -> torch.Tensor:
+    """Assert that ``extended`` adds only the MLP named ``mlp`` to ``plain``'s weights and, loaded with them,
+    computes what ``plain`` does (the MLP's last layer starts at zero); returns the images (2, 1, 32, 48) used."""
+    added = set(extended.state_dict()) - set(plain.state_dict())
+    assert added == {f"{mlp}.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    extended.load_state_dict(plain.state_dict(), strict=False)
+    images = torch.rand(2, 1, 32, 48)
+    for mine, theirs in zip(extended(images), plain(images)):
+        assert torch.equal(mine, theirs)
+    return images
+
+
 def test_fine_descriptors_start_as_the_network_without_them_and_add_only_their_mlp():
     plain, fine = _model(FINE), _model(FINE_DESC)
-    added = set(fine.state_dict()) - set(plain.state_dict())
-    assert added == {f"point_descriptors.fine.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
-    fine.load_state_dict(plain.state_dict(), strict=False)
-    images = torch.rand(2, 1, 32, 48)
-    for mine, theirs in zip(fine(images), plain(images)):
-        assert torch.equal(mine, theirs)  # the MLP's last layer starts at zero
+    images = _starts_as(plain, fine, "point_descriptors.fine")
     assert not torch.allclose(_randomised(fine)(images).descriptors, plain(images).descriptors, atol=1e-3)
 
 
@@ -358,8 +370,24 @@ def test_fine_descriptors_tell_apart_points_within_one_cell():
     assert (read[:, 0] - read[:, 1]).norm() > (plain[:, 0] - plain[:, 1]).norm()
 
 
-def test_fine_descriptors_need_the_softargmax_head():
-    with pytest.raises(ValueError, match="fine_descriptor_width"):
-        ModelConfig(backbone="fast", fine_descriptor_width=16)
-    with pytest.raises(ValueError, match="fine_descriptor_width"):
-        ModelConfig(backbone="fast", position_head="softargmax", fine_descriptor_width=-1)
+@pytest.mark.parametrize("name", ["fine_descriptor_width", "fine_score_width"])
+def test_fine_reads_need_the_softargmax_head(name):
+    with pytest.raises(ValueError, match=name):
+        ModelConfig(backbone="fast", **{name: 16})
+    with pytest.raises(ValueError, match=name):
+        ModelConfig(backbone="fast", position_head="softargmax", **{name: -1})
+
+
+def test_fine_scores_start_as_the_network_without_them_and_add_the_points_term_to_the_logit():
+    plain, scored = _model(FINE_DESC), _model(FINE_SCORE)
+    images = _starts_as(plain, scored, "point_scores.mlp")
+    torch.nn.init.normal_(scored.point_scores.mlp[-1].weight, std=0.5)
+    out, base = scored(images), plain(images)
+    levels = scored.backbone.pyramid(images)
+    raw = scored.descriptor_head(scored.backbone.describe(levels[3]))
+    _, under_points = PointDescriptors.read((raw, *levels[1:3]), out.position)  # the features at each cell's point
+    term = torch.logit(out.score.double()) - torch.logit(base.score.double())
+    assert term.abs().max() > 1e-2
+    assert torch.allclose(term.float(), scored.point_scores(under_points), atol=1e-4)
+    assert torch.equal(out.position, base.position) and torch.equal(out.descriptors, base.descriptors)
+    assert len(scored(images, training=True).descriptor_sources) == 3  # the descriptors' sources, as in v4

@@ -217,19 +217,26 @@ def test_a_lite_network_starts_on_full_weights_and_names_what_it_dropped(tiny_co
         assert torch.equal(full.model.fine_head.state_dict()[name], value), name
 
 
-def test_fine_descriptors_start_on_v3_weights_and_the_descriptor_term_trains_them(tiny_config, tmp_path, caplog):
-    softargmax = {**FAST_REGRESSION, "position_head": "softargmax"}
-    full = Trainer(_with(tiny_config, model=softargmax), tmp_path / "v3", device="cpu", progress=False)
-    config = _with(tiny_config, model={**softargmax, "fine_descriptor_width": 16},
-                   loss={**DENSE_LOSS, "a_dense_desc": 0.1}, steps=10)
-    fine = Trainer(config, tmp_path / "fine", device="cpu", progress=False)
+V3 = {**FAST_REGRESSION, "position_head": "softargmax"}
+V4 = {**V3, "fine_descriptor_width": 16}
+
+
+@pytest.mark.parametrize("start, added, new, output_layer", [
+    (V3, {"fine_descriptor_width": 16}, "point_descriptors", lambda model: model.point_descriptors.fine[-1]),
+    (V4, {"fine_score_width": 8}, "point_scores", lambda model: model.point_scores.mlp[-1])],
+    ids=["fine-descriptors-on-v3", "fine-scores-on-v4"])
+def test_a_point_mlp_starts_at_zero_on_weights_without_it_and_the_losses_train_it(tiny_config, tmp_path, caplog,
+                                                                                   start, added, new, output_layer):
+    before = Trainer(_with(tiny_config, model=start), tmp_path / "before", device="cpu", progress=False)
+    config = _with(tiny_config, model={**start, **added}, loss={**DENSE_LOSS, "a_dense_desc": 0.1}, steps=10)
+    after = Trainer(config, tmp_path / "after", device="cpu", progress=False)
     with caplog.at_level("INFO", logger="usp_core.training.trainer"):
-        fine.initialize_from(full.save_snapshot())
-    assert caplog.text.rstrip().endswith("; new: point_descriptors")
-    output = fine.model.point_descriptors.fine[-1]
+        after.initialize_from(before.save_snapshot())
+    assert caplog.text.rstrip().endswith(f"; new: {new}")
+    output = output_layer(after.model)
     assert output.weight.abs().max() == 0
-    fine.train()
-    assert output.weight.abs().max() > 0  # the descriptor terms train the MLP
+    after.train()
+    assert output.weight.abs().max() > 0  # the losses train the MLP
 
 
 def test_initialising_from_weights_of_another_size_is_refused(tiny_config, tmp_path):
