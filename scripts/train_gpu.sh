@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The default weights' recipe on one GPU, in one call: the fine-descriptor campaign's (config/train_v3_fine.yaml,
-# weights v3 as the teacher) at the evaluation size 240x320 with 32 pairs a step, from the shipped weights, for
+# The default weights' recipe on one GPU, in one call: the fine-score campaign's (config/train_v4_score.yaml,
+# weights v4 as the teacher) at the evaluation size 240x320 with 32 pairs a step, from the shipped weights, for
 # SECONDS_TRAIN seconds (default 420); the snapshots chosen by usp-select on Oxford and HPatches; the chosen
 # one evaluated with ORB and SIFT at both protocol settings. About 10 minutes on one H100. Leaves in $OUT:
 #   run/                    train.log, metrics.jsonl, config.yaml, last.pt, snapshots/step_N.pt
@@ -37,7 +37,7 @@ else
 fi
 
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
-"$PYTHON" -m usp_core.cli.train --config config/train_v3_fine.yaml "${TRAIN[@]}" --init unsuperpoint --data "$DATA" \
+"$PYTHON" -m usp_core.cli.train --config config/train_v4_score.yaml "${TRAIN[@]}" --init unsuperpoint --data "$DATA" \
   --out "$OUT/run" --device auto --time-limit "$SECONDS_TRAIN"
 "$PYTHON" -m usp_core.cli.select "$OUT/run" --data "$EVAL/oxford,$EVAL/hpatches" --device auto \
   --resolution "${SETTINGS[0]%%:*}" --top-k "${SETTINGS[0]##*:}" --json "$OUT/select.json" \

@@ -212,9 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "SIFT and ORB.")
     parser.add_argument("--images", type=Path, help="folder of photos (default: ../shared/data/eval when present)")
     parser.add_argument("--weights", type=resolve_weights,
-                        help="checkpoint or shipped model name (unsuperpoint, unsuperpoint_v3, unsuperpoint_v2, "
-                        "unsuperpoint_vgg, superpoint) "
-                        "to time (default: the bundled weights)")
+                        help="checkpoint or shipped model name (unsuperpoint, unsuperpoint_v4, unsuperpoint_v3, "
+                        "unsuperpoint_v2, unsuperpoint_vgg, superpoint) to time (default: the bundled weights)")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
                         help="where to run the model (default: all = cpu, plus cuda when available)")
     parser.add_argument("--backends", type=_backends, default=list(BACKENDS[1:]),

@@ -40,7 +40,7 @@ Design choices where the paper is silent:
 - Fine descriptors (``fine_descriptor_width`` > 0, weights v4): the same grid also reads the fast
   backbone's 1/2 and 1/4 features at each point, and a small MLP adds them to the 1/8 descriptor
   (:class:`PointDescriptors`): a 1/8 map read bilinearly blurs points a few pixels apart.
-- Fine scores (``fine_score_width`` > 0): the same 1/2 and 1/4 features read at each point, through
+- Fine scores (``fine_score_width`` > 0, weights v5): the same 1/2 and 1/4 features read at each point, through
   another small MLP, add a term to the cell's score logit (:class:`PointScores`): the 1/8 score head
   ranks cells by what a 1/8 map sees, not by what lies under the point it keeps.
 """

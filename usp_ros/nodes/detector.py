@@ -72,7 +72,8 @@ WARNINGS = {"bad": "bad frame(s) skipped", "oversized": "oversized frame(s) skip
 PARAMETERS: dict[str, ParameterSpec] = {
     "model_path": ParameterSpec(
         "", "Checkpoint written by usp-train (UnsuperPoint or SuperPoint) or a shipped model's name (unsuperpoint, "
-            "unsuperpoint_v3, unsuperpoint_v2, unsuperpoint_vgg, superpoint); empty = the bundled weights", read_only=True),
+            "unsuperpoint_v4, unsuperpoint_v3, unsuperpoint_v2, unsuperpoint_vgg, superpoint); empty = the bundled "
+            "weights", read_only=True),
     "device": ParameterSpec("auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda or cuda:N"),
     "backend": ParameterSpec(
         "auto", "Inference runtime: auto (openvino on a CPU, else onnxruntime, else torch; torch on CUDA), torch, "

@@ -103,7 +103,8 @@ def test_int8_graphs_are_cached_per_size_and_calibration_set(tmp_path, monkeypat
     assert sorted(text.split(",")[0] for text in descriptions) == ["f32", "int8", "int8", "int8"]
 
 
-@pytest.mark.parametrize("name, channels", [("unsuperpoint", [1, 1, 128, 128]),  # + the fine descriptors' MLP output
+@pytest.mark.parametrize("name, channels", [("unsuperpoint", [1, 1, 1, 128, 128]),  # + the fine scores' and
+                                           ("unsuperpoint_v4", [1, 1, 128, 128]),  # the fine descriptors' MLP outputs
                                            ("unsuperpoint_v3", [1, 1, 128]), ("unsuperpoint_v2", [1, 2, 128]),
                                            ("superpoint", [65, 256])])
 def test_int8_keeps_the_heads_output_layers_and_what_follows_in_float(name, channels):
