@@ -55,7 +55,7 @@ from torch import nn
 
 __all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
            "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "sample_descriptors",
-           "PointDescriptors", "PointScores", "read_fine_levels", "BACKBONE_WIDTHS",
+           "PointDescriptors", "PointScores", "BACKBONE_WIDTHS",
            "ARCHITECTURES", "POSITION_HEADS", "FAST_BLOCKS", "FINE_UPSAMPLING"]
 
 
@@ -376,7 +376,7 @@ def _point_mlp(in_width: int, width: int, out_width: int, negative_slope: float)
     return mlp
 
 
-def read_fine_levels(levels: tuple[torch.Tensor, ...] | list[torch.Tensor], grid: torch.Tensor) -> torch.Tensor:
+def _read_fine_levels(levels: tuple[torch.Tensor, ...] | list[torch.Tensor], grid: torch.Tensor) -> torch.Tensor:
     """The backbone's fine maps (B, w_i, H/s_i, W/s_i) read at a grid (B, h', w', 2), concatenated:
     (B, sum w_i, h', w') float32."""
     return torch.cat([_read(level, grid) for level in levels], dim=1)
@@ -406,10 +406,10 @@ class PointDescriptors(nn.Module):
     @staticmethod
     def read(sources: tuple[torch.Tensor, ...], position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """sources, position as in the class docstring -> the 1/8 map read at the points (B, D, h', w') and the
-        fine levels read there (:func:`read_fine_levels`, (B, C, h', w'); None when sources has none)."""
+        fine levels read there (:func:`_read_fine_levels`, (B, C, h', w'); None when sources has none)."""
         raw, *levels = sources
         grid = _sampling_grid(raw, position, 8)
-        return _read(raw, grid), (read_fine_levels(levels, grid) if levels else None)
+        return _read(raw, grid), (_read_fine_levels(levels, grid) if levels else None)
 
     def combine(self, coarse: torch.Tensor, fine: torch.Tensor | None) -> torch.Tensor:
         """What :meth:`read` returns -> (B, D, h', w') unit descriptors (the fine levels unused without the MLP)."""
@@ -420,7 +420,7 @@ class PointDescriptors(nn.Module):
 
 class PointScores(nn.Module):
     """A term of each cell's score logit from what lies under its point: the backbone's 1/2 and 1/4 features
-    read there (:func:`read_fine_levels`, (B, sum fine_widths, h', w')), through a 1x1 conv to ``width``,
+    read there (:func:`_read_fine_levels`, (B, sum fine_widths, h', w')), through a 1x1 conv to ``width``,
     LeakyReLU and a 1x1 conv to one channel that starts at zero -> (B, 1, h', w') float32.
     """
 

@@ -35,9 +35,10 @@ class UnsuperPoint(nn.Module):
         else:
             self.position_head = conv_head(channels, 2, slope)
         self.descriptor_head = conv_head(channels, self.config.descriptor_dim, slope)
-        self.point_descriptors = PointDescriptors(self.config.widths[1:3], self.config.fine_descriptor_width,
+        fine_widths = self.config.widths[1:3]  # the 1/2 and 1/4 levels that points read (forward's levels[1:3])
+        self.point_descriptors = PointDescriptors(fine_widths, self.config.fine_descriptor_width,
                                                   self.config.descriptor_dim, slope)
-        self.point_scores = (PointScores(self.config.widths[1:3], self.config.fine_score_width, slope)
+        self.point_scores = (PointScores(fine_widths, self.config.fine_score_width, slope)
                              if self.config.fine_score_width else None)
 
     def forward(self, images: torch.Tensor, training: bool = False) -> DenseOutput | TrainingMaps:

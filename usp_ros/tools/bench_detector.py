@@ -16,7 +16,8 @@ Starts the detector node as its own process and talks to it over DDS from this o
 
 Model: by default the bundled weights (the node's default). `--model small` is a random-initialised
 small network (widths 8..64, 256-dim descriptors), `--model full` the full architecture (random weights,
-same cost as trained ones), `--model-path` a checkpoint. `--backend` and `--precision` pick the inference backend and precision, in
+same cost as trained ones), `--model-path` a checkpoint or a shipped model's name (`unsuperpoint_v3`). `--backend` and
+`--precision` pick the inference backend and precision, in
 the node and in this process alike (default auto, as the node; int8 calibrates on `--calibration`).
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ from sensor_msgs.msg import Image
 from usp_core.inference.backends.base import BACKENDS
 from usp_core.inference.detector import DetectorConfig, KeypointDetector
 from usp_core.inference.precision import PRECISIONS
-from usp_core.inference.weights import BUNDLED_WEIGHTS
+from usp_core.inference.weights import BUNDLED_WEIGHTS, resolve_weights
 from usp_core.models.layers import ModelConfig
 from usp_core.models.unsuperpoint import UnsuperPoint
 from usp_core.support.checkpoint import save_checkpoint
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("bundled", "small", "full"), default="bundled",
                         help="bundled weights (default) or a random-initialised architecture")
-    parser.add_argument("--model-path", type=Path, help="a checkpoint instead (usp-train output)")
+    parser.add_argument("--model-path", type=resolve_weights,
+                        help="a checkpoint (usp-train output) or a shipped model's name instead")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="inference precision (default auto)")
     parser.add_argument("--calibration", type=Path, default=None, help="precision int8: folder of calibration photos")
@@ -286,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     args = parser.parse_args(argv)
-    if args.model_path is not None and not args.model_path.is_file():
-        print(f"bench_detector: no checkpoint at {args.model_path}", file=sys.stderr)
-        return 2
     if args.model_path is not None:
+        if not args.model_path.is_file():
+            print(f"bench_detector: no checkpoint at {args.model_path}", file=sys.stderr)
+            return 2
         args.model_path = args.model_path.resolve()  # the node runs in a folder of its own
     frames = bench_frames(30, args.width, args.height)
     rclpy.init()
