@@ -41,7 +41,7 @@ from usp_core.geometry.homography import sample_homography, warp_image
 from usp_core.inference.backends.base import BACKENDS, BackendError
 from usp_core.inference.detector import DetectorConfig, KeypointDetector
 from usp_core.inference.precision import PRECISIONS
-from usp_core.inference.weights import resolve_weights
+from usp_core.inference.weights import resolve_weights, shipped_models
 from usp_core.support.checkpoint import CheckpointError
 from usp_core.support.image_files import IMAGE_EXTENSIONS
 from usp_core.training.config import TrainConfig
@@ -212,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "SIFT and ORB.")
     parser.add_argument("--images", type=Path, help="folder of photos (default: ../shared/data/eval when present)")
     parser.add_argument("--weights", type=resolve_weights,
-                        help="checkpoint or shipped model name (unsuperpoint, unsuperpoint_v4, unsuperpoint_v3, "
-                        "unsuperpoint_v2, unsuperpoint_vgg, superpoint) to time (default: the bundled weights)")
+                        help=f"checkpoint or shipped model name ({', '.join(shipped_models())}) to time "
+                        "(default: the bundled weights)")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
                         help="where to run the model (default: all = cpu, plus cuda when available)")
     parser.add_argument("--backends", type=_backends, default=list(BACKENDS[1:]),

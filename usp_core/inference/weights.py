@@ -18,9 +18,15 @@ from usp_core.models.layers import ModelConfig
 from usp_core.support.checkpoint import CheckpointError, load_checkpoint, load_weights, model_weights
 from usp_core.support.errors import first_line
 
-__all__ = ["BUNDLED_WEIGHTS", "resolve_weights", "model_from_checkpoint", "load_network"]
+__all__ = ["BUNDLED_WEIGHTS", "shipped_models", "resolve_weights", "model_from_checkpoint", "load_network"]
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "unsuperpoint.pt"
+
+
+def shipped_models() -> list[str]:
+    """The names of the shipped models (usp_core/weights/<name>.pt), the default first, the rest sorted."""
+    names = sorted(path.stem for path in BUNDLED_WEIGHTS.parent.glob("*.pt"))
+    return sorted(names, key=lambda name: name != BUNDLED_WEIGHTS.stem)
 
 
 def resolve_weights(path_or_name: str | Path | None) -> Path:

@@ -43,6 +43,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from usp_core.inference.backends.base import BACKENDS, BackendError, check
 from usp_core.inference.detector import MAX_NMS_RADIUS, DetectorConfig, KeypointDetector
 from usp_core.inference.precision import PRECISIONS
+from usp_core.inference.weights import shipped_models
 from usp_core.support.checkpoint import CheckpointError
 from usp_core.support.device import resolve_device
 from usp_core.support.drawing import caption, draw_keypoints
@@ -71,9 +72,8 @@ WARNINGS = {"bad": "bad frame(s) skipped", "oversized": "oversized frame(s) skip
 
 PARAMETERS: dict[str, ParameterSpec] = {
     "model_path": ParameterSpec(
-        "", "Checkpoint written by usp-train (UnsuperPoint or SuperPoint) or a shipped model's name (unsuperpoint, "
-            "unsuperpoint_v4, unsuperpoint_v3, unsuperpoint_v2, unsuperpoint_vgg, superpoint); empty = the bundled "
-            "weights", read_only=True),
+        "", "Checkpoint written by usp-train (UnsuperPoint or SuperPoint) or a shipped model's name "
+            f"({', '.join(shipped_models())}); empty = the bundled weights", read_only=True),
     "device": ParameterSpec("auto", "Inference device: auto (cuda when available, else cpu), cpu, cuda or cuda:N"),
     "backend": ParameterSpec(
         "auto", "Inference runtime: auto (openvino on a CPU, else onnxruntime, else torch; torch on CUDA), torch, "

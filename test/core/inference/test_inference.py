@@ -11,7 +11,7 @@ from torch import nn
 
 from usp_core.inference.detector import DetectorConfig, KeypointDetector, inference_size
 from usp_core.inference.features import Features
-from usp_core.inference.weights import BUNDLED_WEIGHTS, resolve_weights
+from usp_core.inference.weights import BUNDLED_WEIGHTS, resolve_weights, shipped_models
 from usp_core.models.layers import DenseOutput, ModelConfig, cell_grid
 from usp_core.models.unsuperpoint import UnsuperPoint
 from usp_core.support.checkpoint import CheckpointError, save_checkpoint
@@ -293,6 +293,16 @@ def test_weights_resolve_by_name_path_or_bundled(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "unsuperpoint_vgg").write_bytes(b"")
     assert resolve_weights("unsuperpoint_vgg") == Path("unsuperpoint_vgg")  # an existing file wins over a name
+
+
+def test_shipped_models_are_the_weights_folder_default_first(tmp_path, monkeypatch):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for name in ("superpoint", "unsuperpoint_v2", "unsuperpoint", "aardvark"):
+        (folder / f"{name}.pt").write_bytes(b"")
+    (folder / "unsuperpoint.yaml").write_text("provenance")  # not a model
+    monkeypatch.setattr("usp_core.inference.weights.BUNDLED_WEIGHTS", folder / "unsuperpoint.pt")
+    assert shipped_models() == ["unsuperpoint", "aardvark", "superpoint", "unsuperpoint_v2"]
 
 
 def test_cpu_input_steps_give_torchs_values():
