@@ -1,7 +1,7 @@
 """The one place that loads a network: from a checkpoint path or the name of a shipped model.
 
-``usp_core/weights/<name>.pt`` are the shipped models (unsuperpoint, the default; unsuperpoint_vgg;
-superpoint). A checkpoint's "config" has a "model" section (a ModelConfig, whose ``architecture`` says
+``usp_core/weights/<name>.pt`` are the shipped models (:func:`shipped_models`; unsuperpoint is the
+default). A checkpoint's "config" has a "model" section (a ModelConfig, whose ``architecture`` says
 UnsuperPoint or SuperPoint); :func:`usp_core.models.build.build_model` makes the network and the
 weights are checked entry by entry (usp_core.support.checkpoint) before they are loaded.
 """
