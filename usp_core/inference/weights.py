@@ -25,8 +25,8 @@ BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "unsuperp
 
 def shipped_models() -> list[str]:
     """The names of the shipped models (usp_core/weights/<name>.pt), the default first, the rest sorted."""
-    names = sorted(path.stem for path in BUNDLED_WEIGHTS.parent.glob("*.pt"))
-    return sorted(names, key=lambda name: name != BUNDLED_WEIGHTS.stem)
+    names = (path.stem for path in BUNDLED_WEIGHTS.parent.glob("*.pt"))
+    return sorted(names, key=lambda name: (name != BUNDLED_WEIGHTS.stem, name))
 
 
 def resolve_weights(path_or_name: str | Path | None) -> Path:
