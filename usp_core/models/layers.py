@@ -29,7 +29,9 @@ Design choices where the paper is silent:
   lowered the localisation error by 0.05-0.07 px (usp-eval, Oxford and HPatches at 240x320) and
   raised the relative-pose AUC@10 at gap 3 by 6 points on tum_fr2 and 1.2 on KITTI (usp-eval-pose),
   since the window's softmax keeps mass on both sides of the peak and so pulls the point towards
-  the peak pixel's centre.
+  the peak pixel's centre. Training can fit the parabola too (``forward(training=True,
+  position_fit="parabola")``; the loss option ``position_fit``): it is differentiable in the five
+  logits it reads, so the losses then train the positions that inference returns.
 - Precision: positions, descriptor sampling and normalisation are computed in float32 even under
   autocast; in float16 (bfloat16) a coordinate near 500 px would be rounded to 0.5 px (2 px).
 - Descriptor sampling: ``grid_sample(..., mode="bilinear", align_corners=False, padding_mode="border")``
@@ -54,9 +56,10 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
-           "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "sample_descriptors",
+           "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "parabola_offset",
+           "sample_descriptors",
            "PointDescriptors", "PointScores", "BACKBONE_WIDTHS",
-           "ARCHITECTURES", "POSITION_HEADS", "FAST_BLOCKS", "FINE_UPSAMPLING"]
+           "ARCHITECTURES", "POSITION_HEADS", "POSITION_FITS", "FAST_BLOCKS", "FINE_UPSAMPLING"]
 
 
 BACKBONE_WIDTHS = {  # default widths per backbone
@@ -65,6 +68,7 @@ BACKBONE_WIDTHS = {  # default widths per backbone
 }
 ARCHITECTURES = ("unsuperpoint", "superpoint")  # the networks a ModelConfig can describe (see build_model)
 POSITION_HEADS = ("regression", "softargmax")  # how UnsuperPoint places a cell's point (see the module docstring)
+POSITION_FITS = ("softargmax", "parabola")  # how the softargmax head places points in training (inference: parabola)
 FAST_BLOCKS = (1, 2, 2, 2, 2)  # the fast backbone's default conv3x3 blocks per scale
 FINE_UPSAMPLING = ("bilinear", "nearest")  # the full-resolution head's 2x steps
 
@@ -303,11 +307,20 @@ def cell_peak_parabola(logits: torch.Tensor, cell: int = 8, peak: torch.Tensor |
         return flat.gather(1, ((y + dy) * padded_width + x + dx).flatten(1)).view(peak.shape)
 
     centre = at(0, 0)
-    offsets = []
-    for (before, after) in ((at(-1, 0), at(1, 0)), (at(0, -1), at(0, 1))):
-        curvature = (before - 2.0 * centre + after).clamp(max=-1e-6)
-        offsets.append(((before - after) / (2.0 * curvature)).clamp(-0.5, 0.5))
-    return torch.cat([x - 1 + offsets[0], y - 1 + offsets[1]], dim=1).to(torch.float32)
+    offset_x, offset_y = parabola_offset(at(-1, 0), centre, at(1, 0)), parabola_offset(at(0, -1), centre, at(0, 1))
+    return torch.cat([x - 1 + offset_x, y - 1 + offset_y], dim=1).to(torch.float32)
+
+
+def parabola_offset(before: torch.Tensor, centre: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Where a parabola through three logits one pixel apart peaks, in px from the middle one, in [-0.5, 0.5].
+
+    before, centre, after: logits of any one shape, at -1, 0 and +1 px along an axis -> offsets of that
+    shape: ``(before - after) / (2 (before - 2 centre + after))``. A middle logit that is no local maximum
+    moves half a pixel towards the higher neighbour. Differentiable in the three logits (training's
+    ``position_fit: parabola``) except where clamped.
+    """
+    curvature = (before - 2.0 * centre + after).clamp(max=-1e-6)
+    return ((before - after) / (2.0 * curvature)).clamp(-0.5, 0.5)
 
 
 class TrainingMaps(NamedTuple):

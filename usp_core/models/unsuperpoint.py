@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from usp_core.models.layers import (DenseOutput, FineHead, ModelConfig, PointDescriptors, PointScores, TrainingMaps,
-                                   build_backbone, cell_grid, cell_peak_parabola, cell_softargmax, conv_head)
+from usp_core.models.layers import (POSITION_FITS, DenseOutput, FineHead, ModelConfig, PointDescriptors, PointScores,
+                                   TrainingMaps, build_backbone, cell_grid, cell_peak_parabola, cell_softargmax,
+                                   conv_head)
 
 __all__ = ["UnsuperPoint"]
 
@@ -41,20 +42,25 @@ class UnsuperPoint(nn.Module):
         self.point_scores = (PointScores(fine_widths, self.config.fine_score_width, slope)
                              if self.config.fine_score_width else None)
 
-    def forward(self, images: torch.Tensor, training: bool = False) -> DenseOutput | TrainingMaps:
+    def forward(self, images: torch.Tensor, training: bool = False,
+                position_fit: str = "softargmax") -> DenseOutput | TrainingMaps:
         """images (B, C, H, W) in [0, 1] -> DenseOutput with maps of size (H/8, W/8).
 
         ``training=True`` returns :class:`TrainingMaps` (the DenseOutput plus the maps the losses need); with
-        the soft-argmax head, its positions are the differentiable soft-argmax, the inference's the parabola
-        peak fit (usp_core.models.layers).
+        the soft-argmax head, its positions are then placed by ``position_fit``: "softargmax" (the
+        differentiable window soft-argmax, weights v3-v6) or "parabola" (the peak fit that inference uses,
+        differentiable in the logits it reads; usp_core.models.layers). Inference always fits the parabola.
         """
+        if position_fit not in POSITION_FITS:
+            raise ValueError(f"position_fit must be one of {', '.join(POSITION_FITS)}, got {position_fit!r}")
         fine, fine_levels = None, []
         if self.config.position_head == "softargmax":
             levels = self.backbone.pyramid(images)
             detection, description = levels[3], self.backbone.describe(levels[3])
             fine = self.fine_head(levels[:3])
             fine_levels = levels[1:3] if self.config.reads_fine_levels else []
-            position = (cell_softargmax(fine, self.config.refine_radius, self.cell) if training
+            soft = training and position_fit == "softargmax"
+            position = (cell_softargmax(fine, self.config.refine_radius, self.cell) if soft
                         else cell_peak_parabola(fine, self.cell))
         else:
             features = self.backbone(images)

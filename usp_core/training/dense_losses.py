@@ -4,7 +4,8 @@ Branch A is an image, branch B the same image warped by ``homography_ab`` (A pix
 in :mod:`usp_core.losses`. Each term is computed from A to B and from B to A.
 
 - Reprojection (ALIKE's reprojection loss, per cell): the point of an A cell, warped into B, should
-  be where B's full-resolution logits put their soft-argmax in a small window around it. Only the
+  be where B's full-resolution logits put their soft-argmax in a small window around it (or, with
+  ``position_fit: parabola``, their parabola peak fit, as inference places points). Only the
   best-scored fraction of A's cells take part (ALIKE uses its detected keypoints): forced onto flat
   cells, the term made arbitrary peaks there and rose while training (docs/training.md).
 - Peakiness (ALIKE's dispersity peak loss): in those windows, the softmax mass's mean distance from
@@ -27,16 +28,32 @@ from typing import Callable
 import torch
 
 from usp_core.geometry.homography import inside_image, warp_points
-from usp_core.models.layers import TrainingMaps
+from usp_core.models.layers import POSITION_FITS, TrainingMaps, parabola_offset
 
 Describe = Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]  # (sources, positions) -> unit descriptors
 
-__all__ = ["window_softargmax", "top_cells", "reprojection_terms", "dense_descriptor_loss", "dense_losses"]
+__all__ = ["window_softargmax", "window_peak_parabola", "top_cells", "reprojection_terms", "dense_descriptor_loss",
+           "dense_losses"]
 
 
 def _flat(maps: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> (B, h w, C)."""
     return maps.flatten(2).transpose(1, 2)
+
+
+def _window_offsets(radius: int, device: torch.device) -> torch.Tensor:
+    """(K, 2) float32 pixel (dx, dy) of a square window of half-size ``radius``, K = (2 radius + 1)^2, row-major."""
+    steps = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    offset_y, offset_x = torch.meshgrid(steps, steps, indexing="ij")
+    return torch.stack([offset_x.flatten(), offset_y.flatten()], dim=-1)
+
+
+def _logits_at(logits: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """logits (B, 1, H, W) at integer-valued pixels (B, N, ..., 2), clamped into the image -> (B, N, ...) float32."""
+    height, width = logits.shape[-2:]
+    x = pixels[..., 0].clamp(0, width - 1).long()
+    y = pixels[..., 1].clamp(0, height - 1).long()
+    return logits.float().flatten(1).gather(1, (y * width + x).flatten(1)).view(x.shape)
 
 
 def window_softargmax(logits: torch.Tensor, centres: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,18 +64,28 @@ def window_softargmax(logits: torch.Tensor, centres: torch.Tensor, radius: int) 
     Returns (points (B, N, 2) float32 soft-argmax in pixels, dispersion (B, N): the mean distance of
     the window's softmax mass from that point).
     """
-    batch, _, height, width = logits.shape
-    steps = torch.arange(-radius, radius + 1, device=logits.device, dtype=torch.float32)
-    offset_y, offset_x = torch.meshgrid(steps, steps, indexing="ij")
-    offsets = torch.stack([offset_x.flatten(), offset_y.flatten()], dim=-1)  # (K, 2)
+    offsets = _window_offsets(radius, logits.device)  # (K, 2)
     pixels = centres[:, :, None, :] + offsets  # (B, N, K, 2)
-    x = pixels[..., 0].clamp(0, width - 1).long()
-    y = pixels[..., 1].clamp(0, height - 1).long()
-    values = logits.float().flatten(1).gather(1, (y * width + x).flatten(1)).view(x.shape)
-    weights = torch.softmax(values, dim=-1)
+    weights = torch.softmax(_logits_at(logits, pixels), dim=-1)
     points = centres + (weights[..., None] * offsets).sum(dim=2)
     spread = (pixels - points[:, :, None, :]).norm(dim=-1)
     return points, (weights * spread).sum(dim=-1)
+
+
+def window_peak_parabola(logits: torch.Tensor, centres: torch.Tensor, radius: int) -> torch.Tensor:
+    """The highest logit in a square window around integer pixel centres, refined by a parabola per axis.
+
+    logits (B, 1, H, W); centres (B, N, 2) integer-valued pixel (x, y), at least ``radius`` + 1 from every
+    border (callers mask the others; they are clamped here only to stay in bounds). Returns points (B, N, 2)
+    float32 in pixels: what inference's :func:`~usp_core.models.layers.cell_peak_parabola` returns for a
+    cell, with the window in place of the cell. Differentiable in the logits at the peak and its neighbours.
+    """
+    offsets = _window_offsets(radius, logits.device)
+    peak = centres + offsets[_logits_at(logits, centres[:, :, None, :] + offsets).argmax(dim=-1)]  # (B, N, 2)
+    centre = _logits_at(logits, peak)
+    fitted = [parabola_offset(_logits_at(logits, peak - step), centre, _logits_at(logits, peak + step))
+              for step in (offsets.new_tensor([1.0, 0.0]), offsets.new_tensor([0.0, 1.0]))]
+    return peak + torch.stack(fitted, dim=-1)
 
 
 def top_cells(score: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -70,14 +97,18 @@ def top_cells(score: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def reprojection_terms(position_a: torch.Tensor, score_a: torch.Tensor, fine_b: torch.Tensor,
-                       homography_ab: torch.Tensor, radius: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+                       homography_ab: torch.Tensor, radius: int, fraction: float,
+                       position_fit: str = "softargmax") -> tuple[torch.Tensor, torch.Tensor]:
     """Reprojection and peakiness of A's points in B's logits, both (B,): sums over A's best-scored cells.
 
     position_a (B, 2, h, w) pixels; score_a (B, 1, h, w) picks the ``fraction`` of cells that take part
     (the points selection would keep; in flat cells a peak is arbitrary); fine_b (B, 1, H, W) logits of
     B; homography_ab (B, 3, 3). A cell counts when its warped point lies at least ``radius`` + 1 px
-    inside B.
+    inside B. ``position_fit`` places B's point in the window around where A's lands: the soft-argmax or
+    the parabola peak fit (as position_a was placed); peakiness is the soft-argmax's dispersion either way.
     """
+    if position_fit not in POSITION_FITS:
+        raise ValueError(f"position_fit must be one of {', '.join(POSITION_FITS)}, got {position_fit!r}")
     height, width = fine_b.shape[-2:]
     warped = warp_points(_flat(position_a.float()), homography_ab.float())
     centres = warped.detach().round()
@@ -86,6 +117,8 @@ def reprojection_terms(position_a: torch.Tensor, score_a: torch.Tensor, fine_b: 
               & (centres[..., 1] >= margin) & (centres[..., 1] <= height - 1 - margin))
     weight = (top_cells(score_a, fraction) & inside).float()
     points, dispersion = window_softargmax(fine_b, centres, radius)
+    if position_fit == "parabola":
+        points = window_peak_parabola(fine_b, centres, radius)
     distance = (points - warped).square().sum(dim=-1).clamp(min=1e-12).sqrt()
     return (weight * distance).sum(dim=1), (weight * dispersion).sum(dim=1)
 
@@ -125,12 +158,13 @@ def dense_descriptor_loss(desc_a: torch.Tensor, position_a: torch.Tensor, source
 
 def dense_losses(maps_a: TrainingMaps, maps_b: TrainingMaps, describe: Describe, homography_ab: torch.Tensor,
                  radius: int, fraction: float, temperature: float, exclusion_radius: float,
-                 desc_fraction: float = 1.0) -> dict[str, torch.Tensor]:
+                 desc_fraction: float = 1.0, position_fit: str = "softargmax") -> dict[str, torch.Tensor]:
     """The dense terms of a Siamese batch, both directions, each a scalar (mean over the batch).
 
     maps_a, maps_b: TrainingMaps of A and B (``fine`` may be None: then no reprojection or peakiness);
     describe: the network's PointDescriptors, which read the descriptor sources at any points.
-    fraction: share of cells in reprojection and peakiness; desc_fraction: in the descriptor term (1 = all).
+    fraction: share of cells in reprojection and peakiness; desc_fraction: in the descriptor term (1 = all);
+    position_fit: how B's point is placed in the reprojection term (as the maps' positions were placed).
     Returns "reprojection", "peakiness" (only with fine maps) and "dense_desc", unweighted.
     """
     homography_ba = torch.linalg.inv(homography_ab.double()).float()
@@ -138,9 +172,9 @@ def dense_losses(maps_a: TrainingMaps, maps_b: TrainingMaps, describe: Describe,
     with torch.autocast(device_type=homography_ab.device.type, enabled=False):
         if maps_a.fine is not None and maps_b.fine is not None:
             ab = reprojection_terms(maps_a.dense.position, maps_a.dense.score, maps_b.fine, homography_ab, radius,
-                                    fraction)
+                                    fraction, position_fit)
             ba = reprojection_terms(maps_b.dense.position, maps_b.dense.score, maps_a.fine, homography_ba, radius,
-                                    fraction)
+                                    fraction, position_fit)
             terms["reprojection"] = (ab[0] + ba[0]).mean()
             terms["peakiness"] = (ab[1] + ba[1]).mean()
         a, b = maps_a.dense, maps_b.dense

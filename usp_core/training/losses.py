@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 
 from usp_core.geometry.homography import inside_image, warp_points
-from usp_core.models.layers import DenseOutput, cell_grid
+from usp_core.models.layers import POSITION_FITS, DenseOutput, cell_grid
 from usp_core.models.unsuperpoint import UnsuperPoint
 
 __all__ = [
@@ -63,12 +63,15 @@ class LossConfig:
     a_peakiness: float = 0.0  # weight of the peakiness term of the full-resolution logits (softargmax head)
     a_dense_desc: float = 0.0  # weight of the InfoNCE descriptor term over every correspondence
     reprojection_radius: int = 2  # px, half-size of the soft-argmax window of the reprojection term
+    position_fit: str = "softargmax"  # softargmax head: how training places points, "softargmax" (v3-v6) or "parabola" (inference's peak fit)
     reprojection_fraction: float = 0.25  # share of each image's cells, best scores first, in reprojection and peakiness
     dense_temperature: float = 0.05  # temperature of the InfoNCE descriptor term (similarities are dot products)
     dense_exclusion_radius: float = 4.0  # px, B points this close to where an A point lands are not its negatives
     dense_desc_fraction: float = 1.0  # share of each image's cells, best scores first, as InfoNCE anchors and negatives
 
     def __post_init__(self) -> None:
+        if self.position_fit not in POSITION_FITS:
+            raise ValueError(f"position_fit must be one of {', '.join(POSITION_FITS)}, got {self.position_fit!r}")
         if self.descriptor_loss not in ("hinge", "triplet"):
             raise ValueError(f"descriptor_loss must be 'hinge' or 'triplet', got {self.descriptor_loss!r}")
         for name in ("reprojection_fraction", "dense_desc_fraction"):

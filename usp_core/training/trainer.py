@@ -287,7 +287,7 @@ class Trainer:
         """UnsuperPoint's loss terms for image_a, image_b (B, 1, H, W), H_ab (B, 3, 3), plus score stats."""
         images = torch.cat([image_a, image_b])
         with self._autocast():
-            output = self._network(images, training=True)
+            output = self._network(images, training=True, position_fit=self.config.loss.position_fit)
         maps_a, maps_b = _split_branches(output, image_a.shape[0])
         out_a, out_b = maps_a.dense, maps_b.dense
         c = self.config.loss
@@ -295,7 +295,7 @@ class Trainer:
         if c.a_reprojection or c.a_peakiness or c.a_dense_desc:
             dense = dense_losses(maps_a, maps_b, self.model.point_descriptors, h_ab.float(), c.reprojection_radius,
                                  c.reprojection_fraction, c.dense_temperature, c.dense_exclusion_radius,
-                                 c.dense_desc_fraction)
+                                 c.dense_desc_fraction, c.position_fit)
             losses.update(dense)
             losses["total"] = (losses["total"] + c.a_dense_desc * dense["dense_desc"]
                                + c.a_reprojection * dense.get("reprojection", 0.0)

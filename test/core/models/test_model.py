@@ -289,6 +289,17 @@ def test_softargmax_head_keeps_points_near_their_cells_and_exposes_training_maps
     assert not hasattr(model, "position_head") and hasattr(model, "fine_head")
 
 
+def test_parabola_fit_in_training_returns_the_inference_positions_with_gradients():
+    model = _model(FINE)
+    images = torch.rand(2, 1, 32, 40)
+    maps = model(images, training=True, position_fit="parabola")
+    assert torch.equal(maps.dense.position, model(images).position)
+    maps.dense.position.sum().backward()
+    assert model.fine_head.out.weight.grad.abs().sum() > 0  # the fit is differentiable in the logits it reads
+    with pytest.raises(ValueError, match="position_fit"):
+        model(images, training=True, position_fit="centroid")
+
+
 def test_softargmax_head_needs_the_fast_backbone():
     with pytest.raises(ValueError, match="fast backbone"):
         ModelConfig(position_head="softargmax")

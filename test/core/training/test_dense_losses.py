@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from usp_core.training.dense_losses import dense_descriptor_loss, dense_losses, reprojection_terms, window_softargmax
+from usp_core.training.dense_losses import (dense_descriptor_loss, dense_losses, reprojection_terms,
+                                            window_peak_parabola, window_softargmax)
 from usp_core.models.layers import ModelConfig, PointDescriptors, cell_grid
 from usp_core.models.unsuperpoint import UnsuperPoint
 from usp_core.training.trainer import _split_branches
@@ -34,6 +35,42 @@ def test_window_softargmax_of_a_flat_window_is_its_centre_with_the_mean_spread()
     assert points[0, 0].tolist() == pytest.approx([20.0, 9.0], abs=1e-5)
     expected = (4 * 1.0 + 4 * 2 ** 0.5) / 9  # 3x3 window: 4 edge neighbours at 1 px, 4 corners at sqrt 2
     assert spread.item() == pytest.approx(expected, abs=1e-5)
+
+
+def _paraboloid(x0: float, y0: float, size=(32, 48)) -> torch.Tensor:
+    """Logits (1, 1, H, W) = -((x - x0)^2 + (y - y0)^2): one peak at the sub-pixel (x0, y0)."""
+    ys, xs = torch.meshgrid(torch.arange(size[0], dtype=torch.float32), torch.arange(size[1], dtype=torch.float32),
+                            indexing="ij")
+    return (-((xs - x0) ** 2 + (ys - y0) ** 2))[None, None]
+
+
+def test_window_peak_parabola_finds_the_sub_pixel_peak_anywhere_in_the_window():
+    centres = torch.tensor([[[17.0, 13.0], [19.0, 11.0], [16.0, 15.0]]])  # the peak pixel (17, 13) 0-2 px away
+    points = window_peak_parabola(_paraboloid(17.3, 12.8), centres, radius=2)
+    assert points[0].flatten().tolist() == pytest.approx([17.3, 12.8] * 3, abs=1e-4)
+    soft, _ = window_softargmax(_paraboloid(17.3, 12.8), centres, radius=2)
+    assert (soft[0, 1] - torch.tensor([17.3, 12.8])).norm() > 0.1  # the soft-argmax is pulled by the window
+
+
+def test_window_peak_parabola_differentiates_only_the_peak_and_its_four_neighbours():
+    logits = _paraboloid(20.4, 9.7).requires_grad_(True)
+    window_peak_parabola(logits, torch.tensor([[[21.0, 10.0]]]), radius=2).sum().backward()
+    touched = logits.grad[0, 0].nonzero().tolist()
+    assert sorted(touched) == [[9, 20], [10, 19], [10, 20], [10, 21], [11, 20]]  # (row, column) around (20, 10)
+
+
+def test_reprojection_with_the_parabola_fit_measures_sub_pixel_shifts():
+    score = torch.ones(1, 1, 4, 6)
+    position = torch.zeros(1, 2, 4, 6)
+    position[0, :, 1, 2] = torch.tensor([17.3, 12.8])  # the one cell away from the border
+    fraction = 1.0  # every cell takes part
+    moved = _paraboloid(17.3 + 0.2, 12.8)  # B's peak 0.2 px right of where A's point lands
+    exact, _ = reprojection_terms(position, score, _paraboloid(17.3, 12.8), torch.eye(3)[None], 2, fraction,
+                                  position_fit="parabola")
+    shifted, _ = reprojection_terms(position, score, moved, torch.eye(3)[None], 2, fraction, position_fit="parabola")
+    assert exact.item() < 1e-3 and shifted.item() == pytest.approx(0.2, abs=1e-3)
+    with pytest.raises(ValueError, match="position_fit"):
+        reprojection_terms(position, score, moved, torch.eye(3)[None], 2, fraction, position_fit="centroid")
 
 
 def _cell_positions(points: list[tuple[int, int]], size=(32, 48)) -> torch.Tensor:

@@ -186,6 +186,18 @@ def _with(config: TrainConfig, **changes) -> TrainConfig:
     return from_dict({**to_dict(config), **changes})
 
 
+def test_the_parabola_fit_trains_the_positions_inference_returns(tiny_config, tmp_path):
+    loss = {**DENSE_LOSS, "a_usp": 0.0, "a_decorr": 0.0, "a_dense_desc": 0.0, "a_peakiness": 0.0, "position_fit": "parabola"}
+    config = _with(tiny_config, model={**FAST_REGRESSION, "position_head": "softargmax"}, loss=loss, steps=30)
+    trainer = Trainer(config, tmp_path / "parabola", device="cpu", progress=False)
+    trainer.train()
+    reprojection = [h["reprojection"] for h in trainer.history]
+    assert all(np.isfinite([h["total"] for h in trainer.history]))
+    assert np.mean(reprojection[-5:]) < np.mean(reprojection[:5])
+    with pytest.raises(ValueError, match="position_fit"):
+        _with(tiny_config, loss={**loss, "position_fit": "centroid"})
+
+
 def test_a_softargmax_head_starts_on_regression_weights_and_learns_with_the_dense_terms(tiny_config, tmp_path,
                                                                                          caplog):
     regression = Trainer(_with(tiny_config, model=FAST_REGRESSION), tmp_path / "v2", device="cpu", progress=False)
