@@ -42,6 +42,10 @@ Design choices where the paper is silent:
 - Fine descriptors (``fine_descriptor_width`` > 0, weights v4): the same grid also reads the fast
   backbone's 1/2 and 1/4 features at each point, and a small MLP adds them to the 1/8 descriptor
   (:class:`PointDescriptors`): a 1/8 map read bilinearly blurs points a few pixels apart.
+- Patch descriptors (``patch_descriptor_width`` > 0): the same two maps read on a 3x3 grid 4 px apart
+  around each point (:data:`PATCH_OFFSETS`), through a third small MLP, also added to the descriptor: what
+  surrounds the point, not only what lies under it (ALIKED's sparse deformable descriptors read a learned
+  set of such positions; here the grid is fixed).
 - Fine scores (``fine_score_width`` > 0, weights v5): the same 1/2 and 1/4 features read at each point, through
   another small MLP, add a term to the cell's score logit (:class:`PointScores`): the 1/8 score head
   ranks cells by what a 1/8 map sees, not by what lies under the point it keeps.
@@ -58,7 +62,7 @@ from torch import nn
 __all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
            "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "parabola_offset",
            "sample_descriptors",
-           "PointDescriptors", "PointScores", "BACKBONE_WIDTHS",
+           "PointReads", "PointDescriptors", "PointScores", "PATCH_OFFSETS", "BACKBONE_WIDTHS",
            "ARCHITECTURES", "POSITION_HEADS", "POSITION_FITS", "FAST_BLOCKS", "FINE_UPSAMPLING"]
 
 
@@ -71,6 +75,7 @@ POSITION_HEADS = ("regression", "softargmax")  # how UnsuperPoint places a cell'
 POSITION_FITS = ("softargmax", "parabola")  # how the softargmax head places points in training (inference: parabola)
 FAST_BLOCKS = (1, 2, 2, 2, 2)  # the fast backbone's default conv3x3 blocks per scale
 FINE_UPSAMPLING = ("bilinear", "nearest")  # the full-resolution head's 2x steps
+PATCH_OFFSETS = tuple((float(dx), float(dy)) for dy in (-4, 0, 4) for dx in (-4, 0, 4))  # px (x, y), patch descriptors
 
 
 @dataclass
@@ -90,6 +95,7 @@ class ModelConfig:
     fine_upsample: str = "bilinear"  # softargmax: the full-resolution head's 2x steps, "bilinear" (v3) or "nearest"
     fine_descriptor_width: int = 0  # softargmax: hidden width of the MLP that adds the 1/2 and 1/4 features read at each point to its descriptor; 0 = off (v1-v3)
     fine_score_width: int = 0  # softargmax: hidden width of the MLP that adds the 1/2 and 1/4 features read at each point to its score logit; 0 = off (v1-v4)
+    patch_descriptor_width: int = 0  # softargmax: hidden width of the MLP that adds the 1/2 and 1/4 features read on a 3x3 grid 4 px apart around each point to its descriptor; 0 = off (v1-v6)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -116,7 +122,7 @@ class ModelConfig:
                              f"for backbone {self.backbone}")
         if self.fine_upsample not in FINE_UPSAMPLING:
             raise ValueError(f"fine_upsample must be one of {', '.join(FINE_UPSAMPLING)}, got {self.fine_upsample!r}")
-        for name in ("fine_descriptor_width", "fine_score_width"):
+        for name in ("fine_descriptor_width", "fine_score_width", "patch_descriptor_width"):
             width = getattr(self, name)
             if width < 0 or (width and self.position_head != "softargmax"):
                 raise ValueError(f"{name} must be 0, or positive with position_head softargmax (the backbone's "
@@ -124,8 +130,13 @@ class ModelConfig:
 
     @property
     def reads_fine_levels(self) -> bool:
-        """Whether points read the fast backbone's 1/2 and 1/4 features (fine descriptors or fine scores)."""
-        return bool(self.fine_descriptor_width or self.fine_score_width)
+        """Whether points read the fast backbone's 1/2 and 1/4 features (fine or patch descriptors, fine scores)."""
+        return bool(self.fine_descriptor_width or self.fine_score_width or self.patch_descriptor_width)
+
+    @property
+    def describes_from_fine_levels(self) -> bool:
+        """Whether descriptors read the 1/2 and 1/4 features (fine or patch descriptors)."""
+        return bool(self.fine_descriptor_width or self.patch_descriptor_width)
 
 
 class DenseOutput(NamedTuple):
@@ -395,40 +406,69 @@ def _read_fine_levels(levels: tuple[torch.Tensor, ...] | list[torch.Tensor], gri
     return torch.cat([_read(level, grid) for level in levels], dim=1)
 
 
-class PointDescriptors(nn.Module):
-    """Unit descriptors at points: the 1/8 descriptor map read bilinearly, plus (``width`` > 0) fine detail.
+class PointReads(NamedTuple):
+    """What :meth:`PointDescriptors.read` reads at points (B, 2, h', w'); the fine parts are None when unused.
 
-    Fine detail: the backbone's 1/2 and 1/4 features read at the same points, concatenated, through a
-    1x1 conv to ``width`` channels, LeakyReLU and a 1x1 conv to D, added to the 1/8 descriptor before
-    normalising. A 1/8 map read bilinearly blurs points a few pixels apart; these features are what
-    sit under the point itself. The last conv starts at zero, so a network fine-tuned from weights
-    without it starts where they were. Reading first and projecting after costs a few MFLOP per image
-    (one MLP per cell, not per pixel).
+    coarse: (B, D, h', w') the 1/8 descriptor map; fine: (B, C, h', w') the 1/2 and 1/4 features under each
+    point (C = w2 + w4); patch: (B, 9 C, h', w') the same features at the :data:`PATCH_OFFSETS` around it.
+    """
+
+    coarse: torch.Tensor
+    fine: torch.Tensor | None
+    patch: torch.Tensor | None
+
+
+def _read_patch(levels: tuple[torch.Tensor, ...] | list[torch.Tensor], raw: torch.Tensor,
+                position: torch.Tensor) -> torch.Tensor:
+    """The fine levels read at the :data:`PATCH_OFFSETS` around pixel positions (B, 2, h', w') -> (B, 9 C, h', w'),
+    channel ``c * 9 + k`` = level channel c at offset k. One read of every level for all nine offsets."""
+    shifted = torch.cat([position + position.new_tensor(offset).view(1, 2, 1, 1) for offset in PATCH_OFFSETS], dim=2)
+    reads = _read_fine_levels(levels, _sampling_grid(raw, shifted, 8))  # (B, C, 9 h', w'), offset-major rows
+    return reads.unflatten(2, (len(PATCH_OFFSETS), -1)).flatten(1, 2)
+
+
+class PointDescriptors(nn.Module):
+    """Unit descriptors at points: the 1/8 descriptor map read bilinearly, plus fine detail and patch context.
+
+    Fine detail (``width`` > 0): the backbone's 1/2 and 1/4 features read at the same points, concatenated,
+    through a 1x1 conv to ``width`` channels, LeakyReLU and a 1x1 conv to D, added to the 1/8 descriptor
+    before normalising. A 1/8 map read bilinearly blurs points a few pixels apart; these features are what
+    sit under the point itself. Patch context (``patch_width`` > 0): the same features read at the nine
+    :data:`PATCH_OFFSETS` around the point, through a second such MLP, added too. Each MLP's last conv starts
+    at zero, so a network fine-tuned from weights without it starts where they were. Reading first and
+    projecting after costs a few MFLOP per image (one MLP per cell, not per pixel).
     sources: (raw (B, D, H/8, W/8)[, half (B, w2, H/2, W/2), quarter (B, w4, H/4, W/4)]); position
     (B, 2, h', w') pixels of the (H, W) image -> (B, D, h', w') float32, L2-normalised over D.
     """
 
-    def __init__(self, fine_widths: tuple[int, ...], width: int, dim: int, negative_slope: float) -> None:
+    def __init__(self, fine_widths: tuple[int, ...], width: int, dim: int, negative_slope: float,
+                 patch_width: int = 0) -> None:
         super().__init__()
         self.fine = _point_mlp(sum(fine_widths), width, dim, negative_slope) if width else None
+        self.patch = (_point_mlp(len(PATCH_OFFSETS) * sum(fine_widths), patch_width, dim, negative_slope)
+                      if patch_width else None)
 
     def forward(self, sources: tuple[torch.Tensor, ...], position: torch.Tensor) -> torch.Tensor:
         """sources, position as in the class docstring -> (B, D, h', w') unit descriptors."""
-        return self.combine(*self.read(sources, position))
+        return self.combine(self.read(sources, position))
 
-    @staticmethod
-    def read(sources: tuple[torch.Tensor, ...], position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """sources, position as in the class docstring -> the 1/8 map read at the points (B, D, h', w') and the
-        fine levels read there (:func:`_read_fine_levels`, (B, C, h', w'); None when sources has none)."""
+    def read(self, sources: tuple[torch.Tensor, ...], position: torch.Tensor) -> PointReads:
+        """sources, position as in the class docstring -> :class:`PointReads` (fine parts None without levels;
+        the patch None without the patch MLP)."""
         raw, *levels = sources
         grid = _sampling_grid(raw, position, 8)
-        return _read(raw, grid), (_read_fine_levels(levels, grid) if levels else None)
+        fine = _read_fine_levels(levels, grid) if levels else None
+        patch = _read_patch(levels, raw, position) if levels and self.patch is not None else None
+        return PointReads(_read(raw, grid), fine, patch)
 
-    def combine(self, coarse: torch.Tensor, fine: torch.Tensor | None) -> torch.Tensor:
-        """What :meth:`read` returns -> (B, D, h', w') unit descriptors (the fine levels unused without the MLP)."""
+    def combine(self, reads: PointReads) -> torch.Tensor:
+        """What :meth:`read` returns -> (B, D, h', w') unit descriptors (reads without an MLP unused)."""
+        descriptors = reads.coarse
         if self.fine is not None:
-            coarse = coarse + self.fine(fine)
-        return F.normalize(coarse, p=2.0, dim=1)
+            descriptors = descriptors + self.fine(reads.fine)
+        if self.patch is not None:
+            descriptors = descriptors + self.patch(reads.patch)
+        return F.normalize(descriptors, p=2.0, dim=1)
 
 
 class PointScores(nn.Module):

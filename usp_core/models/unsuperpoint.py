@@ -38,7 +38,7 @@ class UnsuperPoint(nn.Module):
         self.descriptor_head = conv_head(channels, self.config.descriptor_dim, slope)
         fine_widths = self.config.widths[1:3]  # the 1/2 and 1/4 levels that points read (forward's levels[1:3])
         self.point_descriptors = PointDescriptors(fine_widths, self.config.fine_descriptor_width,
-                                                  self.config.descriptor_dim, slope)
+                                                  self.config.descriptor_dim, slope, self.config.patch_descriptor_width)
         self.point_scores = (PointScores(fine_widths, self.config.fine_score_width, slope)
                              if self.config.fine_score_width else None)
 
@@ -69,10 +69,10 @@ class UnsuperPoint(nn.Module):
             grid = cell_grid(offset.shape[-2], offset.shape[-1], offset.device, offset.dtype)
             position = (grid + offset) * self.cell
         raw = self.descriptor_head(description)
-        coarse, under_points = self.point_descriptors.read((raw, *fine_levels), position)
+        reads = self.point_descriptors.read((raw, *fine_levels), position)
         logit = self.score_head(detection)
         if self.point_scores is not None:
-            logit = logit + self.point_scores(under_points)
-        dense = DenseOutput(torch.sigmoid(logit), position, self.point_descriptors.combine(coarse, under_points))
-        sources = (raw, *fine_levels) if self.config.fine_descriptor_width else (raw,)
+            logit = logit + self.point_scores(reads.fine)
+        dense = DenseOutput(torch.sigmoid(logit), position, self.point_descriptors.combine(reads))
+        sources = (raw, *fine_levels) if self.config.describes_from_fine_levels else (raw,)
         return TrainingMaps(dense, fine, sources) if training else dense

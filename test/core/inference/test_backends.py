@@ -145,11 +145,11 @@ def test_openvino_runs_every_backbone(backbone, tmp_path):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_every_cpu_backend_runs_fine_descriptors_and_scores(backend, tmp_path):
+def test_every_cpu_backend_runs_fine_and_patch_descriptors_and_fine_scores(backend, tmp_path):
     torch.manual_seed(0)
     model = UnsuperPoint(ModelConfig(backbone="fast", descriptor_dim=16, position_head="softargmax",
-                                     fine_descriptor_width=8, fine_score_width=4)).eval()
-    for layer in (model.point_descriptors.fine[-1], model.point_scores.mlp[-1]):
+                                     fine_descriptor_width=8, fine_score_width=4, patch_descriptor_width=6)).eval()
+    for layer in (model.point_descriptors.fine[-1], model.point_descriptors.patch[-1], model.point_scores.mlp[-1]):
         torch.nn.init.normal_(layer.weight, std=0.5)  # they start at zero: make them count
     assert _dense_gap(make_runner(backend, model, torch.device("cpu"), cache_dir=tmp_path), model) < 1e-4
 

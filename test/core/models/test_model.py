@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
-from usp_core.models.layers import (BACKBONE_WIDTHS, DenseOutput, ModelConfig, PointDescriptors, cell_grid,
-                                   cell_peak_parabola, cell_softargmax, sample_descriptors)
+from usp_core.models.layers import (BACKBONE_WIDTHS, PATCH_OFFSETS, DenseOutput, ModelConfig, PointDescriptors,
+                                   cell_grid, cell_peak_parabola, cell_softargmax, sample_descriptors)
 from usp_core.models.unsuperpoint import UnsuperPoint
 
 SMALL = ModelConfig(widths=(4, 4, 8, 8, 8, 8, 16, 16), descriptor_dim=8)
@@ -213,6 +213,8 @@ FINE_DESC = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_di
 # v4 with fine scores: the same features through a second MLP to a term of each cell's score logit
 FINE_SCORE = ModelConfig(backbone="fast", widths=(4, 8, 8, 16, 16), descriptor_dim=8, position_head="softargmax",
                          fine_descriptor_width=6, fine_score_width=4)
+# v5 with patch descriptors: the same features read on a 3x3 grid around each point through a third MLP
+PATCH = ModelConfig(**{**FINE_SCORE.__dict__, "patch_descriptor_width": 5})
 
 
 def _one_peak_logits(points: list[tuple[float, float]], size: tuple[int, int] = (16, 24)) -> torch.Tensor:
@@ -307,15 +309,15 @@ def test_softargmax_head_needs_the_fast_backbone():
         ModelConfig(backbone="fast", position_head="argmax")
 
 
-@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC, FINE_SCORE],
-                         ids=["v3", "lite", "fine-descriptors", "fine-scores"])
+@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC, FINE_SCORE, PATCH],
+                         ids=["v3", "lite", "fine-descriptors", "fine-scores", "patch-descriptors"])
 def test_traced_softargmax_model_matches_eager_at_another_size(config):
     test_traced_model_matches_eager_at_another_size(config)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC, FINE_SCORE],
-                         ids=["v3", "lite", "fine-descriptors", "fine-scores"])
+@pytest.mark.parametrize("config", [FINE, LITE, FINE_DESC, FINE_SCORE, PATCH],
+                         ids=["v3", "lite", "fine-descriptors", "fine-scores", "patch-descriptors"])
 def test_onnx_export_of_the_softargmax_head_matches_eager(tmp_path, config):
     test_onnx_export_matches_eager(tmp_path, config)
 
@@ -381,7 +383,25 @@ def test_fine_descriptors_tell_apart_points_within_one_cell():
     assert (read[:, 0] - read[:, 1]).norm() > (plain[:, 0] - plain[:, 1]).norm()
 
 
-@pytest.mark.parametrize("name", ["fine_descriptor_width", "fine_score_width"])
+def test_patch_descriptors_start_as_the_network_without_them_and_read_around_each_point():
+    plain, patched = _model(FINE_SCORE), _model(PATCH)
+    images = _starts_as(plain, patched, "point_descriptors.patch")
+    levels = patched.backbone.pyramid(images)
+    raw = patched.descriptor_head(patched.backbone.describe(levels[3]))
+    points = torch.tensor([[[[12.0, 30.0]], [[13.0, 9.0]]]])  # (1, 2, 1, 2) pixels (x, y)
+    reads = patched.point_descriptors.read((raw[:1], *(level[:1] for level in levels[1:3])), points)
+    channels = levels[1].shape[1] + levels[2].shape[1]
+    assert reads.patch.shape == (1, 9 * channels, 1, 2)
+    for k, (dx, dy) in enumerate(PATCH_OFFSETS):  # channel c * 9 + k: level channel c read at offset k
+        moved = patched.point_descriptors.read((raw[:1], *(level[:1] for level in levels[1:3])),
+                                               points + torch.tensor([dx, dy]).view(1, 2, 1, 1))
+        assert torch.allclose(reads.patch[:, k::9], moved.fine, atol=1e-6), (dx, dy)
+    torch.nn.init.normal_(patched.point_descriptors.patch[-1].weight, std=0.5)
+    assert not torch.allclose(patched(images).descriptors, plain(images).descriptors, atol=1e-3)
+    assert len(patched(images, training=True).descriptor_sources) == 3
+
+
+@pytest.mark.parametrize("name", ["fine_descriptor_width", "fine_score_width", "patch_descriptor_width"])
 def test_fine_reads_need_the_softargmax_head(name):
     with pytest.raises(ValueError, match=name):
         ModelConfig(backbone="fast", **{name: 16})
@@ -396,9 +416,9 @@ def test_fine_scores_start_as_the_network_without_them_and_add_the_points_term_t
     out, base = scored(images), plain(images)
     levels = scored.backbone.pyramid(images)
     raw = scored.descriptor_head(scored.backbone.describe(levels[3]))
-    _, under_points = PointDescriptors.read((raw, *levels[1:3]), out.position)  # the features at each cell's point
+    reads = scored.point_descriptors.read((raw, *levels[1:3]), out.position)  # the features at each cell's point
     term = torch.logit(out.score.double()) - torch.logit(base.score.double())
     assert term.abs().max() > 1e-2
-    assert torch.allclose(term.float(), scored.point_scores(under_points), atol=1e-4)
+    assert torch.allclose(term.float(), scored.point_scores(reads.fine), atol=1e-4)
     assert torch.equal(out.position, base.position) and torch.equal(out.descriptors, base.descriptors)
     assert len(scored(images, training=True).descriptor_sources) == 3  # the descriptors' sources, as in v4
