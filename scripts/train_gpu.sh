@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The default weights' recipe on one GPU, in one call: the whole-frame campaign's (config/train_v5_240.yaml, 240x320
-# crops, weights v5 as the teacher) with 32 pairs a step instead of 4, from the shipped weights, for
-# SECONDS_TRAIN seconds (default 420); the snapshots chosen by usp-select on Oxford and HPatches; the chosen
-# one evaluated with ORB and SIFT at both protocol settings. About 10 minutes on one H100. Leaves in $OUT:
+# The default weights' recipe on one GPU, in one call: weights v7's campaign (config/train_v6_parabola.yaml,
+# 240x320 crops, points placed as inference places them, weights v5 as the teacher) with 32 pairs a step
+# instead of 4, from the shipped weights, for SECONDS_TRAIN seconds (default 420); the snapshots chosen by
+# usp-select on Oxford and HPatches; the chosen one evaluated with ORB and SIFT at both protocol settings.
+# About 10 minutes on one H100. Leaves in $OUT:
 #   run/                    train.log, metrics.jsonl, config.yaml, last.pt, snapshots/step_N.pt
 #   select.txt, select.json every snapshot's figures and the choice
 #   unsuperpoint.pt         the chosen snapshot as fp16 weights (usp_core/weights format)
@@ -37,7 +38,7 @@ else
 fi
 
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
-"$PYTHON" -m usp_core.cli.train --config config/train_v5_240.yaml "${TRAIN[@]}" --init unsuperpoint --data "$DATA" \
+"$PYTHON" -m usp_core.cli.train --config config/train_v6_parabola.yaml "${TRAIN[@]}" --init unsuperpoint --data "$DATA" \
   --out "$OUT/run" --device auto --time-limit "$SECONDS_TRAIN"
 "$PYTHON" -m usp_core.cli.select "$OUT/run" --data "$EVAL/oxford,$EVAL/hpatches" --device auto \
   --resolution "${SETTINGS[0]%%:*}" --top-k "${SETTINGS[0]##*:}" --json "$OUT/select.json" \

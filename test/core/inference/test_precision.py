@@ -104,6 +104,7 @@ def test_int8_graphs_are_cached_per_size_and_calibration_set(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("name, channels", [("unsuperpoint", [1, 1, 1, 128, 128]),  # + the fine scores' and
+                                           ("unsuperpoint_v6", [1, 1, 1, 128, 128]),
                                            ("unsuperpoint_v5", [1, 1, 1, 128, 128]),
                                            ("unsuperpoint_v4", [1, 1, 128, 128]),  # the fine descriptors' MLP outputs
                                            ("unsuperpoint_v3", [1, 1, 128]), ("unsuperpoint_v2", [1, 2, 128]),
