@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ModelConfig", "DenseOutput", "TrainingMaps", "FastBackbone", "FineHead", "vgg_backbone", "build_backbone",
-           "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "parabola_offset",
+           "conv_head", "cell_grid", "cell_softargmax", "cell_peak_parabola", "parabola_offset", "check_position_fit",
            "sample_descriptors",
            "PointReads", "PointDescriptors", "PointScores", "PATCH_OFFSETS", "BACKBONE_WIDTHS",
            "ARCHITECTURES", "POSITION_HEADS", "POSITION_FITS", "FAST_BLOCKS", "FINE_UPSAMPLING"]
@@ -76,6 +76,12 @@ POSITION_FITS = ("softargmax", "parabola")  # how the softargmax head places poi
 FAST_BLOCKS = (1, 2, 2, 2, 2)  # the fast backbone's default conv3x3 blocks per scale
 FINE_UPSAMPLING = ("bilinear", "nearest")  # the full-resolution head's 2x steps
 PATCH_OFFSETS = tuple((float(dx), float(dy)) for dy in (-4, 0, 4) for dx in (-4, 0, 4))  # px (x, y), patch descriptors
+
+
+def check_position_fit(position_fit: str) -> None:
+    """ValueError (one line) unless ``position_fit`` is one of :data:`POSITION_FITS`."""
+    if position_fit not in POSITION_FITS:
+        raise ValueError(f"position_fit must be one of {', '.join(POSITION_FITS)}, got {position_fit!r}")
 
 
 @dataclass

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from usp_core.models.layers import (POSITION_FITS, DenseOutput, FineHead, ModelConfig, PointDescriptors, PointScores,
-                                   TrainingMaps, build_backbone, cell_grid, cell_peak_parabola, cell_softargmax,
+from usp_core.models.layers import (DenseOutput, FineHead, ModelConfig, PointDescriptors, PointScores, TrainingMaps,
+                                   build_backbone, cell_grid, cell_peak_parabola, cell_softargmax, check_position_fit,
                                    conv_head)
 
 __all__ = ["UnsuperPoint"]
@@ -51,8 +51,7 @@ class UnsuperPoint(nn.Module):
         differentiable window soft-argmax, weights v3-v6) or "parabola" (the peak fit that inference uses,
         differentiable in the logits it reads; usp_core.models.layers). Inference always fits the parabola.
         """
-        if position_fit not in POSITION_FITS:
-            raise ValueError(f"position_fit must be one of {', '.join(POSITION_FITS)}, got {position_fit!r}")
+        check_position_fit(position_fit)
         fine, fine_levels = None, []
         if self.config.position_head == "softargmax":
             levels = self.backbone.pyramid(images)

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from usp_core.geometry.homography import inside_image, warp_points
-from usp_core.models.layers import POSITION_FITS, TrainingMaps, parabola_offset
+from usp_core.models.layers import TrainingMaps, check_position_fit, parabola_offset
 
 Describe = Callable[[tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]  # (sources, positions) -> unit descriptors
 
@@ -107,8 +107,7 @@ def reprojection_terms(position_a: torch.Tensor, score_a: torch.Tensor, fine_b: 
     inside B. ``position_fit`` places B's point in the window around where A's lands: the soft-argmax or
     the parabola peak fit (as position_a was placed); peakiness is the soft-argmax's dispersion either way.
     """
-    if position_fit not in POSITION_FITS:
-        raise ValueError(f"position_fit must be one of {', '.join(POSITION_FITS)}, got {position_fit!r}")
+    check_position_fit(position_fit)
     height, width = fine_b.shape[-2:]
     warped = warp_points(_flat(position_a.float()), homography_ab.float())
     centres = warped.detach().round()

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 
 from usp_core.geometry.homography import inside_image, warp_points
-from usp_core.models.layers import POSITION_FITS, DenseOutput, cell_grid
+from usp_core.models.layers import DenseOutput, cell_grid, check_position_fit
 from usp_core.models.unsuperpoint import UnsuperPoint
 
 __all__ = [
@@ -70,8 +70,7 @@ class LossConfig:
     dense_desc_fraction: float = 1.0  # share of each image's cells, best scores first, as InfoNCE anchors and negatives
 
     def __post_init__(self) -> None:
-        if self.position_fit not in POSITION_FITS:
-            raise ValueError(f"position_fit must be one of {', '.join(POSITION_FITS)}, got {self.position_fit!r}")
+        check_position_fit(self.position_fit)
         if self.descriptor_loss not in ("hinge", "triplet"):
             raise ValueError(f"descriptor_loss must be 'hinge' or 'triplet', got {self.descriptor_loss!r}")
         for name in ("reprojection_fraction", "dense_desc_fraction"):
