@@ -26,7 +26,7 @@ from usp_core.evaluation.gate import SETTINGS, TOLERANCES, figures, gate_record,
 from usp_core.evaluation.methods import MethodError, build_method
 from usp_core.evaluation.runner import evaluate_method, method_summary
 from usp_core.inference.graph_cache import weights_digest
-from usp_core.inference.precision import PRECISIONS, cpu_flags, cpu_precisions, gate_path
+from usp_core.inference.precision import BF16_FLAGS, INT8_FLAGS, PRECISIONS, cpu_flags, cpu_precisions, gate_path
 from usp_core.inference.weights import load_network, resolve_weights
 from usp_core.support.atomic import write_bytes_atomic
 from usp_core.support.checkpoint import CheckpointError
@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_network(weights)  # a missing or broken checkpoint fails here, before any measuring
     tables = measure(weights, folders, precisions, args.calibration)
     about = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-             "cpu_precisions": list(cpu_precisions()), "cpu_flags": sorted(cpu_flags() & {"amx_bf16", "amx_int8",
-             "avx512_bf16", "avx512_vnni", "avx_vnni"}), "data": [str(folder) for folder in folders],
+             "cpu_precisions": list(cpu_precisions()), "cpu_flags": sorted(cpu_flags() & {*BF16_FLAGS, *INT8_FLAGS}),
+             "data": [str(folder) for folder in folders],
              "calibration": str(args.calibration) if args.calibration else None}
     record = gate_record(weights_digest(model), tables, about)
     for precision, change in record["mean_deltas"].items():

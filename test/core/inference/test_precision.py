@@ -26,7 +26,10 @@ from usp_core.models.unsuperpoint import UnsuperPoint
 from usp_core.support.checkpoint import save_checkpoint
 
 SETTINGS = ((240, 320, 300), (480, 640, 1000))
-TOLERANCES = {"bf16": (0.95, 0.02), "int8": (0.85, 0.05)}  # (share of same points, median descriptor distance)
+# (share of fp32's points kept within 0.5 px, median descriptor distance of those); the bundled weights measured
+# bf16 on AMX 0.95-0.99 / 0.01-0.02, int8 on AMX 0.88-0.98 / 0.025-0.043 and int8 on AVX2 without VNNI
+# (OpenVINO's u8 x s8 multiply-adds) 0.92-0.98 / 0.040-0.050
+TOLERANCES = {"bf16": (0.95, 0.02), "int8": (0.85, 0.06)}
 TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 8}
 CPU = torch.device("cpu")
 
@@ -143,6 +146,8 @@ def test_int8_without_calibration_photos_is_one_clear_error(tmp_path, monkeypatc
     (frozenset(), ("fp32",)),
     (frozenset({"avx512f", "avx512_bf16"}), ("fp32", "bf16")),
     (frozenset({"avx512_vnni"}), ("fp32", "int8")),
+    (frozenset({"avx", "avx2", "fma"}), ("fp32", "int8")),
+    (frozenset({"sse4_2", "avx"}), ("fp32",)),
     (frozenset({"amx_bf16", "amx_int8", "amx_tile"}), ("fp32", "bf16", "int8")),
 ])
 def test_cpu_precisions_follow_the_instruction_flags(flags, expected):
