@@ -156,7 +156,7 @@ def detector_process(harness: Harness, model_path: Path, args: argparse.Namespac
         harness.process = children.start(
             model_path.stem, "-m", "usp_ros.nodes.detector", "--ros-args", "-r", f"__ns:={NAMESPACE}",
             "-p", f"model_path:={model_path}", "-p", f"device:={args.device}", "-p", f"precision:={args.precision}",
-            *(("-p", f"calibration_dir:={args.calibration}") if args.calibration else ()),
+            *(("-p", f"calibration_dir:={args.calibration.resolve()}") if args.calibration else ()),  # the child's cwd is folder
             "-p", f"num_threads:={args.threads}", "-p", f"backend:={args.backend}", "-p", "max_keypoints:=1000")
         harness.diagnostics = []
         yield harness.process
