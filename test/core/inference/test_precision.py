@@ -27,9 +27,10 @@ from usp_core.support.checkpoint import save_checkpoint
 
 SETTINGS = ((240, 320, 300), (480, 640, 1000))
 # (share of fp32's points kept within 0.5 px, median descriptor distance of those); the bundled weights measured
-# bf16 on AMX 0.95-0.99 / 0.01-0.02, int8 on AMX 0.88-0.98 / 0.025-0.043 and int8 on AVX2 without VNNI
-# (OpenVINO's u8 x s8 multiply-adds) 0.92-0.98 / 0.040-0.050
-TOLERANCES = {"bf16": (0.95, 0.02), "int8": (0.85, 0.06)}
+# bf16 on AMX 0.95-0.99 / 0.01-0.02, int8 on AMX 0.88-0.98 / 0.025-0.043 (weights v3-v6) and int8 on AVX2 without
+# VNNI (OpenVINO's u8 x s8 multiply-adds) 0.92-0.98 / 0.040-0.050 (v7) and 0.91-0.97 / 0.043-0.058 (v8); the
+# accuracy that counts is usp-gate's (README "Precisions"), which v8's int8 passed
+TOLERANCES = {"bf16": (0.95, 0.02), "int8": (0.85, 0.07)}
 TINY = {"widths": [4, 4, 8, 8, 8, 8, 16, 16], "descriptor_dim": 8}
 CPU = torch.device("cpu")
 
@@ -107,6 +108,7 @@ def test_int8_graphs_are_cached_per_size_and_calibration_set(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("name, channels", [("unsuperpoint", [1, 1, 1, 128, 128]),  # + the fine scores' and
+                                           ("unsuperpoint_v7", [1, 1, 1, 128, 128]),
                                            ("unsuperpoint_v6", [1, 1, 1, 128, 128]),
                                            ("unsuperpoint_v5", [1, 1, 1, 128, 128]),
                                            ("unsuperpoint_v4", [1, 1, 128, 128]),  # the fine descriptors' MLP outputs
