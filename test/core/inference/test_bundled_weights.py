@@ -30,11 +30,19 @@ def test_bundled_weights_are_small_and_carry_their_config():
     assert {"model", "config"} <= set(state) and "model" in state["config"]
 
 
+@pytest.fixture(scope="module")
+def every_cell_detector() -> KeypointDetector:
+    """The bundled weights keeping every cell's point (no top-k)."""
+    return KeypointDetector.from_pretrained(None, device="cpu", config=DetectorConfig(max_keypoints=None))
+
+
 @pytest.mark.parametrize("photo_index", [0, 1, 2])
-def test_keypoints_are_spread_over_the_photo_with_varied_scores(detector, real_photos, photo_index):
+def test_keypoints_are_spread_over_the_photo_with_varied_scores(detector, every_cell_detector, real_photos,
+                                                                photo_index):
     if photo_index >= len(real_photos):
         pytest.skip("../shared/data is absent")
-    features = detector.detect(_vga(real_photos[photo_index]))[0]
+    photo = _vga(real_photos[photo_index])
+    features = detector.detect(photo)[0]
     keypoints, scores, descriptors = features.keypoints, features.scores, features.descriptors
     assert len(keypoints) == 1000
     # Not collapsed onto the borders: at most a fifth of the points within 16 px of an edge.
@@ -43,8 +51,13 @@ def test_keypoints_are_spread_over_the_photo_with_varied_scores(detector, real_p
     # Spread: points in at least 12 of the 16 cells of a 4x4 grid over the image.
     cells = set(map(tuple, (keypoints // [160, 120]).astype(int).tolist()))
     assert len(cells) >= 12
-    # Scores are not a constant: the kept points' scores differ and they beat the image's typical score.
-    assert scores.std() > 0.01
+    # Scores rank the cells: they vary over the photo, and the kept points, best first, beat its typical cell. The
+    # kept scores alone may all be near 1 on a richly textured photo (weights v8 keep 0.987-1.0 on the third one,
+    # whose median cell scores 0.865), so their own spread is not the measure.
+    every_score = every_cell_detector.detect(photo)[0].scores
+    assert every_score.std() > 0.1
+    assert scores.min() > np.median(every_score)
+    assert (np.diff(scores) <= 0).all()
     np.testing.assert_allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-3)
 
 
