@@ -156,7 +156,7 @@ def detector_process(harness: Harness, model_path: Path, args: argparse.Namespac
         harness.process = children.start(
             model_path.stem, "-m", "usp_ros.nodes.detector", "--ros-args", "-r", f"__ns:={NAMESPACE}",
             "-p", f"model_path:={model_path}", "-p", f"device:={args.device}", "-p", f"precision:={args.precision}",
-            *(("-p", f"calibration_dir:={args.calibration.resolve()}") if args.calibration else ()),  # the child's cwd is folder
+            *(("-p", f"calibration_dir:={args.calibration}") if args.calibration else ()),
             "-p", f"num_threads:={args.threads}", "-p", f"backend:={args.backend}", "-p", "max_keypoints:=1000")
         harness.diagnostics = []
         yield harness.process
@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_detector: no checkpoint at {args.model_path}", file=sys.stderr)
             return 2
         args.model_path = args.model_path.resolve()  # the node runs in a folder of its own
+    if args.calibration is not None:
+        args.calibration = args.calibration.resolve()  # likewise
     frames = bench_frames(30, args.width, args.height)
     rclpy.init()
     harness = Harness()
