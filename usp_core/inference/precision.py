@@ -7,8 +7,9 @@ usp_core.inference.backends.openvino_runner) on a CPU with int8 multiply-add ins
 The CPU's instructions are read from the kernel's flags (/proc/cpuinfo, Linux x86): bfloat16 needs
 ``amx_bf16`` or ``avx512_bf16`` (without them OpenVINO computes bf16 in float32); int8 needs ``amx_int8``,
 ``avx512_vnni`` or ``avx_vnni`` (int8 dot products), or ``avx2``, whose u8 x s8 multiply-adds OpenVINO uses
-without VNNI: on a 2-core AVX2 EPYC without VNNI the int8 graph took 0.83x the float32 one's time at 240x320
-and 480x640 (2026-12-07). Another OS reports none, so there ``auto`` stays fp32.
+without VNNI: on a 2-core AVX2 EPYC without VNNI the int8 graph took 0.63-0.89x the float32 one's time at
+240x320 and 480x640 (usp-gate, weights v7 and v8, 2026-12-07). Another OS reports none, so there ``auto`` stays
+fp32.
 
 ``auto``: torch on CUDA runs fp16. On the CPU, the fastest of the precisions that this CPU supports
 (int8 only when calibration photos are given) and that passed the weights' accuracy gate
