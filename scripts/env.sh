@@ -1,4 +1,5 @@
-# Source me: activates .venv and the colcon install space, and keeps DDS on this machine.
+# Source me: activates the venv (~/.cache/usp_ros/venv-<checkout hash>) and the colcon install space,
+# and keeps DDS on this machine.
 #   . scripts/env.sh                      everything (after scripts/bootstrap.sh)
 #   . scripts/env.sh --no-install-space   only the venv and the ament prefix (used to build)
 _usp_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
