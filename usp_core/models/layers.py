@@ -344,6 +344,7 @@ class TrainingMaps(NamedTuple):
     """What training needs beyond :class:`DenseOutput` (``UnsuperPoint.forward(images, training=True)``).
 
     dense: the DenseOutput inference sees.
+    score_logit: (B, 1, H/8, W/8) the logit whose sigmoid is ``dense.score``.
     fine: (B, 1, H, W) full-resolution position logits (softargmax head), or None (regression head).
     descriptor_sources: what :class:`PointDescriptors` reads descriptors from at any point: the raw
     descriptor map (B, D, H/8, W/8), before sampling and normalisation, then (fine descriptors only) the
@@ -351,6 +352,7 @@ class TrainingMaps(NamedTuple):
     """
 
     dense: DenseOutput
+    score_logit: torch.Tensor
     fine: torch.Tensor | None
     descriptor_sources: tuple[torch.Tensor, ...]
 

@@ -74,4 +74,4 @@ class UnsuperPoint(nn.Module):
             logit = logit + self.point_scores(reads.fine)
         dense = DenseOutput(torch.sigmoid(logit), position, self.point_descriptors.combine(reads))
         sources = (raw, *fine_levels) if self.config.describes_from_fine_levels else (raw,)
-        return TrainingMaps(dense, fine, sources) if training else dense
+        return TrainingMaps(dense, logit, fine, sources) if training else dense

@@ -98,10 +98,21 @@ def _split_branches(output: TrainingMaps, batch: int) -> tuple[TrainingMaps, Tra
     """TrainingMaps of 2B images -> (first B, last B), cast to float32."""
     def part(rows: slice) -> TrainingMaps:
         fine = None if output.fine is None else output.fine[rows].float()
-        return TrainingMaps(DenseOutput(*(t[rows].float() for t in output.dense)), fine,
-                            tuple(source[rows].float() for source in output.descriptor_sources))
+        return TrainingMaps(DenseOutput(*(t[rows].float() for t in output.dense)), output.score_logit[rows].float(),
+                            fine, tuple(source[rows].float() for source in output.descriptor_sources))
 
     return part(slice(None, batch)), part(slice(batch, None))
+
+
+def loss_scores(maps: TrainingMaps, temperature: float) -> DenseOutput:
+    """The DenseOutput that L_usp reads: scores sigmoid(logit / temperature) (B, 1, h, w), the rest as inferred.
+
+    Ranking by these scores is inference's ranking for any temperature; with temperature > 1 the score terms
+    keep their gradient on the cells that sigmoid saturates (``LossConfig.score_temperature``).
+    """
+    if temperature == 1.0:
+        return maps.dense
+    return maps.dense._replace(score=torch.sigmoid(maps.score_logit / temperature))
 
 
 def _modules(keys: set[str], other: set[str]) -> str:
@@ -291,7 +302,8 @@ class Trainer:
         maps_a, maps_b = _split_branches(output, image_a.shape[0])
         out_a, out_b = maps_a.dense, maps_b.dense
         c = self.config.loss
-        losses = unsuperpoint_loss(out_a, out_b, h_ab.float(), tuple(self.config.image_size), c)
+        losses = unsuperpoint_loss(loss_scores(maps_a, c.score_temperature), loss_scores(maps_b, c.score_temperature),
+                                   h_ab.float(), tuple(self.config.image_size), c)
         if c.a_reprojection or c.a_peakiness or c.a_dense_desc:
             dense = dense_losses(maps_a, maps_b, self.model.point_descriptors, h_ab.float(), c.reprojection_radius,
                                  c.reprojection_fraction, c.dense_temperature, c.dense_exclusion_radius,

@@ -16,7 +16,7 @@ from usp_core.support.atomic import STALE_AFTER_S
 from usp_core.support.checkpoint import CheckpointError
 from usp_core.training.config import TrainConfig, from_dict, to_dict
 from usp_core.training.losses import DistillConfig
-from usp_core.training.trainer import Trainer, lr_factor
+from usp_core.training.trainer import Trainer, _split_branches, loss_scores, lr_factor
 
 STEPS = 24
 CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "step", "config", "seed"}
@@ -197,6 +197,28 @@ def test_the_parabola_fit_trains_the_positions_inference_returns(tiny_config, tm
     assert np.mean(reprojection[-5:]) < 0.85 * reprojection[0]  # with the fit detached it stays where it starts
     with pytest.raises(ValueError, match="position_fit"):
         _with(tiny_config, loss={**loss, "position_fit": "centroid"})
+
+
+def test_a_score_temperature_keeps_the_ranking_and_trains_saturated_scores(tiny_config, tmp_path):
+    """L_usp reads sigmoid(logit / T): inference's ranking of the cells for any T, and a gradient where sigmoid
+    saturates (every cell above 0.9998 here), which T = 1 all but loses."""
+    bias_gradient = {}
+    for temperature in (1.0, 3.0):
+        config = _with(tiny_config, loss={"a_uni_xy": 0.0, "a_desc": 0.0, "score_temperature": temperature})
+        trainer = Trainer(config, tmp_path / f"t{temperature}", device="cpu", progress=False)
+        batch = next(trainer._train_batches())
+        maps, _ = _split_branches(trainer.model(batch[0], training=True), batch[0].shape[0])
+        read = loss_scores(maps, temperature).score.flatten()
+        assert torch.equal(read.argsort(stable=True), maps.dense.score.flatten().argsort(stable=True))
+        assert torch.allclose(read, torch.sigmoid(maps.score_logit.flatten() / temperature))
+        with torch.no_grad():
+            trainer.model.score_head[-1].bias.fill_(9.0)
+        trainer.model.zero_grad()
+        trainer._losses(batch)["total"].backward()
+        bias_gradient[temperature] = trainer.model.score_head[-1].bias.grad.abs().item()
+    assert bias_gradient[3.0] > 20 * bias_gradient[1.0] > 0
+    with pytest.raises(ValueError, match="score_temperature"):
+        _with(tiny_config, loss={"score_temperature": 0.0})
 
 
 def test_a_softargmax_head_starts_on_regression_weights_and_learns_with_the_dense_terms(tiny_config, tmp_path,
