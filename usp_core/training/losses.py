@@ -49,7 +49,7 @@ class LossConfig:
     a_usp: float = 1.0  # weight of L_usp (position + score + repeatability)
     a_pos: float = 1.0  # weight of the position term inside L_usp
     a_score: float = 2.0  # weight of the score-consistency term inside L_usp
-    score_temperature: float = 1.0  # L_usp's score terms read sigmoid(logit / this); > 1: less saturated (trainer.loss_scores)
+    score_standardise: bool = False  # L_usp's score terms read sigmoid of per-image standardised logits (trainer.loss_scores)
     a_uni_xy: float = 100.0  # weight of L_uni_xy; one reimplementation needed 0.25 to stop it swamping L_usp
     a_desc: float = 0.001  # weight of L_desc
     a_decorr: float = 0.03  # weight of L_decorr
@@ -74,8 +74,6 @@ class LossConfig:
         check_position_fit(self.position_fit)
         if self.descriptor_loss not in ("hinge", "triplet"):
             raise ValueError(f"descriptor_loss must be 'hinge' or 'triplet', got {self.descriptor_loss!r}")
-        if not self.score_temperature > 0.0:
-            raise ValueError(f"score_temperature must be > 0, got {self.score_temperature}")
         for name in ("reprojection_fraction", "dense_desc_fraction"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")

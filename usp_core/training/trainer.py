@@ -104,15 +104,20 @@ def _split_branches(output: TrainingMaps, batch: int) -> tuple[TrainingMaps, Tra
     return part(slice(None, batch)), part(slice(batch, None))
 
 
-def loss_scores(maps: TrainingMaps, temperature: float) -> DenseOutput:
-    """The DenseOutput that L_usp reads: scores sigmoid(logit / temperature) (B, 1, h, w), the rest as inferred.
+def loss_scores(maps: TrainingMaps, standardise: bool) -> DenseOutput:
+    """The DenseOutput that L_usp reads: with ``standardise``, scores sigmoid((logit - mean) / std) (B, 1, h, w),
+    mean and std over each image's cells; the rest as inferred.
 
-    Ranking by these scores is inference's ranking for any temperature; with temperature > 1 the score terms
-    keep their gradient on the cells that sigmoid saturates (``LossConfig.score_temperature``).
+    They rank the cells as inference does, and no scale of the logits saturates them: L_usp's score terms keep
+    their gradient on the cells near the top-k boundary, which sigmoid(logit) saturates as training pushes the
+    logits apart (``LossConfig.score_standardise``). A fixed temperature, sigmoid(logit / T), does not: the
+    network scales its logits up by about T and the scores it infers tie at 1.0 (docs/training.md "Session 11").
     """
-    if temperature == 1.0:
+    if not standardise:
         return maps.dense
-    return maps.dense._replace(score=torch.sigmoid(maps.score_logit / temperature))
+    logit = maps.score_logit
+    mean, std = logit.mean(dim=(1, 2, 3), keepdim=True), logit.std(dim=(1, 2, 3), keepdim=True)
+    return maps.dense._replace(score=torch.sigmoid((logit - mean) / std.clamp(min=1e-3)))
 
 
 def _modules(keys: set[str], other: set[str]) -> str:
@@ -302,7 +307,7 @@ class Trainer:
         maps_a, maps_b = _split_branches(output, image_a.shape[0])
         out_a, out_b = maps_a.dense, maps_b.dense
         c = self.config.loss
-        losses = unsuperpoint_loss(loss_scores(maps_a, c.score_temperature), loss_scores(maps_b, c.score_temperature),
+        losses = unsuperpoint_loss(loss_scores(maps_a, c.score_standardise), loss_scores(maps_b, c.score_standardise),
                                    h_ab.float(), tuple(self.config.image_size), c)
         if c.a_reprojection or c.a_peakiness or c.a_dense_desc:
             dense = dense_losses(maps_a, maps_b, self.model.point_descriptors, h_ab.float(), c.reprojection_radius,

@@ -199,26 +199,30 @@ def test_the_parabola_fit_trains_the_positions_inference_returns(tiny_config, tm
         _with(tiny_config, loss={**loss, "position_fit": "centroid"})
 
 
-def test_a_score_temperature_keeps_the_ranking_and_trains_saturated_scores(tiny_config, tmp_path):
-    """L_usp reads sigmoid(logit / T): inference's ranking of the cells for any T, and a gradient where sigmoid
-    saturates (every cell above 0.9998 here), which T = 1 all but loses."""
-    bias_gradient = {}
-    for temperature in (1.0, 3.0):
-        config = _with(tiny_config, loss={"a_uni_xy": 0.0, "a_desc": 0.0, "score_temperature": temperature})
-        trainer = Trainer(config, tmp_path / f"t{temperature}", device="cpu", progress=False)
+def test_standardised_scores_keep_the_ranking_ignore_the_logit_scale_and_train_saturated_scores(tiny_config, tmp_path):
+    """L_usp may read sigmoid of each image's standardised logits: inference's ranking of the cells, the same scores
+    for logits scaled up (a network cannot saturate them so), and a gradient where sigmoid(logit) saturates (every
+    cell above 0.9998 here), which the plain scores all but lose."""
+    head_gradient = {}
+    for standardise in (False, True):
+        config = _with(tiny_config, loss={"a_uni_xy": 0.0, "a_desc": 0.0, "score_standardise": standardise})
+        trainer = Trainer(config, tmp_path / f"s{standardise}", device="cpu", progress=False)
         batch = next(trainer._train_batches())
         maps, _ = _split_branches(trainer.model(batch[0], training=True), batch[0].shape[0])
-        read = loss_scores(maps, temperature).score.flatten()
-        assert torch.equal(read.argsort(stable=True), maps.dense.score.flatten().argsort(stable=True))
-        assert torch.allclose(read, torch.sigmoid(maps.score_logit.flatten() / temperature))
+        read = loss_scores(maps, standardise).score
+        ranking = maps.dense.score.flatten(1).argsort(dim=1, stable=True)  # per image, as selection ranks
+        assert torch.equal(read.flatten(1).argsort(dim=1, stable=True), ranking)
+        if standardise:
+            scaled = maps._replace(score_logit=3.0 * maps.score_logit + 2.0)
+            assert torch.allclose(loss_scores(scaled, standardise).score, read, atol=1e-5)
+        head = trainer.model.score_head[-1]
         with torch.no_grad():
-            trainer.model.score_head[-1].bias.fill_(9.0)
+            head.weight.mul_(0.05)
+            head.bias.fill_(9.0)
         trainer.model.zero_grad()
         trainer._losses(batch)["total"].backward()
-        bias_gradient[temperature] = trainer.model.score_head[-1].bias.grad.abs().item()
-    assert bias_gradient[3.0] > 20 * bias_gradient[1.0] > 0
-    with pytest.raises(ValueError, match="score_temperature"):
-        _with(tiny_config, loss={"score_temperature": 0.0})
+        head_gradient[standardise] = head.weight.grad.norm().item()
+    assert head_gradient[True] > 20 * head_gradient[False] > 0
 
 
 def test_a_softargmax_head_starts_on_regression_weights_and_learns_with_the_dense_terms(tiny_config, tmp_path,
