@@ -31,6 +31,7 @@ from usp_ros.bridge.images import image_to_numpy, numpy_to_image
 from usp_ros.bridge.messages import features_to_msg, homography_from_msg, rotation_from_msg
 from usp_ros.msg import Features, FrameMatch, Tracks
 from usp_ros.nodes.matcher import MatcherNode
+from usp_ros.support.diagnostics import PUBLISHED
 from usp_ros.support.qos import output_qos
 
 from .conftest import service_answer
@@ -362,6 +363,38 @@ def test_essential_pose_with_camera_info_over_dds(ros_node, spawn, wait):
     assert motion.child_frame_id == "camera_optical_current"
     centre = np.array([motion.transform.translation.x, motion.transform.translation.y, motion.transform.translation.z])
     assert direction_angle_deg(centre, -MOTION_R.T @ MOTION_T, signed=True) < 1.0  # the current camera's centre
+
+
+def test_unusable_camera_info_and_failing_matches_are_counted_and_the_node_keeps_going(wait):
+    """In-process: a CameraInfo whose K's last row is not 0 0 1 is refused (counted once per calibration), so model
+    essential skips the frame; an exception while matching is counted as a bad frame; the next frame is served."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MatcherNode(context=context, parameter_overrides=[NodeParameter("num_threads", value=0),
+                                                             NodeParameter("device", value="cpu"),
+                                                             NodeParameter("model", value="essential")])
+    try:
+        reference, current = scene_features()
+        for index in (0, 1):
+            node._on_camera_info(CameraInfo(header=header(index), width=SIZE[0], height=SIZE[1],
+                                            distortion_model="plumb_bob", d=CAMERA_D, k=CAMERA_K[:6] + [0.0] * 3))
+            node._on_features(reference(index))
+            assert wait(lambda: node._stats.total("no_camera") == index + 1, 10), "frame not skipped"
+        assert node._stats.total("bad_camera_info") == 1
+        assert node.set_parameters([NodeParameter("model", value="homography")])[0].successful
+        track = node._tracker.track
+        node._tracker.track = lambda frame: 1 / 0
+        node._on_features(reference(2))
+        assert wait(lambda: node._stats.total("bad") == 1, 10), "the failing match was not counted"
+        node._tracker.track = track
+        node._on_features(reference(3))
+        assert wait(lambda: node._tracker.reference is not None, 10), "the worker stopped after the error"
+        node._on_features(current(4))
+        assert wait(lambda: node._stats.total(PUBLISHED) == 1, 10), "no match after the error"
+        assert node._stats.total("bad") == 1
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def test_auto_picks_the_model_per_pair_with_a_camera_yaml(ros_node, spawn, wait):

@@ -65,6 +65,8 @@ class CameraModel:
         if matrix[0, 0] <= 0 or matrix[1, 1] <= 0 or int(self.width) < 1 or int(self.height) < 1:
             raise CameraError(f"camera needs positive fx, fy and image size, got fx {matrix[0, 0]}, fy {matrix[1, 1]}, "
                               f"{self.width}x{self.height}")
+        if not np.array_equal(matrix[2], [0.0, 0.0, 1.0]):
+            raise CameraError(f"camera matrix's last row must be 0 0 1, got {' '.join(f'{v:g}' for v in matrix[2])}")
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "matrix", matrix)
         object.__setattr__(self, "distortion", distortion)

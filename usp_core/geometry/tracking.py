@@ -21,6 +21,7 @@ counted), and its track ids are one per source row, 0 ("no track") in the rows l
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -58,8 +59,8 @@ class MatchConfig:
             raise ValueError(f"ratio_test must be in [0, 1] (0 = off), got {self.ratio_test}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.reprojection_threshold <= 0.0:
-            raise ValueError(f"reprojection_threshold must be positive, got {self.reprojection_threshold}")
+        if not 0.0 < self.reprojection_threshold < math.inf:
+            raise ValueError(f"reprojection_threshold must be positive and finite, got {self.reprojection_threshold}")
         if self.min_inliers < 4:
             raise ValueError(f"min_inliers must be at least 4 (a homography needs 4 points), got {self.min_inliers}")
         if self.model not in MODELS:

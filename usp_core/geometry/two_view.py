@@ -22,6 +22,7 @@ rotation only), else the epipolar model (essential with a camera, fundamental wi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -61,8 +62,8 @@ class TwoViewConfig:
             raise ValueError(f"method must be one of {', '.join(ESTIMATORS)}, got {self.method!r}")
         if self.refine not in REFINEMENTS:
             raise ValueError(f"refine must be one of {', '.join(REFINEMENTS)}, got {self.refine!r}")
-        if self.threshold <= 0.0:
-            raise ValueError(f"threshold must be positive, got {self.threshold}")
+        if not 0.0 < self.threshold < math.inf:
+            raise ValueError(f"threshold must be positive and finite, got {self.threshold}")
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
         if self.min_inliers < 4:

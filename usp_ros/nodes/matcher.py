@@ -81,9 +81,10 @@ IMAGE_CACHE = 64  # images kept for pairing with features by stamp (about 2 s at
 CAMERA_INFO_CACHE = 64  # CameraInfo messages kept for pairing with features by stamp
 THROTTLE_S = 5.0  # at most one warning per this many seconds for a repeated problem
 DEBUG_SUBSCRIPTION_CHECK_S = 0.25  # how often the node looks whether matches/debug_image has subscribers
-COUNTERS = ("valid", "bad", "non_finite", "no_camera")  # besides received and published
+COUNTERS = ("valid", "bad", "non_finite", "no_camera", "bad_camera_info")  # besides received and published
 WARNINGS = {"bad": "bad Features skipped", "non_finite": "non-finite rows dropped",
-            "no_camera": "frames skipped without a camera model"}  # diagnostics: WARN when these rise
+            "no_camera": "frames skipped without a camera model",
+            "bad_camera_info": "unusable CameraInfo calibrations"}  # diagnostics: WARN when these rise
 
 PARAMETERS: dict[str, ParameterSpec] = {
     "device": ParameterSpec("auto", "torch device for matching: auto (cuda when available), cpu, cuda or cuda:N"),
@@ -208,7 +209,9 @@ class MatcherNode(Node):
     def _on_worker_error(self, msg: Features, error: BaseException) -> None:
         if not self.context.ok():
             return  # shutting down: publishing failed because the context is gone
-        self.get_logger().error(f"matching failed: {error!r}", throttle_duration_sec=THROTTLE_S)
+        self._stats.count("bad")
+        self.get_logger().error(f"matching failed ({self._stats.total('bad')} bad frames so far): {error!r}",
+                                throttle_duration_sec=THROTTLE_S)
 
     def _process(self, msg: Features) -> None:
         """Worker thread: convert, drop non-finite rows, match, publish."""
@@ -289,7 +292,8 @@ class MatcherNode(Node):
         with self._images_lock:
             image = self._images.get(stamp_key(msg.header.stamp))
         if image is None:
-            self.get_logger().debug("no image with the stamp of the features: debug image skipped")
+            self.get_logger().debug("no image with the stamp of the features: debug image skipped",
+                                    throttle_duration_sec=THROTTLE_S)
             return
         try:
             bgr = to_bgr8(image_to_numpy(image), image.encoding)
@@ -334,6 +338,7 @@ class MatcherNode(Node):
             try:
                 self._camera_info_model = (key, camera_from_info(info))
             except CameraError as error:
+                self._stats.count("bad_camera_info")
                 self.get_logger().warning(f"unusable CameraInfo: {error}", throttle_duration_sec=THROTTLE_S)
                 self._camera_info_model = (key, None)
         return self._camera_info_model[1]
@@ -374,6 +379,7 @@ class MatcherNode(Node):
             "reference": self._tracker.policy.config.mode,
             "model": self._tracker.match_config.model,
             "frames skipped without a camera model": period.totals["no_camera"],
+            "unusable CameraInfo calibrations": period.totals["bad_camera_info"],
         }
         self._diagnostics_pub.publish(diagnostics_message(
             self.get_clock().now().to_msg(), f"{self.get_fully_qualified_name()}: matcher", str(self._device), period,

@@ -79,3 +79,10 @@ def test_bad_yaml_gets_one_clear_error(tmp_path, text, fragment):
 def test_uncalibrated_camera_info_is_refused():
     with pytest.raises(CameraError, match="uncalibrated"):
         CameraModel.from_fields(640, 480, [0.0] * 9, [], "plumb_bob")
+
+
+@pytest.mark.parametrize("last_row", [[0.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.001, 0.0, 1.0]])
+def test_a_camera_matrix_whose_last_row_is_not_0_0_1_is_refused(last_row):
+    k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, *last_row]
+    with pytest.raises(CameraError, match="last row must be 0 0 1"):
+        CameraModel.from_fields(640, 480, k, [0.0] * 5, "plumb_bob")

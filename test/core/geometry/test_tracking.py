@@ -247,6 +247,9 @@ def test_configs_refuse_bad_values():
         MatchConfig(ratio_test=1.5)
     with pytest.raises(ValueError, match="mode"):
         KeyframeConfig(mode="sometimes")
+    for threshold in (0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="reprojection_threshold must be positive and finite"):
+            MatchConfig(reprojection_threshold=threshold)
 
 
 def test_track_trails_keep_the_last_positions_of_live_tracks_only():

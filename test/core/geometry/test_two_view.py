@@ -147,6 +147,8 @@ def test_essential_without_camera_is_refused_and_too_few_points_are_invalid():
     assert not few.valid and few.inlier_mask.shape == (4,)
     with pytest.raises(ValueError, match="model must be one of"):
         TwoViewConfig("affine")
+    with pytest.raises(ValueError, match="threshold must be positive and finite"):
+        TwoViewConfig("homography", threshold=float("nan"))
 
 
 @pytest.mark.parametrize("model", ["essential", "fundamental", "homography", "auto"])
@@ -156,8 +158,13 @@ def test_a_still_camera_gives_an_invalid_result_not_an_error(model):
     reference, _, _ = scene(camera, outliers=0.0, noise_px=0.0)
     result = estimate_two_view(reference, reference.copy(), TwoViewConfig(model, threshold=1.0), camera)
     assert result.inlier_mask.shape == (len(reference),)
-    if model == "essential":
-        assert not result.valid
+    if model == "essential":  # no translation to recover
+        assert not result.valid and not result.inlier_mask.any()
+    elif model == "fundamental":  # degenerate: every point fits the (skew-symmetric) F found
+        assert result.valid and result.inlier_mask.all()
+    else:  # the identity, which auto prefers for a still camera as for a plane
+        assert result.valid and result.model == "homography" and result.inlier_mask.all()
+        np.testing.assert_allclose(result.matrix, np.eye(3), atol=1e-9)
 
 
 def test_small_baseline_keeps_the_right_decomposition():
