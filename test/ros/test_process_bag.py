@@ -147,6 +147,8 @@ def write_error_bag(path, image):
     ("output exists", ("in", "exists", "--image-topic", "/camera/image_raw")),
     ("unreadable input", ("garbage", "out", "--image-topic", "/camera/image_raw")),
     ("missing input", ("absent", "out", "--image-topic", "/camera/image_raw")),
+    ("output is the input", ("in", "in", "--image-topic", "/camera/image_raw", "--force")),
+    ("output inside the input", ("in", "in/out", "--image-topic", "/camera/image_raw")),
 ])
 def test_errors_give_one_line_and_status_2(case, args, shared_data, tmp_path):
     write_error_bag(tmp_path / "in", frames(shared_data, "tum_fr2", 1)[0])
@@ -159,6 +161,8 @@ def test_errors_give_one_line_and_status_2(case, args, shared_data, tmp_path):
     assert result.stderr.startswith("process_bag: error: ")
     assert not (tmp_path / "out").exists()
     assert list((tmp_path / "exists").iterdir()) == []
+    with Reader(tmp_path / "in") as reader:  # the input is untouched
+        assert sum(1 for _ in reader.messages()) == 2 and not (tmp_path / "in" / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left behind
 
 
@@ -225,3 +229,28 @@ def test_essential_without_camera_info_is_one_line(shared_data, tmp_path):
     named = process_bag(tmp_path, bag, tmp_path / "out", "--image-topic", "/camera/image_raw",
                         "--camera-info-topic", "/camera/info")
     assert named.returncode == 2 and "camera info topic /camera/info is not in the bag" in named.stderr
+
+
+def test_a_corrupt_frame_is_skipped_and_an_uncalibrated_camera_info_left_out(shared_data, tmp_path):
+    """A frame whose CDR bytes are cut short is reported and skipped, the others processed; the sibling camera_info
+    of an uncalibrated camera (K all zero, as a driver without calibration publishes) is left out with one line, so
+    the default homography model runs without it."""
+    images = frames(shared_data, "tum_fr2", 3)
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    with Writer(tmp_path / "in", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        topic = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=typestore)
+        infos = writer.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo", typestore=typestore)
+        for index, image in enumerate(images):
+            header = Header(stamp=Time(sec=FIRST_STAMP_S + index), frame_id="camera")
+            data = serialize_message(numpy_to_image(image, header=header))
+            info = CameraInfo(header=header, width=image.shape[1], height=image.shape[0])
+            writer.write(infos, FIRST_BAG_TIME_NS + index, serialize_message(info))
+            writer.write(topic, FIRST_BAG_TIME_NS + index, data[:100] if index == 1 else data)
+    result = process_bag(tmp_path, "in", "out", "--image-topic", "/camera/image_raw")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert any("3 of the CameraInfo messages on /camera/camera_info left out: uncalibrated" in line for line in lines)
+    assert sum(f"skipping bad frame at bag time {FIRST_BAG_TIME_NS + 1}" in line for line in lines) == 1
+    assert "2 frames" in lines[-1] and "(1 bad frames skipped)" in lines[-1]
+    features = read_bag(tmp_path / "out")["/camera/features"]
+    assert [m.header.stamp.sec for _, m in features] == [FIRST_STAMP_S, FIRST_STAMP_S + 2]

@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 from ament_index_python.packages import get_package_share_directory
 from rclpy.serialization import deserialize_message, serialize_message
@@ -68,6 +69,9 @@ __all__ = ["BagError", "CameraTimeline", "detect", "main", "match", "open_input"
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy and Kilted
+# What one bad frame raises (corrupt CDR: RuntimeError; undecodable image: ConversionError, cv2.error; geometry on
+# degenerate points: ValueError, LinAlgError): the frame is skipped and reported, the run goes on.
+FRAME_ERRORS = (ConversionError, cv2.error, ValueError, RuntimeError, np.linalg.LinAlgError)
 
 
 class BagError(Exception):
@@ -108,7 +112,9 @@ class CameraTimeline:
 
 def read_cameras(reader: Reader, topic: str | None, image_topic: str) -> CameraTimeline:
     """The CameraInfo messages on ``topic`` (None: the image topic's sibling camera_info, if in the bag) as a
-    CameraTimeline; BagError for a named topic that is absent or not CameraInfo, or an unusable calibration."""
+    CameraTimeline; BagError for a named topic that is absent, not CameraInfo or holds an unusable message. The
+    sibling topic is optional: its unusable messages (an uncalibrated camera's K of zeros) are left out, with one
+    line on stderr."""
     named = topic is not None
     topic = topic or posixpath.join(posixpath.dirname(_base_topic(image_topic)), "camera_info")
     connection = next((c for c in reader.connections if c.topic == topic), None)
@@ -117,13 +123,18 @@ def read_cameras(reader: Reader, topic: str | None, image_topic: str) -> CameraT
             return CameraTimeline([])
         found = "is not in the bag" if connection is None else f"carries {connection.msgtype}, not CameraInfo"
         raise BagError(f"camera info topic {topic} {found}")
-    cameras = []
+    cameras, unusable = [], []
     for _, _, data in reader.messages(connections=[connection]):
-        info = deserialize_message(data, CameraInfo)
         try:
+            info = deserialize_message(data, CameraInfo)
             cameras.append((stamp_ns(info.header.stamp), camera_from_info(info)))
-        except CameraError as error:
-            raise BagError(f"camera info on {topic}: {error}") from None
+        except (CameraError, RuntimeError) as error:
+            if named:
+                raise BagError(f"camera info on {topic}: {first_line(error)}") from None
+            unusable.append(first_line(error))
+    if unusable:
+        print(f"process_bag: {len(unusable)} of the CameraInfo messages on {topic} left out: {unusable[0]}",
+              file=sys.stderr)
     return CameraTimeline(cameras)
 
 
@@ -199,7 +210,7 @@ def process_bag(reader: Reader, connection, output_path: Path, detector: Keypoin
 
     Writes a new bag at ``output_path``, which must not exist (Writer refuses it). ``stop()`` is asked before
     each frame: True ends the run early with a complete, shorter bag. Returns (frames written, frames
-    skipped as unreadable).
+    skipped as bad: unreadable, undecodable or failing to match).
     """
     writer = Writer(output_path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
     writer.open()
@@ -223,16 +234,16 @@ def _process(reader, connection, detector, tracker, writer, stop, cameras) -> tu
             if stop():
                 break
             progress.update()
-            msg = deserialize_message(data, message_type)
             try:
+                msg = deserialize_message(data, message_type)
                 features = detect(detector, msg)
-            except (ConversionError, cv2.error) as error:
+                frame_match = None if tracker is None else match(tracker, msg.header, features, detector.device,
+                                                                 cameras.at(msg.header.stamp))
+            except FRAME_ERRORS as error:
                 skipped += 1
-                progress.write(f"skipping bad frame at bag time {timestamp}: {str(error).strip().splitlines()[0]}")
+                progress.write(f"skipping bad frame at bag time {timestamp}: {first_line(error)}", file=sys.stderr)
                 continue
             writer.write(features_out, timestamp, serialize_message(features_to_msg(msg.header, features)))
-            frame_match = None if tracker is None else match(tracker, msg.header, features, detector.device,
-                                                             cameras.at(msg.header.stamp))
             if frame_match is not None:
                 writer.write(matches_out, timestamp, serialize_message(frame_match))
             if frame_match is not None and frame_match.has_pose:
@@ -294,7 +305,10 @@ def _replace(staged: Path, output: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `ros2 run usp_ros process_bag`; 0 done, 2 bad input or output, 130 stopped by Ctrl-C."""
     args = _parse_args(argv)
-    output = args.output.resolve()
+    output, source = args.output.resolve(), args.input.resolve()
+    if output == source or source in output.parents or output in source.parents:
+        print(f"process_bag: error: OUTPUT {output} would overwrite INPUT {source}", file=sys.stderr)
+        return 2
     if output.exists() and not args.force:
         print(f"process_bag: error: {output} exists (use --force to replace it)", file=sys.stderr)
         return 2
@@ -338,7 +352,7 @@ def _run(args: argparse.Namespace, reader: Reader, connection, output: Path) -> 
         _replace(workdir / output.name, output)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the replaced bag, or what a failed run left
-    summary = f"{written} frames -> {output}" + (f" ({skipped} unreadable frames skipped)" if skipped else "")
+    summary = f"{written} frames -> {output}" + (f" ({skipped} bad frames skipped)" if skipped else "")
     print(f"process_bag: {'stopped by Ctrl-C: ' if interrupt.requested else ''}{summary}", file=sys.stderr)
     return 130 if interrupt.requested else 0
 
