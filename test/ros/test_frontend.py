@@ -30,6 +30,7 @@ from usp_ros.msg import FrameMatch
 from usp_ros.support.qos import output_qos
 from usp_ros.tools.children import Children
 from usp_ros.tools.frontend import Options, RunStats, Sample, child_commands, compose_ground_truth, parse_args
+from usp_ros.tools.video import VideoWriter
 
 SIZE = (320, 240)
 LIVE_LINE = re.compile(r"^fps +[\d.]+ \| latency +[\d.]+ ms \| keypoints \d+ \| inliers (\d+|-) \| valid \d+/\d+")
@@ -71,6 +72,8 @@ def test_options_and_child_commands(tmp_path):
         parse_args(["--video", str(tmp_path / "missing.mp4")])
     with pytest.raises(SystemExit):
         parse_args(["--out", "matches.png"])
+    with pytest.raises(SystemExit):
+        parse_args(["--out", str(tmp_path / "absent" / "matches.mp4")])
     options = parse_args(["--frames", "5", "--device", "cpu", "--keyframes"])
     assert options.frames == 5 and options.duration is None and options.out.is_absolute()
     commands = child_commands(options, Path("/share"))
@@ -91,6 +94,27 @@ def test_options_and_child_commands(tmp_path):
     assert f"model_path:={checkpoint}" in commands["detector_node"]
     assert "source:=video" in commands["image_source"] and f"path:={video}" in commands["image_source"]
     assert parse_args([]).duration == Options.duration
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".gif"])
+def test_the_video_replaces_an_older_one_only_when_closed(tmp_path, suffix):
+    path = tmp_path / f"run{suffix}"
+    path.write_bytes(b"the previous run's video")
+    video = VideoWriter(path, fps=10.0)
+    frames = [np.full((48, 64, 3), 40 * index, np.uint8) for index in range(3)]
+    for frame in frames:
+        video.write(frame)
+    assert path.read_bytes() == b"the previous run's video", "a run that dies here leaves the older video whole"
+    video.close()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name] and video.frames == 3
+    if suffix == ".gif":
+        with PilImage.open(path) as gif:
+            assert gif.n_frames == 3 and gif.size == (32, 24)
+    else:
+        capture = cv2.VideoCapture(str(path))
+        read = [capture.read()[1] for _ in range(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))]
+        capture.release()
+        assert [int(np.median(image)) for image in read] == pytest.approx([0, 40, 80], abs=3)
 
 
 def child_pids(pid: int) -> list[int]:

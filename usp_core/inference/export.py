@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from usp_core.support.atomic import atomic_path
 from usp_core.support.checkpoint import save_checkpoint
 from usp_core.support.errors import first_line
 
@@ -89,41 +91,53 @@ def check_outputs(exported: tuple, reference: tuple, what: str) -> None:
 
 def export_torchscript(model: nn.Module, path: str | Path, height: int = 240, width: int = 320) -> Path:
     """Trace ``model`` on a (1, 1, height, width) input and save it. Returns the path."""
-    path = Path(path)
     wrapper = DenseTuple(model).eval()
     example = _example(wrapper, height, width)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
+    with atomic_path(path) as staged, torch.no_grad(), warnings.catch_warnings(), _export_errors("TorchScript"):
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
-        traced = torch.jit.trace(wrapper, example)
-        traced.save(str(path))
-        reloaded = torch.jit.load(str(path), map_location=example.device)
+        torch.jit.trace(wrapper, example).save(str(staged))
+        reloaded = torch.jit.load(str(staged), map_location=example.device)
         check_outputs(reloaded(example), wrapper(example), "TorchScript")
-    return path
+    return Path(path)
 
 
 def export_onnx(model: nn.Module, path: str | Path, height: int = 240, width: int = 320,
                 opset: int = 18) -> Path:
-    """Export to ONNX with dynamic batch/height/width (input "images"; outputs OUTPUT_NAMES). Returns the path.
+    """Export to ONNX with dynamic batch/height/width (input "images"; outputs OUTPUT_NAMES) as one self-contained
+    file (the weights inside), written atomically once checked. Returns the path.
 
     Checked with onnxruntime when it is installed. Raises ExportError without onnx/onnxscript.
     """
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(f"ONNX export needs the {' and '.join(missing)} package(s): pip install onnx onnxscript")
-    path = Path(path)
+    import onnx
+
     wrapper = DenseTuple(copy.deepcopy(model).cpu()).eval()
     example = _example(wrapper, height, width)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), quiet_pytree_deprecation():
-        torch.onnx.export(wrapper, (example,), str(path), dynamo=True, opset_version=opset, verbose=False,
-                          input_names=["images"], output_names=list(OUTPUT_NAMES),
-                          dynamic_shapes=_dynamic_shapes())
-        reference = wrapper(example)
-    session = onnx_session(path)
-    if session is not None:
-        check_outputs(tuple(session.run(None, {"images": example.numpy()})), reference, "ONNX")
-    return path
+    with atomic_path(path) as staged, _export_errors("ONNX"):
+        with torch.no_grad(), quiet_pytree_deprecation(), tempfile.TemporaryDirectory(prefix="usp_onnx_") as folder:
+            exported = Path(folder) / "model.onnx"  # the exporter writes the weights beside it (model.onnx.data)
+            torch.onnx.export(wrapper, (example,), str(exported), dynamo=True, opset_version=opset, verbose=False,
+                              input_names=["images"], output_names=list(OUTPUT_NAMES),
+                              dynamic_shapes=_dynamic_shapes())
+            reference = wrapper(example)
+            staged.write_bytes(onnx.load(str(exported)).SerializeToString())  # one file, the weights inside
+        session = onnx_session(staged)
+        if session is not None:
+            check_outputs(tuple(session.run(None, {"images": example.numpy()})), reference, "ONNX")
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _export_errors(what: str):
+    """Any exporter or runtime failure as ExportError (one line), ExportError as it is."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as error:  # the exporters raise many types (UserError, RuntimeError, onnx errors, ...)
+        raise ExportError(f"{what} export failed: {first_line(error)}") from error
 
 
 def export_program(model: nn.Module, height: int = 64, width: int = 96) -> torch.export.ExportedProgram:
@@ -135,11 +149,8 @@ def export_program(model: nn.Module, height: int = 64, width: int = 96) -> torch
     """
     wrapper = DenseTuple(copy.deepcopy(model).float().cpu()).eval()
     example = _example(wrapper, height, width, batch=2)
-    try:
-        with torch.no_grad():
-            return torch.export.export(wrapper, (example,), dynamic_shapes=_dynamic_shapes(getattr(model, "cell", 8)))
-    except Exception as error:  # torch.export raises many types (UserError, RuntimeError, ...)
-        raise ExportError(f"torch.export cannot export {type(model).__name__}: {first_line(error)}") from error
+    with torch.no_grad(), _export_errors(f"torch.export of {type(model).__name__}"):
+        return torch.export.export(wrapper, (example,), dynamic_shapes=_dynamic_shapes(getattr(model, "cell", 8)))
 
 
 @contextlib.contextmanager

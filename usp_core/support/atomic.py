@@ -11,6 +11,7 @@ were a writer stalled that long, its ``os.replace`` would fail and the previous 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -18,9 +19,9 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
-__all__ = ["atomic_write", "write_bytes_atomic", "remove_stale_temp_files"]
+__all__ = ["atomic_path", "atomic_write", "write_bytes_atomic", "remove_stale_temp_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,26 +31,38 @@ TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # mkstemp(prefix=".<name>.",
 STALE_AFTER_S = 60.0  # a temporary file unmodified this long belongs to no running writer
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` for writers that take a path (exporters); when the block ends without an
+    exception it is synced and moved over ``path``, otherwise removed, so ``path`` keeps its previous content.
+
+    The parent folder is created when missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    staged = Path(tmp_name)
+    try:
+        yield staged
+        os.chmod(staged, FILE_MODE)
+        with open(staged, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(handle)`` on a temporary file and move it over ``path``; returns the path.
 
     The parent folder is created when missing; the temporary file is removed if ``write`` fails.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with atomic_path(path) as staged, open(staged, "wb") as handle:
+        write(handle)
+    return Path(path)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

@@ -18,6 +18,7 @@ import yaml
 
 from usp_core.geometry.homography import HomographyConfig
 from usp_core.models.layers import ModelConfig
+from usp_core.support.atomic import write_bytes_atomic
 from usp_core.training.data import CropConfig, PhotometricConfig
 from usp_core.training.losses import DistillConfig, LossConfig
 from usp_core.training.superpoint_data import SyntheticConfig
@@ -275,8 +276,5 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
-    """Write ``config`` as YAML (readable back by ``load_config``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    return path
+    """Write ``config`` as YAML (readable back by ``load_config``), atomically."""
+    return write_bytes_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False).encode())

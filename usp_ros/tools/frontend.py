@@ -106,6 +106,8 @@ def parse_args(argv=None) -> Options:
         parser.error(f"model file {args.model_path} does not exist")
     if args.out.suffix.lower() not in VIDEO_SUFFIXES:
         parser.error(f"--out must end in {', '.join(VIDEO_SUFFIXES)}, got {args.out}")
+    if not args.out.resolve().parent.is_dir():
+        parser.error(f"--out: folder {args.out.resolve().parent} does not exist")
     if (args.duration is not None and args.duration <= 0) or (args.frames is not None and args.frames < 1):
         parser.error("--duration and --frames must be positive")
     if args.rate <= 0 or not (args.width == 0 or args.width >= 16) or not (args.height == 0 or args.height >= 16):

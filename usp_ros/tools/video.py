@@ -1,6 +1,11 @@
-"""The front-end's annotated video: BGR frames to .mp4/.avi (cv2.VideoWriter) or .gif (Pillow)."""
+"""The front-end's annotated video: BGR frames to .mp4/.avi (cv2.VideoWriter) or .gif (Pillow).
+
+The frames go to a hidden file beside the video (``.<stem>.partial<suffix>``) that replaces it when closed, so a run
+that dies never leaves a truncated video at its path (an older one stays).
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -20,6 +25,7 @@ class VideoWriter:
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise ValueError(f"a video must end in {', '.join(VIDEO_SUFFIXES)}, got {path}")
         self.path, self.fps = path, fps
+        self._partial = path.with_name(f".{path.stem}.partial{path.suffix}")
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None
         self._gif: list[np.ndarray] = []  # (H/2, W/2, 3) RGB
@@ -33,18 +39,21 @@ class VideoWriter:
             return
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"))
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (bgr.shape[1], bgr.shape[0]))
+            self._writer = cv2.VideoWriter(str(self._partial), fourcc, self.fps, (bgr.shape[1], bgr.shape[0]))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path}")
         self._writer.write(bgr)
         self.frames += 1
 
     def close(self) -> None:
-        """Finish the file (a GIF is written only now)."""
+        """Finish the file (a GIF is written only now) and move it to ``path``; nothing when no frame came."""
         if self._writer is not None:
             self._writer.release()
         if self._gif:
             from PIL import Image  # Pillow comes with matplotlib; only GIFs need it
 
             first, *rest = (Image.fromarray(frame) for frame in self._gif)
-            first.save(self.path, save_all=True, append_images=rest, duration=int(1000 / self.fps), loop=0)
+            first.save(self._partial, format="GIF", save_all=True, append_images=rest, duration=int(1000 / self.fps),
+                       loop=0)
+        if self._partial.exists():
+            os.replace(self._partial, self.path)

@@ -98,3 +98,22 @@ def test_onnx_without_exporter_packages_is_a_clear_error(checkpoint: Path, tmp_p
     with pytest.raises(ExportError, match="needs the onnxscript package"):
         export_onnx(model, tmp_path / "m.onnx", height=48, width=64)
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("export", [export_torchscript, export_onnx])
+def test_a_failed_export_leaves_the_previous_file_and_no_partial_one(checkpoint: Path, tmp_path: Path, export,
+                                                                      monkeypatch):
+    if export is export_onnx:
+        pytest.importorskip("onnxscript")
+    from usp_core.inference import export as export_module
+
+    model = load_network(checkpoint)
+    path = tmp_path / "m.out"
+    path.write_bytes(b"the good export")
+    monkeypatch.setattr(export_module, "check_outputs", lambda *args: 1 / 0)  # the check fails after the write
+    with pytest.raises(ExportError, match="export failed: division by zero"):
+        export(model, path, height=48, width=64)
+    assert path.read_bytes() == b"the good export" and [p.name for p in tmp_path.iterdir()] == ["m.out"]
+    monkeypatch.undo()
+    export(model, path, height=48, width=64)
+    assert path.stat().st_size > 1000

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from usp_core.inference.backends.base import require
-from usp_core.inference.export import ExportError, export_onnx
+from usp_core.inference.export import export_onnx
 from usp_core.inference.graph_cache import GraphCache, describe_graph
-from usp_core.support.errors import first_line
 
 __all__ = ["OnnxRuntimeRunner"]
 
@@ -33,7 +32,7 @@ class OnnxRuntimeRunner:
         versions = f"{ort.__version__} (onnx {onnx.__version__}, onnxscript {onnxscript.__version__})"
         description = describe_graph(model, "onnxruntime", versions, runner=OnnxRuntimeRunner,
                                      inputs="images (batch, C, height, width), all but C dynamic", precision="f32")
-        files = cache.get_or_build(description, (FILE,), lambda: {FILE: _export(model, onnx)})
+        files = cache.get_or_build(description, (FILE,), lambda: {FILE: _export(model)})
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
@@ -45,16 +44,10 @@ class OnnxRuntimeRunner:
         return tuple(self._session.run(None, {"images": array}))
 
 
-def _export(model: nn.Module, onnx) -> bytes:
+def _export(model: nn.Module) -> bytes:
     """One self-contained ONNX file (weights inside) of ``model``, checked against it by export_onnx.
 
     Raises ExportError (one line) when the exporter fails.
     """
     with tempfile.TemporaryDirectory(prefix="usp_onnx_") as folder:
-        try:
-            path = export_onnx(model, Path(folder) / FILE, height=64, width=96)
-        except ExportError:
-            raise
-        except Exception as error:  # the exporter raises many types
-            raise ExportError(f"ONNX export failed: {first_line(error)}") from error
-        return onnx.load(str(path)).SerializeToString()
+        return export_onnx(model, Path(folder) / FILE, height=64, width=96).read_bytes()
