@@ -132,6 +132,19 @@ def test_source_stops_at_the_end_without_loop(spawn, wait, tmp_path):
     assert "end of folder" in (tmp_path / "source.log").read_text()
 
 
+def test_a_looping_folder_that_vanishes_ends_the_source_with_one_error(spawn, wait, tmp_path):
+    folder = write_folder(tmp_path / "images", 2)
+    child = spawn("-m", "usp_ros.nodes.image_source", "--ros-args", "-p", "source:=folder", "-p", f"path:={folder}",
+                  "-p", "rate:=20.0", name="source")
+    assert wait(lambda: "publishing folder" in (tmp_path / "source.log").read_text(), timeout=30)
+    for image in folder.iterdir():
+        image.unlink()
+    assert wait(lambda: child.poll() is not None, timeout=30)
+    errors = [line for line in (tmp_path / "source.log").read_text().splitlines() if "ERROR" in line]
+    assert child.returncode == 1 and len(errors) == 1, errors
+    assert "holds no images" in errors[0] and "end of folder" in errors[0]
+
+
 def test_bad_source_fails_start_up_with_one_line(spawn, wait, tmp_path):
     child = spawn("-m", "usp_ros.nodes.image_source", "--ros-args", "-p", "source:=video",
                   "-p", f"path:={tmp_path / 'absent.mp4'}", name="source")

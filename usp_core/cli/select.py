@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     paths = snapshots(args.run)
     device = str(resolve_device(args.device))
     folders = [Path(item) for item in args.data.split(",") if item]
+    if not folders:
+        raise UsageError("--data names no folder")
     sets = {folder.name: [list(load_sequence(s, size)) for s in find_sequences(folder)] for folder in folders}
     results = {}
     for path in paths:

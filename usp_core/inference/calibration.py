@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey, resize_image
@@ -55,7 +56,8 @@ class CalibrationSet:
 
 def calibration_set(calibration_dir: str | Path | None, count: int = CALIBRATION_PHOTOS) -> CalibrationSet:
     """Up to ``count`` photos of ``calibration_dir`` (else $USP_ROS_CALIBRATION_DIR), spread evenly over the sorted
-    list of its image files (recursive). CalibrationError when neither names a folder, or it holds no photos."""
+    list of its image files (recursive). CalibrationError when neither names a folder, it holds no photos, or a
+    chosen photo does not decode (found here, not at every frame that needs the int8 graph)."""
     folder = _named_folder(calibration_dir)
     if not folder:
         raise CalibrationError(f"precision int8 needs calibration photos: set calibration_dir (or ${CALIBRATION_ENV}) "
@@ -70,6 +72,8 @@ def calibration_set(calibration_dir: str | Path | None, count: int = CALIBRATION
     digest = hashlib.sha256()
     for path in (files[index] for index in picks):
         data = path.read_bytes()
+        if not data or cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) is None:
+            raise CalibrationError(f"calibration photo {path} cannot be decoded")
         digest.update(f"{path.relative_to(root)}|{len(data)}|".encode())
         digest.update(data)
     return CalibrationSet(tuple(files[index] for index in picks), digest.hexdigest())

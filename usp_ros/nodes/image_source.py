@@ -28,7 +28,7 @@ from sensor_msgs.msg import Image
 from usp_core.geometry.match_result import MatchResult
 from usp_core.support.image_files import IMAGE_EXTENSIONS
 from usp_core.synthetic.virtual_camera import VirtualCamera, VirtualCameraConfig
-from usp_ros.bridge.images import ENCODINGS, numpy_to_image
+from usp_ros.bridge.images import ENCODINGS, ConversionError, numpy_to_image
 from usp_ros.bridge.messages import frame_match_to_msg
 from usp_ros.msg import FrameMatch
 from usp_ros.support.parameters import NodeParameters, ParameterSpec
@@ -232,17 +232,27 @@ class ImageSourceNode(Node):
                            if values["source"] == "virtual" else None)
         self._previous_stamp = None
         self._warned_size = False
-        self.create_timer(1.0 / values["rate"], self._publish_next)
+        self._timer = self.create_timer(1.0 / values["rate"], self._publish_next)
         self.get_logger().info(f"publishing {describe_source(self._spec)} on {self._image_pub.topic_name} at "
                                f"{values['rate']} Hz as {values['encoding']}")
 
     def _publish_next(self) -> None:
-        frame = self._next_frame()
+        try:
+            frame = self._next_frame()
+        except ValueError as error:  # looping, the source could not be opened again (folder emptied, video moved)
+            self.get_logger().error(f"{error}: end of {describe_source(self._spec)}")
+            self._timer.cancel()
+            self.finished.set_result(False)
+            return
         if frame is None:
             return
         image, homography = frame
         now = self.get_clock().now().to_msg()
-        msg = numpy_to_image(bgr_to_encoding(self._resize(image), self._values["encoding"]))
+        try:
+            msg = numpy_to_image(bgr_to_encoding(self._resize(image), self._values["encoding"]))
+        except ConversionError as error:  # a frame no Image can carry (a side over its limit): skipped
+            self.get_logger().warning(f"frame skipped: {error}", throttle_duration_sec=5.0)
+            return
         msg.header.stamp, msg.header.frame_id = now, self._values["frame_id"]
         self._warn_if_large(len(msg.data))
         self._image_pub.publish(msg)

@@ -31,7 +31,8 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None, *, name: s
         done: Callable[[Node], Future] | None = None) -> int:
     """Run the node ``make_node()`` builds until shutdown (or ``done(node)`` completes); the process exit status.
 
-    name: the logger of the fatal line when the node cannot be built (its node name).
+    name: the logger of the fatal line when the node cannot be built (its node name). A ``done`` future that
+    completes with False (a source lost mid-run) gives 1, as a start that fails.
     """
     try:
         with rclpy.init(args=args):
@@ -44,7 +45,10 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None, *, name: s
                 if done is None:
                     rclpy.spin(node)
                 else:
-                    rclpy.spin_until_future_complete(node, done(node))
+                    finished = done(node)
+                    rclpy.spin_until_future_complete(node, finished)
+                    if finished.done() and finished.result() is False:
+                        return 1  # the node ended on an error it has logged
             finally:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):

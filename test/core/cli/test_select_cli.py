@@ -48,3 +48,6 @@ def test_bad_input_is_one_line(tmp_path, one_error_line):
     one_error_line("usp-select", "no snapshots")
     assert main([str(tmp_path / "empty_run"), "--data", str(tmp_path), "--resolution", "240by320"]) == 2
     one_error_line("usp-select", "bad resolution '240by320'")
+    (tmp_path / "step_000001.pt").write_bytes(b"")
+    assert main([str(tmp_path / "step_000001.pt"), "--data", ","]) == 2
+    one_error_line("usp-select", "--data names no folder")

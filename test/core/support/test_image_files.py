@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from usp_core.inference.calibration import calibration_set
+from usp_core.inference.calibration import CalibrationError, calibration_set
 from usp_core.support.image_files import read_grey, resize_image
 
 
@@ -36,3 +36,13 @@ def test_calibration_photos_are_resized_as_the_detector_resizes(tmp_path, size):
     (image,) = calibration_set(tmp_path).images(*size)
     assert image.shape == (1, 1, *size) and image.dtype == np.float32
     assert np.array_equal(image[0, 0], resize_image(photo, size).astype(np.float32) / 255.0)
+
+
+def test_a_calibration_photo_that_does_not_decode_is_refused_when_the_set_is_chosen(tmp_path):
+    _photo(tmp_path / "a.png")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    with pytest.raises(CalibrationError, match=r"calibration photo .*b\.jpg cannot be decoded"):
+        calibration_set(tmp_path)
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(CalibrationError, match=r"b\.jpg cannot be decoded"):
+        calibration_set(tmp_path)
