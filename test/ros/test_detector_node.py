@@ -2,8 +2,6 @@
 runtime parameters, diagnostics, start-up failures; and its image -> Features path (usp_ros.support.detection)
 in-process. A small random-initialised model keeps it fast."""
 import itertools
-import re
-import time
 
 import cv2
 import numpy as np
@@ -366,14 +364,21 @@ def test_int8_without_calibration_photos_fails_start_up_with_one_line(spawn, wai
 
 
 BF16 = pytest.mark.skipif("bf16" not in cpu_precisions(), reason="this CPU does not run bf16 natively")
+INT8 = pytest.mark.skipif("int8" not in cpu_precisions(), reason="this CPU does not run int8 natively")
 
 
 @pytest.mark.parametrize("parameters, backend, precision", [
     (("backend:=torch",), "torch", "fp32"),
     pytest.param(("backend:=openvino", "precision:=bf16"), "openvino", "bf16", marks=BF16),
+    pytest.param(("backend:=openvino", "precision:=int8"), "openvino", "int8", marks=INT8),
 ])
 def test_backend_and_precision_are_logged_at_start_and_in_diagnostics(parameters, backend, precision, ros_node,
                                                                       spawn, wait, tiny_model, tmp_path):
+    if precision == "int8":  # calibration photos: a few test pictures
+        (tmp_path / "calibration").mkdir()
+        for seed in range(4):
+            cv2.imwrite(str(tmp_path / "calibration" / f"{seed}.png"), textured(240, 320, seed=seed))
+        parameters = (*parameters, f"calibration_dir:={tmp_path / 'calibration'}")
     detector = Detector(ros_node, spawn, wait, tiny_model, *parameters)
     header = detector.header()
     check_features(detector.send(numpy_to_image(textured(240, 320), "mono8", header)), header, 320, 240)
@@ -436,13 +441,8 @@ def test_non_finite_rows_are_dropped_and_counted(tiny_model, monkeypatch):
     assert detection.features.finite_rows().all()
 
 
-def peak_rss_gib(process) -> float:
-    """The peak resident memory (VmHWM) of a running child process, in GiB."""
-    status = open(f"/proc/{process.pid}/status").read()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 2**20
-
-
-def test_an_8000x6000_jpeg_is_decoded_reduced_and_bounded(ros_node, spawn, wait, tiny_model):
+def test_an_8000x6000_jpeg_is_answered_in_source_pixels_and_the_next_frame_too(ros_node, spawn, wait, tiny_model):
+    """Over DDS; that such a JPEG is decoded reduced (its memory bounded) is checked in-process above."""
     detector = Detector(ros_node, spawn, wait, tiny_model, "input_transport:=compressed")
     header = detector.header()
     check_features(detector.send(numpy_to_compressed(textured(480, 640), "jpeg", header), topic="image/compressed"),
@@ -450,18 +450,12 @@ def test_an_8000x6000_jpeg_is_decoded_reduced_and_bounded(ros_node, spawn, wait,
     big = cv2.resize(cv2.cvtColor(textured(600, 800), cv2.COLOR_GRAY2BGR), (8000, 6000),
                      interpolation=cv2.INTER_NEAREST)
     header = detector.header()
-    start = time.monotonic()
-    check_features(detector.send(numpy_to_compressed(big, "jpeg", header), topic="image/compressed", timeout=60),
-                   header, 8000, 6000)
-    big_s, start = time.monotonic() - start, time.monotonic()
+    arrays = check_features(detector.send(numpy_to_compressed(big, "jpeg", header), topic="image/compressed",
+                                          timeout=60), header, 8000, 6000)
+    assert arrays.keypoints[:, 0].max() > 7000, "keypoints are mapped back to the 8000x6000 input"
     header = detector.header()
     check_features(detector.send(numpy_to_compressed(textured(480, 640, seed=1), "jpeg", header),
                                  topic="image/compressed"), header, 640, 480)
-    answered_s = time.monotonic() - start
-    peak = peak_rss_gib(detector.process)
-    print(f"8000x6000 JPEG answered in {big_s:.1f} s, the next 640x480 frame in {answered_s:.1f} s, "
-          f"peak RSS {peak:.2f} GiB")
-    assert answered_s < 20 and peak < 3.0
 
 
 def test_a_4000x3000_raw_frame_runs_at_max_inference_side_and_larger_ones_are_skipped(ros_node, spawn, wait,
@@ -469,15 +463,10 @@ def test_a_4000x3000_raw_frame_runs_at_max_inference_side_and_larger_ones_are_sk
     detector = Detector(ros_node, spawn, wait, tiny_model, "max_keypoints:=100000")
     large = cv2.resize(textured(750, 1000), (4000, 3000), interpolation=cv2.INTER_NEAREST)
     header = detector.header()
-    start = time.monotonic()
     arrays = check_features(detector.send(numpy_to_image(cv2.cvtColor(large, cv2.COLOR_GRAY2BGR), "bgr8", header),
                                           timeout=60), header, 4000, 3000, max_keypoints=100000)
-    answered_s = time.monotonic() - start
-    peak = peak_rss_gib(detector.process)
-    print(f"4000x3000 bgr8: answered in {answered_s:.1f} s, peak RSS {peak:.2f} GiB")
     assert len(arrays.keypoints) <= 160 * 120, "the network ran at 1280x960: at most one keypoint per 8x8 cell"
     assert arrays.keypoints[:, 0].max() > 3600, "keypoints are mapped back to the 4000x3000 input"
-    assert peak < 3.0
 
     # A copy of the large frame that send() left queued behind the one in hand would be taken after the limit drops
     # and count as oversized too (under load it did: 2): a small frame answered after the copies leaves none.

@@ -277,9 +277,8 @@ def test_checkpoints_that_do_not_fit_raise_checkpoint_error(tmp_path):
         KeypointDetector.from_pretrained(tmp_path / "unknown.pt")
 
 
-def test_missing_bundled_weights_raise_checkpoint_error():
-    if BUNDLED_WEIGHTS.is_file():
-        pytest.skip("bundled weights are present")
+def test_missing_bundled_weights_raise_checkpoint_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("usp_core.inference.weights.BUNDLED_WEIGHTS", tmp_path / "unsuperpoint.pt")
     with pytest.raises(CheckpointError, match="no bundled weights"):
         KeypointDetector.from_pretrained(None)
     with pytest.raises(CheckpointError, match="no such file"):

