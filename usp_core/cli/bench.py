@@ -221,12 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precisions", type=_precisions, default=["fp32", "auto"],
                         help=f"comma-separated, from {','.join(PRECISIONS)} (default fp32,auto)")
     parser.add_argument("--calibration", type=Path, default=None, help="precision int8: folder of calibration photos")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=_at_least(0), default=0,
                         help="CPU threads of every backend (default 0: each runtime's default, one per core)")
-    parser.add_argument("--iterations", type=int, default=3, help="timed passes over the images (default 3)")
-    parser.add_argument("--train-steps", type=int, default=2, help="timed CPU training steps (default 2; x10 on CUDA)")
-    parser.add_argument("--batch-size", type=int, default=4, help="CPU training batch (default 4; 16 on CUDA)")
+    parser.add_argument("--iterations", type=_at_least(1), default=3, help="timed passes over the images (default 3)")
+    parser.add_argument("--train-steps", type=_at_least(1), default=2,
+                        help="timed CPU training steps (default 2; x10 on CUDA)")
+    parser.add_argument("--batch-size", type=_at_least(1), default=4, help="CPU training batch (default 4; 16 on CUDA)")
     return parser
+
+
+def _at_least(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
+        return value
+    return parse
 
 
 def _precisions(text: str) -> list[str]:

@@ -91,6 +91,19 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def parse_folders(text: str) -> list[Path]:
+    """'a/oxford,b/hpatches' -> [Path('a/oxford'), Path('b/hpatches')]: evaluation sets, reported by their folder
+    names, so UsageError when none is given or two share a name."""
+    folders = [Path(item) for item in text.split(",") if item.strip()]
+    names = [folder.name for folder in folders]
+    if not folders:
+        raise UsageError("--data names no folder")
+    if len(set(names)) < len(names):
+        raise UsageError(f"--data: two folders named {next(n for n in names if names.count(n) > 1)!r}; the sets are "
+                         "reported by folder name")
+    return folders
+
+
 def parse_methods(text: str) -> list[str]:
     """'usp, orb' -> ['usp', 'orb'] (order kept, duplicates dropped); raises UsageError on unknown names."""
     names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))

@@ -20,6 +20,7 @@ import platform
 import sys
 from pathlib import Path
 
+from usp_core.cli.eval import UsageError, parse_folders
 from usp_core.cli.train import OneLineParser
 from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
 from usp_core.evaluation.gate import SETTINGS, TOLERANCES, figures, gate_record, passes
@@ -84,7 +85,7 @@ def _line(table: str, precision: str, row: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     weights = resolve_weights(args.weights)
     precisions = args.precisions or [name for name in cpu_precisions() if name != "fp32"]
-    folders = [Path(item) for item in args.data.split(",") if item]
+    folders = parse_folders(args.data)
     model = load_network(weights)  # a missing or broken checkpoint fails here, before any measuring
     tables = measure(weights, folders, precisions, args.calibration)
     about = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
-    except (CheckpointError, DatasetError, MethodError, FileNotFoundError, OSError, ValueError) as error:
+    except (CheckpointError, DatasetError, MethodError, UsageError, FileNotFoundError, OSError, ValueError) as error:
         print(f"usp-gate: error: {first_line(error)}", file=sys.stderr)
         return 2
 

@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from usp_core.cli.eval import UsageError, parse_resolution
+from usp_core.cli.eval import UsageError, parse_folders, parse_resolution
 from usp_core.cli.train import OneLineParser
 from usp_core.evaluation.dataset import DatasetError, find_sequences, load_sequence
 from usp_core.evaluation.methods import MethodError, build_method
@@ -81,9 +81,7 @@ def run(args: argparse.Namespace) -> int:
     size = parse_resolution(args.resolution)
     paths = snapshots(args.run)
     device = str(resolve_device(args.device))
-    folders = [Path(item) for item in args.data.split(",") if item]
-    if not folders:
-        raise UsageError("--data names no folder")
+    folders = parse_folders(args.data)
     sets = {folder.name: [list(load_sequence(s, size)) for s in find_sequences(folder)] for folder in folders}
     results = {}
     for path in paths:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -68,9 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--campaign", type=Path, help="a training campaign's checkpoint, continued across "
                         "sessions: resumed from when it exists (then --init is not used), and rewritten in compact "
                         "form (fp16 weights, bf16 optimizer state) with every last.pt")
-    parser.add_argument("--time-limit", type=float, help="stop after this many seconds, saving last.pt "
+    parser.add_argument("--time-limit", type=positive_seconds, help="stop after this many seconds, saving last.pt "
                         "(for chunked runs; resume later with --resume)")
     return parser
+
+
+def positive_seconds(text: str) -> float:
+    """--time-limit: a finite number of seconds above 0."""
+    seconds = float(text)
+    if not 0.0 < seconds < math.inf:
+        raise ValueError(text)
+    return seconds
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """ConfigError for an --out that is not a folder, or a --campaign that is not a regular file where one exists
+    (a folder, a dangling link: the run would start afresh and then replace it)."""
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} exists and is not a folder")
+    if args.campaign is not None and os.path.lexists(args.campaign) and not args.campaign.is_file():
+        raise ConfigError(f"--campaign {args.campaign} exists but is not a readable file (a folder or a broken link)")
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -92,6 +111,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 def _prepare(args: argparse.Namespace) -> Trainer:
     """Config, device, data and resume state; every input error surfaces here, before training."""
+    _check_paths(args)
     config = _config(args)
     if config.reads_photos and not config.data_dir:
         raise ConfigError("no training data: pass --data DIR or set data_dir in the config")
@@ -143,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usp-train: interrupted at step {trainer.step}; {args.out / 'last.pt'} holds the last saved step",
               file=sys.stderr)
         return 130
+    except OSError as error:  # a photo folder gone, a full disk
+        print(f"usp-train: error at step {trainer.step}: {first_line(error)}; {args.out / 'last.pt'} holds the last "
+              "saved step", file=sys.stderr)
+        return 1
     finally:
         cleanup_distributed()
         if handler is not None:

@@ -52,7 +52,11 @@ class PoseSequence:
 def _numbers(path: Path, columns: int) -> np.ndarray:
     """The rows (L, columns) of a whitespace-separated text file, ``#`` lines skipped; PoseDataError otherwise."""
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise PoseDataError(f"{path}: not UTF-8 text") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -61,6 +65,8 @@ def _numbers(path: Path, columns: int) -> np.ndarray:
             raise PoseDataError(f"{path}:{number}: not numbers") from None
         if len(values) != columns:
             raise PoseDataError(f"{path}:{number}: {len(values)} values, expected {columns}")
+        if not np.isfinite(values).all():
+            raise PoseDataError(f"{path}:{number}: NaN or inf")
         rows.append(values)
     return np.array(rows, np.float64).reshape(-1, columns)
 
@@ -77,6 +83,8 @@ def _tum_poses(path: Path, frames: list[Path]) -> np.ndarray:
         nearest = int(np.argmin(np.abs(table[:, 0] - stamp))) if len(table) else -1
         if nearest < 0 or abs(table[nearest, 0] - stamp) > MAX_STAMP_GAP_S:
             raise PoseDataError(f"{frame.name}: no ground truth within {MAX_STAMP_GAP_S} s in {path}")
+        if np.linalg.norm(table[nearest, 4:8]) < 1e-6:
+            raise PoseDataError(f"{path}: the line of {frame.name} has a zero quaternion")
         pose = np.eye(4)
         pose[:3, :3] = quaternion_to_rotation(*table[nearest, 4:8])
         pose[:3, 3] = table[nearest, 1:4]
@@ -91,6 +99,10 @@ def _kitti_poses(path: Path, frames: list[Path]) -> np.ndarray:
         raise PoseDataError(f"{path} has {len(table)} poses for {len(frames)} frames")
     poses = np.tile(np.eye(4), (len(frames), 1, 1))
     poses[:, :3, :] = table[:len(frames)].reshape(-1, 3, 4)
+    bad = np.flatnonzero(np.abs(np.linalg.det(poses[:, :3, :3]) - 1.0) > 1e-3)
+    if len(bad):
+        determinant = np.linalg.det(poses[bad[0], :3, :3])
+        raise PoseDataError(f"{path}: pose {bad[0] + 1} is not a rotation (determinant {determinant:.3g})")
     return poses
 
 

@@ -164,6 +164,8 @@ def load_camera_yaml(path: str | Path) -> CameraModel:
         data = yaml.safe_load(path.read_text())
     except OSError as error:
         raise CameraError(f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise CameraError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as error:
         raise CameraError(f"{path}: not YAML ({str(error).splitlines()[0]})") from None
     try:

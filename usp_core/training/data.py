@@ -85,8 +85,15 @@ class ImageFolder:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        """The image at ``index``, (H, W) uint8 grey."""
-        return read_grey(self.paths[index])
+        """The image at ``index``, (H, W) uint8 grey; a photo that became unreadable after the scan (replaced or cut
+        while a run reads the folder) is logged and the next readable one taken, so a run goes on."""
+        for offset in range(len(self.paths)):
+            path = self.paths[(index + offset) % len(self.paths)]
+            try:
+                return read_grey(path)
+            except OSError:
+                logger.warning("skipping unreadable image %s", path)
+        raise OSError(f"no readable images left under {self.root}")
 
     def split(self, val_fraction: float, seed: int) -> tuple["ImageFolder", "ImageFolder"]:
         """Split into (train, validation) folders by a seeded shuffle.

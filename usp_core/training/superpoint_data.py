@@ -115,7 +115,7 @@ class LabelledPairDataset(Dataset):
     """(image_a, image_b (1, H, W), H_ab (3, 3), labels_a, labels_b (H/8, W/8) int64, valid_b (H/8, W/8) bool).
 
     The pairs of :class:`usp_core.training.data.HomographyPairDataset`; labels from ``labels_dir`` (see
-    :func:`label_path`). Every photo must have its label file: checked at construction.
+    :func:`label_path`). Every photo must have a readable label file: checked at construction.
     """
 
     def __init__(self, images: ImageFolder, labels_dir: str | Path, image_size: tuple[int, int],
@@ -126,6 +126,8 @@ class LabelledPairDataset(Dataset):
         if missing:
             raise LabelError(f"{len(missing)} of {len(self.labels)} photos have no labels under {labels_dir} "
                              f"(first: {missing[0]}); run usp-label first")
+        for path in self.labels:  # a truncated or empty file (a partial copy) fails here, not mid-run
+            read_labels(path)
         self.seed = seed
 
     def __len__(self) -> int:

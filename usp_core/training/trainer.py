@@ -479,7 +479,10 @@ class Trainer:
         target = min(self.config.steps, max_steps) if max_steps is not None else self.config.steps
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            for folder in (self.out_dir, self.out_dir / "snapshots"):  # what killed runs' checkpoint writes left
+            folders = [self.out_dir, self.out_dir / "snapshots"]  # what killed runs' checkpoint writes left
+            if self.campaign_path is not None:
+                folders.append(Path(self.campaign_path).parent)
+            for folder in folders:
                 remove_stale_temp_files(folder)
             save_config(self.config, self.out_dir / "config.yaml")
         writer = self._summary_writer()

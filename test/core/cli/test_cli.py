@@ -88,7 +88,7 @@ def test_a_campaign_starts_from_init_then_resumes_from_its_compact_file_every_se
     campaign = tmp_path / "campaign" / "v3.pt"
     first = tmp_path / "session1"
     assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--out", str(first), "--device", "cpu",
-                       "--campaign", str(campaign), "--steps", "6", "--time-limit", "0"]) == 0  # stops after one step
+                       "--campaign", str(campaign), "--steps", "6", "--time-limit", "1e-9"]) == 0  # one step
     compact = torch.load(campaign, weights_only=True)
     full = torch.load(first / "last.pt", weights_only=True)
     assert compact["step"] == full["step"] == 1
@@ -134,6 +134,21 @@ def test_train_input_errors_are_one_line(photos: Path, tiny_yaml: Path, tmp_path
         train.main(["--data", str(photos)])
     assert info.value.code == 2
     one_error_line("usp-train", "--out")
+
+    for limit in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit) as info:
+            train.main(["--config", str(tiny_yaml), "--data", str(photos), "--time-limit", limit] + out)
+        assert info.value.code == 2
+        one_error_line("usp-train", "--time-limit")
+
+    (tmp_path / "a_file").write_text("")
+    assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--out", str(tmp_path / "a_file")]) == 2
+    one_error_line("usp-train", "exists and is not a folder")
+    (tmp_path / "campaign.pt").symlink_to(tmp_path / "absent.pt")  # a dangling link: its content not fetched
+    assert train.main(["--config", str(tiny_yaml), "--data", str(photos), "--campaign", str(tmp_path / "campaign.pt")]
+                      + out) == 2
+    one_error_line("usp-train", "is not a readable file")
+    assert (tmp_path / "campaign.pt").is_symlink(), "the campaign's link is left as it was"
 
 
 def test_train_set_overrides_config_entries_or_fails_in_one_line(photos: Path, tiny_yaml: Path, tmp_path: Path,
@@ -216,3 +231,8 @@ def test_bench_table_and_image_fallback(tmp_path: Path, one_error_line):
     assert "generated" in source and images[0].shape == (480, 640) and images[0].std() > 20
     assert bench.main(["--images", str(tmp_path / "absent")]) == 2
     one_error_line("usp-bench", "does not exist")
+    for option, value in (("--iterations", "0"), ("--batch-size", "0"), ("--train-steps", "-1"), ("--threads", "-2")):
+        with pytest.raises(SystemExit) as info:
+            bench.main([option, value])
+        assert info.value.code == 2
+        one_error_line("usp-bench", option)

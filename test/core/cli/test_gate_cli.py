@@ -47,3 +47,5 @@ def test_bad_input_is_one_line(tmp_path, one_error_line):
     one_error_line("usp-gate", "precisions must be from bf16,int8")
     assert main([str(tmp_path / "missing.pt"), "--data", str(tmp_path), "--precisions", "bf16"]) == 2
     one_error_line("usp-gate", "missing.pt")
+    assert main(["unsuperpoint", "--data", ",", "--precisions", "int8"]) == 2
+    one_error_line("usp-gate", "--data names no folder")

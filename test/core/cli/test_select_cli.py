@@ -51,3 +51,5 @@ def test_bad_input_is_one_line(tmp_path, one_error_line):
     (tmp_path / "step_000001.pt").write_bytes(b"")
     assert main([str(tmp_path / "step_000001.pt"), "--data", ","]) == 2
     one_error_line("usp-select", "--data names no folder")
+    assert main([str(tmp_path / "step_000001.pt"), "--data", f"{tmp_path / 'a' / 'eval'},{tmp_path / 'b' / 'eval'}"]) == 2
+    one_error_line("usp-select", "two folders named 'eval'")

@@ -50,6 +50,13 @@ def test_tum_frames_take_the_nearest_ground_truth_line(tmp_path):
     (folder / "groundtruth.txt").write_text("\n".join(lines[:2]) + "\n")
     with pytest.raises(PoseDataError, match="no ground truth within"):
         load_pose_sequence(folder)
+    for bad, problem in (("100.004 1 0 0 0 0 0 0", "zero quaternion"), ("100.004 1 0 0 nan 0 0 1", "NaN or inf")):
+        (folder / "groundtruth.txt").write_text("\n".join([*lines[:2], bad, lines[3], lines[4]]) + "\n")
+        with pytest.raises(PoseDataError, match=problem):
+            load_pose_sequence(folder)
+    (folder / "groundtruth.txt").write_bytes("# ground truth\n".encode("utf-16"))
+    with pytest.raises(PoseDataError, match="not UTF-8"):
+        load_pose_sequence(folder)
 
 
 def test_kitti_lines_are_frames_in_order(tmp_path):
@@ -61,6 +68,9 @@ def test_kitti_lines_are_frames_in_order(tmp_path):
     np.testing.assert_allclose(sequence.poses[1], pose([0, 0.1, 0], [0, 0, 1]))
     (folder / "poses.txt").write_text("1 2 3\n")
     with pytest.raises(PoseDataError, match="3 values, expected 12"):
+        load_pose_sequence(folder)
+    (folder / "poses.txt").write_text("\n".join(["0 " * 12, *(" ".join(map(str, r)) for r in rows[1:])]) + "\n")
+    with pytest.raises(PoseDataError, match="pose 1 is not a rotation"):
         load_pose_sequence(folder)
 
 

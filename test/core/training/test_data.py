@@ -61,6 +61,15 @@ def test_unreadable_files_are_skipped_with_one_warning_each(photo_folder: Path, 
     assert any("broken.jpg" in w for w in warnings) and any("empty.png" in w for w in warnings)
 
 
+def test_a_photo_damaged_during_a_run_is_skipped_for_the_next(photo_folder: Path, caplog):
+    folder = ImageFolder(photo_folder)
+    (photo_folder / "small.png").write_bytes(b"cut short")
+    with caplog.at_level(logging.WARNING, logger="usp_core.training.data"):
+        image = folder[1]
+    np.testing.assert_array_equal(image, folder[2])  # sub/b.JPG, the next photo
+    assert [r.getMessage() for r in caplog.records if "small.png" in r.getMessage()]
+
+
 def test_empty_folder_is_a_clear_error(tmp_path: Path):
     (tmp_path / "empty" / "nested").mkdir(parents=True)
     (tmp_path / "empty" / "readme.txt").write_text("x")

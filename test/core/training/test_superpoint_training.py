@@ -1,5 +1,6 @@
 """MagicPoint and SuperPoint through the trainer: their datasets' labels, the loss falling, resume, one-line errors."""
 import dataclasses
+import shutil
 
 import cv2
 import numpy as np
@@ -89,9 +90,15 @@ def test_labelled_pairs_carry_the_photo_points_into_both_views(labelled):
 
 
 def test_a_photo_without_labels_is_refused_at_once(labelled, tmp_path):
-    photos, _ = labelled
+    photos, labels = labelled
     with pytest.raises(LabelError, match="have no labels.*run usp-label"):
         LabelledPairDataset(ImageFolder(photos), tmp_path, (48, 64), HomographyConfig(), QUIET, 0, CropConfig())
+    cut = tmp_path / "cut"  # a partial copy: one label file truncated
+    shutil.copytree(labels, cut)
+    damaged = label_path(cut, photos, photos / "2.png")
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    with pytest.raises(LabelError, match=f"cannot read labels {damaged}"):
+        LabelledPairDataset(ImageFolder(photos), cut, (48, 64), HomographyConfig(), QUIET, 0, CropConfig())
 
 
 def test_magicpoint_loss_falls_and_its_checkpoint_is_a_superpoint(tmp_path):
