@@ -233,10 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _at_least(minimum: int):
     """An argparse type: a whole number of at least ``minimum``."""
     def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
-        return value
+        if not text.strip().lstrip("-").isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, got {text!r}")
+        return int(text)
     return parse
 
 

@@ -94,7 +94,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
 def parse_folders(text: str) -> list[Path]:
     """'a/oxford,b/hpatches' -> [Path('a/oxford'), Path('b/hpatches')]: evaluation sets, reported by their folder
     names, so UsageError when none is given or two share a name."""
-    folders = [Path(item) for item in text.split(",") if item.strip()]
+    folders = [Path(item.strip()) for item in text.split(",") if item.strip()]
     names = [folder.name for folder in folders]
     if not folders:
         raise UsageError("--data names no folder")

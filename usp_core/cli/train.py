@@ -77,9 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def positive_seconds(text: str) -> float:
     """--time-limit: a finite number of seconds above 0."""
-    seconds = float(text)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
     if not 0.0 < seconds < math.inf:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
     return seconds
 
 
@@ -136,6 +139,13 @@ def _prepare(args: argparse.Namespace) -> Trainer:
     return trainer
 
 
+def _reason(error: BaseException) -> str:
+    """One line: the error's, or for an error re-raised from a DataLoader worker ("Caught OSError in DataLoader
+    worker process 0." and the worker's traceback) the worker's own last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 1 and lines[0].startswith("Caught ") else first_line(error)
+
+
 def _log_to_file(path: Path) -> logging.Handler:
     """Also write every log record to ``path`` (appending, so resumed chunks share one file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except OSError as error:  # a photo folder gone, a full disk
-        print(f"usp-train: error at step {trainer.step}: {first_line(error)}; {args.out / 'last.pt'} holds the last "
-              "saved step", file=sys.stderr)
+        saved = (f"{args.out / 'last.pt'} holds the last saved step" if (args.out / "last.pt").is_file()
+                 else "no checkpoint was saved")
+        print(f"usp-train: error at step {trainer.step}: {_reason(error)}; {saved}", file=sys.stderr)
         return 1
     finally:
         cleanup_distributed()

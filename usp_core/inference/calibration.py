@@ -72,7 +72,7 @@ def calibration_set(calibration_dir: str | Path | None, count: int = CALIBRATION
     digest = hashlib.sha256()
     for path in (files[index] for index in picks):
         data = path.read_bytes()
-        if not data or cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) is None:
+        if not data or cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
             raise CalibrationError(f"calibration photo {path} cannot be decoded")
         digest.update(f"{path.relative_to(root)}|{len(data)}|".encode())
         digest.update(data)

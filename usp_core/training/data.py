@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from usp_core.geometry.homography import HomographyConfig, sample_homography, scaling_matrix, warp_image
+from usp_core.support.errors import first_line
 from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+READ_ATTEMPTS = 8  # samples tried in turn when photos became unreadable during a run
 
 def _is_readable(path: Path) -> bool:
     """True when OpenCV decodes ``path`` (checked at 1/8 scale: cheap for JPEG)."""
@@ -85,15 +88,8 @@ class ImageFolder:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        """The image at ``index``, (H, W) uint8 grey; a photo that became unreadable after the scan (replaced or cut
-        while a run reads the folder) is logged and the next readable one taken, so a run goes on."""
-        for offset in range(len(self.paths)):
-            path = self.paths[(index + offset) % len(self.paths)]
-            try:
-                return read_grey(path)
-            except OSError:
-                logger.warning("skipping unreadable image %s", path)
-        raise OSError(f"no readable images left under {self.root}")
+        """The image at ``index``, (H, W) uint8 grey. Raises OSError when it became unreadable after the scan."""
+        return read_grey(self.paths[index])
 
     def split(self, val_fraction: float, seed: int) -> tuple["ImageFolder", "ImageFolder"]:
         """Split into (train, validation) folders by a seeded shuffle.
@@ -269,7 +265,19 @@ class HomographyPairDataset(Dataset):
         return image_a.contiguous(), image_b.contiguous(), h_ab, crop @ photo_to_fit, shown_b
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.views(index)[:3]
+        return first_readable(index, lambda readable: self.views(readable)[:3])
+
+
+def first_readable(index: int, sample: Callable[[int], T]) -> T:
+    """``sample(index)``, else ``sample(index + 1)``, ... : a photo that became unreadable after the folder was scanned
+    (replaced or cut while a run reads it) is logged and the next sample taken, so a run goes on; OSError when
+    READ_ATTEMPTS in a row fail (the folder is gone)."""
+    for offset in range(READ_ATTEMPTS):
+        try:
+            return sample(index + offset)
+        except OSError as error:
+            logger.warning("skipping a sample: %s", first_line(error))
+    raise OSError(f"{READ_ATTEMPTS} photos in a row are unreadable (samples {index}-{index + READ_ATTEMPTS - 1})")
 
 
 class InfiniteSampler(Sampler[int]):

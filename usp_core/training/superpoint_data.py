@@ -25,7 +25,7 @@ from usp_core.geometry.homography import HomographyConfig, sample_homography, wa
 from usp_core.models.superpoint import CELL, cell_labels
 from usp_core.support.errors import first_line
 from usp_core.training.data import (CropConfig, HomographyPairDataset, ImageFolder, PhotometricConfig,
-                                    apply_photometric, sample_generator)
+                                    apply_photometric, first_readable, sample_generator)
 from usp_core.training.synthetic_shapes import ShapesConfig, render_shapes
 
 __all__ = ["LabelError", "label_path", "read_labels", "valid_cells", "SyntheticShapesDataset", "LabelledPairDataset",
@@ -134,6 +134,9 @@ class LabelledPairDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return first_readable(index, self._sample)  # a photo and its labels skipped together
+
+    def _sample(self, index: int) -> tuple[torch.Tensor, ...]:
         image_a, image_b, h_ab, photo_to_a, shown_b = self.pairs.views(index)
         generator = sample_generator(self.seed, index, stream=2)
         points = torch.from_numpy(read_labels(self.labels[index % len(self.labels)]))

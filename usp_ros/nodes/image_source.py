@@ -262,12 +262,15 @@ class ImageSourceNode(Node):
         self._previous_stamp = now
 
     def _next_frame(self):
-        """The next frame; at the end, reopen (loop) or finish. None when there is nothing to publish."""
+        """The next frame; at the end, reopen (loop) or finish. None when there is nothing to publish; ValueError when
+        a looping source cannot be reopened or gives nothing after it."""
         frame = self._reader.read()
         if frame is None and self._values["loop"] and self._spec.source in ("video", "folder"):
             self._reader.close()
             self._reader = open_reader(self._spec)
             frame = self._reader.read()
+            if frame is None:
+                raise ValueError(f"{describe_source(self._spec)} gives no frame after reopening")
         if frame is None and self._spec.source == "camera":
             self.get_logger().warning("camera returned no frame", throttle_duration_sec=5.0)
         elif frame is None and not self.finished.done():

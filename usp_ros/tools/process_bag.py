@@ -69,9 +69,10 @@ __all__ = ["BagError", "CameraTimeline", "detect", "main", "match", "open_input"
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSION = 9  # rosbag2 metadata version written by Jazzy and Kilted
-# What one bad frame raises (corrupt CDR: RuntimeError; undecodable image: ConversionError, cv2.error; geometry on
-# degenerate points: ValueError, LinAlgError): the frame is skipped and reported, the run goes on.
-FRAME_ERRORS = (ConversionError, cv2.error, ValueError, RuntimeError, np.linalg.LinAlgError)
+# What one bad frame raises once deserialized (an undecodable image: ConversionError, cv2.error; geometry on degenerate
+# points: ValueError, LinAlgError): the frame is skipped and reported, the run goes on. A backend or device failure
+# (BackendError, CUDA errors: RuntimeError) is not a frame's fault and ends the run.
+FRAME_ERRORS = (ConversionError, cv2.error, ValueError, np.linalg.LinAlgError)
 
 
 class BagError(Exception):
@@ -126,9 +127,9 @@ def read_cameras(reader: Reader, topic: str | None, image_topic: str) -> CameraT
     cameras, unusable = [], []
     for _, _, data in reader.messages(connections=[connection]):
         try:
-            info = deserialize_message(data, CameraInfo)
+            info = _deserialize(data, CameraInfo)
             cameras.append((stamp_ns(info.header.stamp), camera_from_info(info)))
-        except (CameraError, RuntimeError) as error:
+        except (CameraError, ConversionError) as error:
             if named:
                 raise BagError(f"camera info on {topic}: {first_line(error)}") from None
             unusable.append(first_line(error))
@@ -235,7 +236,7 @@ def _process(reader, connection, detector, tracker, writer, stop, cameras) -> tu
                 break
             progress.update()
             try:
-                msg = deserialize_message(data, message_type)
+                msg = _deserialize(data, message_type)
                 features = detect(detector, msg)
                 frame_match = None if tracker is None else match(tracker, msg.header, features, detector.device,
                                                                  cameras.at(msg.header.stamp))
@@ -253,6 +254,14 @@ def _process(reader, connection, detector, tracker, writer, stop, cameras) -> tu
                 writer.write(motion_out, timestamp, serialize_message(motion_transform(frame_match)))
             written += 1
     return written, skipped
+
+
+def _deserialize(data: bytes, message_type):
+    """The message of CDR ``data``; ConversionError for bytes that are not one (rclpy raises a bare RuntimeError)."""
+    try:
+        return deserialize_message(data, message_type)
+    except RuntimeError as error:
+        raise ConversionError(first_line(error)) from None
 
 
 def _detector_values(args: argparse.Namespace) -> dict:
@@ -303,7 +312,8 @@ def _replace(staged: Path, output: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `ros2 run usp_ros process_bag`; 0 done, 2 bad input or output, 130 stopped by Ctrl-C."""
+    """Entry point of `ros2 run usp_ros process_bag`; 0 done, 1 every frame bad, 2 bad input or output, 130 stopped by
+    Ctrl-C."""
     args = _parse_args(argv)
     output, source = args.output.resolve(), args.input.resolve()
     if output == source or source in output.parents or output in source.parents:
@@ -354,7 +364,9 @@ def _run(args: argparse.Namespace, reader: Reader, connection, output: Path) -> 
         shutil.rmtree(workdir, ignore_errors=True)  # the replaced bag, or what a failed run left
     summary = f"{written} frames -> {output}" + (f" ({skipped} bad frames skipped)" if skipped else "")
     print(f"process_bag: {'stopped by Ctrl-C: ' if interrupt.requested else ''}{summary}", file=sys.stderr)
-    return 130 if interrupt.requested else 0
+    if interrupt.requested:
+        return 130
+    return 1 if skipped and not written else 0  # every frame bad: the run failed
 
 
 if __name__ == "__main__":

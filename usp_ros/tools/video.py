@@ -26,6 +26,7 @@ class VideoWriter:
             raise ValueError(f"a video must end in {', '.join(VIDEO_SUFFIXES)}, got {path}")
         self.path, self.fps = path, fps
         self._partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self._partial.unlink(missing_ok=True)  # a killed run's
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None
         self._gif: list[np.ndarray] = []  # (H/2, W/2, 3) RGB
@@ -55,5 +56,5 @@ class VideoWriter:
             first, *rest = (Image.fromarray(frame) for frame in self._gif)
             first.save(self._partial, format="GIF", save_all=True, append_images=rest, duration=int(1000 / self.fps),
                        loop=0)
-        if self._partial.exists():
+        if self.frames:
             os.replace(self._partial, self.path)

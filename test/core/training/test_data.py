@@ -61,13 +61,17 @@ def test_unreadable_files_are_skipped_with_one_warning_each(photo_folder: Path, 
     assert any("broken.jpg" in w for w in warnings) and any("empty.png" in w for w in warnings)
 
 
-def test_a_photo_damaged_during_a_run_is_skipped_for_the_next(photo_folder: Path, caplog):
-    folder = ImageFolder(photo_folder)
-    (photo_folder / "small.png").write_bytes(b"cut short")
+def test_a_photo_damaged_during_a_run_is_skipped_for_the_next_sample(photo_folder: Path, caplog):
+    pairs = HomographyPairDataset(ImageFolder(photo_folder), (32, 48), seed=0)
+    (photo_folder / "small.png").write_bytes(b"cut short")  # sample 1
     with caplog.at_level(logging.WARNING, logger="usp_core.training.data"):
-        image = folder[1]
-    np.testing.assert_array_equal(image, folder[2])  # sub/b.JPG, the next photo
+        sample = pairs[1]
+    assert all(torch.equal(got, want) for got, want in zip(sample, pairs[2]))
     assert [r.getMessage() for r in caplog.records if "small.png" in r.getMessage()]
+    for path in pairs.images.paths:
+        path.write_bytes(b"")
+    with pytest.raises(OSError, match="photos in a row are unreadable"):
+        pairs[0]
 
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path):
