@@ -99,10 +99,10 @@ def _kitti_poses(path: Path, frames: list[Path]) -> np.ndarray:
         raise PoseDataError(f"{path} has {len(table)} poses for {len(frames)} frames")
     poses = np.tile(np.eye(4), (len(frames), 1, 1))
     poses[:, :3, :] = table[:len(frames)].reshape(-1, 3, 4)
-    bad = np.flatnonzero(np.abs(np.linalg.det(poses[:, :3, :3]) - 1.0) > 1e-3)
+    determinants = np.linalg.det(poses[:, :3, :3])
+    bad = np.flatnonzero(np.abs(determinants - 1.0) > 1e-3)
     if len(bad):
-        determinant = np.linalg.det(poses[bad[0], :3, :3])
-        raise PoseDataError(f"{path}: pose {bad[0] + 1} is not a rotation (determinant {determinant:.3g})")
+        raise PoseDataError(f"{path}: pose {bad[0] + 1} is not a rotation (determinant {determinants[bad[0]]:.3g})")
     return poses
 
 

@@ -15,10 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey, resize_image
+from usp_core.support.image_files import IMAGE_EXTENSIONS, decodes, read_grey, resize_image
 
 __all__ = ["CALIBRATION_PHOTOS", "CALIBRATION_ENV", "CalibrationError", "CalibrationSet", "calibration_given",
            "calibration_set"]
@@ -72,7 +71,7 @@ def calibration_set(calibration_dir: str | Path | None, count: int = CALIBRATION
     digest = hashlib.sha256()
     for path in (files[index] for index in picks):
         data = path.read_bytes()
-        if not data or cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
+        if not decodes(data):
             raise CalibrationError(f"calibration photo {path} cannot be decoded")
         digest.update(f"{path.relative_to(root)}|{len(data)}|".encode())
         digest.update(data)

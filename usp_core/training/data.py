@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Sampler
 
 from usp_core.geometry.homography import HomographyConfig, sample_homography, scaling_matrix, warp_image
 from usp_core.support.errors import first_line
-from usp_core.support.image_files import IMAGE_EXTENSIONS, read_grey
+from usp_core.support.image_files import IMAGE_EXTENSIONS, decodes, read_grey
 
 __all__ = [
     "ImageFolder",
@@ -43,9 +43,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 READ_ATTEMPTS = 8  # samples tried in turn when photos became unreadable during a run
 
+
 def _is_readable(path: Path) -> bool:
-    """True when OpenCV decodes ``path`` (checked at 1/8 scale: cheap for JPEG)."""
-    return cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+    """True when OpenCV decodes ``path``."""
+    try:
+        return decodes(path.read_bytes())
+    except OSError:
+        return False
 
 
 class ImageFolder:
